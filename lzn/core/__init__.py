@@ -1,0 +1,1 @@
+"""Pure tensor math of LZN: latent zones, ODE solvers, image rectified flow."""

@@ -1,0 +1,1 @@
+"""Networks: image encoders, latent-conditioned flow decoders, label anchors, LatentZoningNetwork."""

@@ -1,0 +1,110 @@
+"""The posterior-mean kernel of the latent flow, with a memory-light backward (spec §2.3, §2.8, §8.1).
+
+For points x (B, q), anchors A (n, q), time t and log mixture weights log pi (n,):
+
+    logits_bl = log pi_l - ||x_b - s a_l||^2 / (2 t^2),   s = 1 - t
+    w = softmax(logits)          (B, n)   responsibilities
+    abar = w @ A                 (B, q)   posterior mean of the anchor ("data prediction")
+
+The ``||x_b||^2`` term is constant along a row and drops out of the softmax, so the logits need one
+(B, n) matrix product and never a (B, n, q) tensor. Callers pass *centred* inputs (anchors minus
+their mean, see ``zones._centre``), which keeps the expansion exact in float32 when the anchors sit
+far from the origin.
+
+The autograd function saves only x, A, log pi and abar; the backward recomputes w (one matmul), so a
+flow of r steps keeps r x (B, q) tensors for backward instead of r x (B, n).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+
+def zone_logits(x: Tensor, anchors: Tensor, t: float, log_weights: Tensor | None) -> Tensor:
+    """Row-shifted logits of the responsibilities: (B, q), (n, q) -> (B, n)."""
+    s = 1.0 - t
+    if s == 0.0:  # t = 1: every implied noise is x itself, the posterior is the prior
+        logits = x.new_zeros(x.shape[0], anchors.shape[0])
+    else:
+        sq = anchors.pow(2).sum(dim=1)  # (n,)
+        # -(||x||^2 - 2 s x.a + s^2 ||a||^2) / (2 t^2), dropping ||x||^2 (constant per row)
+        logits = torch.addmm(sq, x, anchors.t(), beta=-0.5 * s * s, alpha=s)  # (B, n)
+        logits = logits / (t * t)
+    if log_weights is not None:
+        logits = logits + log_weights
+    return logits
+
+
+def _gather_targets(w: Tensor, targets: Tensor) -> Tensor:
+    return w.gather(1, targets[:, None]).squeeze(1)  # (B,)
+
+
+class ZoneMean(torch.autograd.Function):
+    """(x, A, log pi) -> (abar (B, q), recorded probabilities), recomputing w in backward.
+
+    ``record`` is "none" (second output empty), "full" ((B, n) responsibilities) or "target"
+    ((B,) responsibility of ``targets[b]``).
+    """
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        x: Tensor,
+        anchors: Tensor,
+        log_weights: Tensor | None,
+        t: float,
+        record: str,
+        targets: Tensor | None,
+    ) -> tuple[Tensor, Tensor]:
+        w = torch.softmax(zone_logits(x, anchors, t, log_weights), dim=1)  # (B, n)
+        abar = w @ anchors  # (B, n) @ (n, q) -> (B, q)
+        if record == "full":
+            rec = w
+        elif record == "target":
+            assert targets is not None
+            rec = _gather_targets(w, targets)
+        else:
+            rec = x.new_empty(0)
+        ctx.save_for_backward(x, anchors, log_weights, abar, targets)
+        ctx.t, ctx.record = t, record
+        return abar, rec
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, g_abar: Tensor, g_rec: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        x, anchors, log_weights, abar, targets = ctx.saved_tensors
+        t, record = ctx.t, ctx.record
+        s = 1.0 - t
+        w = torch.softmax(zone_logits(x, anchors, t, log_weights), dim=1)  # (B, n), recomputed
+        g_w = g_abar @ anchors.t()  # dL/dw: (B, q) @ (q, n) -> (B, n)
+        if record == "full":
+            g_w = g_w + g_rec
+        elif record == "target":
+            g_w = g_w.scatter_add(1, targets[:, None], g_rec[:, None])
+        # softmax backward: dL/dlogits = w * (g_w - sum_l w_l g_w_l); sum_l w_l (g_abar . a_l) = g_abar . abar
+        row = (g_abar * abar).sum(dim=1, keepdim=True)  # (B, 1)
+        if record == "full":
+            row = row + (w * g_rec).sum(dim=1, keepdim=True)
+        elif record == "target":
+            row = row + (_gather_targets(w, targets) * g_rec)[:, None]
+        g_logits = w * (g_w - row)  # (B, n); rows sum to zero
+        del g_w
+
+        g_x = g_anchors = g_logw = None
+        c = s / (t * t)
+        if ctx.needs_input_grad[0]:
+            # d logits_bl / d x_b = -(x_b - s a_l) / t^2; the x_b part vanishes because rows of g_logits sum to 0
+            g_x = (g_logits @ anchors) * c  # (B, n) @ (n, q) -> (B, q)
+        if ctx.needs_input_grad[1]:
+            # from abar = w A: w^T g_abar; from the logits: s / t^2 (g_logits^T x - s colsum(g_logits) a_l)
+            col = g_logits.sum(dim=0)  # (n,)
+            g_anchors = w.t() @ g_abar  # (n, B) @ (B, q) -> (n, q)
+            if c != 0.0:
+                g_anchors = g_anchors + (g_logits.t() @ x) * c - anchors * (col * (c * s))[:, None]
+        if log_weights is not None and ctx.needs_input_grad[2]:
+            g_logw = g_logits.sum(dim=0)  # (n,)
+        return g_x, g_anchors, g_logw, None, None, None

@@ -1,0 +1,285 @@
+"""Latent zones: the two atomic operations of LZN (spec §2 latent computation, §3 latent alignment).
+
+Clock: the latent flow's time is t, with t = 0 at the anchors and t = 1 at N(0, I) (spec §1).
+Shapes: B points, n anchors, q latent dimensions. Every function is differentiable w.r.t. anchors,
+noise and latents, and never builds a (B, n, q) tensor (see ``zone_mean``).
+
+Exactness: the flow commutes with translations (x_t - (1 - t) c solves the same ODE over anchors
+shifted by c), so every entry point shifts anchors and points by the anchors' mean before the matmul
+expansion of the distances. Far-from-origin anchors then cost no float32 precision.
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import nullcontext
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from lzn.core.zone_mean import ZoneMean, zone_logits
+
+Solver = Literal["euler", "dpm3"]
+DEFAULT_EPS = {"euler": 1e-4, "dpm3": 1e-3}
+
+
+# ---------------------------------------------------------------------------------------------------
+# validation at the public boundary
+
+
+def _check_anchors(anchors: Tensor) -> None:
+    if not isinstance(anchors, Tensor) or anchors.dim() != 2 or not anchors.is_floating_point():
+        shape = tuple(anchors.shape) if isinstance(anchors, Tensor) else type(anchors).__name__
+        raise ValueError(f"anchors must be a floating (n, q) tensor, got {shape}")
+    if anchors.shape[0] == 0:
+        raise ValueError("anchors must hold at least one anchor, got shape (0, q)")
+
+
+def _check_points(name: str, x: Tensor, anchors: Tensor, rows: int | None = None) -> None:
+    q = anchors.shape[1]
+    if not isinstance(x, Tensor) or x.dim() != 2 or x.shape[1] != q or not x.is_floating_point():
+        shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+        want = f"({rows}, {q})" if rows is not None else f"(B, {q})"
+        raise ValueError(f"{name} must be a floating {want} tensor matching anchors {tuple(anchors.shape)}, got {shape}")
+    if rows is not None and x.shape[0] != rows:
+        raise ValueError(f"{name} must have shape ({rows}, {q}) to match {rows} samples, got {tuple(x.shape)}")
+    if x.device != anchors.device:
+        raise ValueError(f"{name} is on {x.device} but anchors are on {anchors.device}")
+
+
+def _check_log_weights(log_weights: Tensor | None, n: int) -> None:
+    if log_weights is not None and (log_weights.shape != (n,) or not log_weights.is_floating_point()):
+        raise ValueError(f"log_weights must be a floating ({n},) tensor (one per anchor), got {tuple(log_weights.shape)}")
+
+
+def _check_index(name: str, index: Tensor, n: int, rows: int | None = None) -> None:
+    if index.dim() != 1 or index.dtype not in (torch.int64, torch.int32):
+        raise ValueError(f"{name} must be a 1-D integer tensor, got {tuple(index.shape)} {index.dtype}")
+    if rows is not None and index.shape[0] != rows:
+        raise ValueError(f"{name} must have shape ({rows},), got {tuple(index.shape)}")
+    if index.numel() and (int(index.min()) < 0 or int(index.max()) >= n):
+        raise ValueError(f"{name} values must lie in [0, {n}), got range [{int(index.min())}, {int(index.max())}]")
+
+
+def _check_steps(steps: int) -> None:
+    if not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be a positive int, got {steps!r}")
+
+
+def _as_time(t: float | Tensor) -> float:
+    value = float(t.detach()) if isinstance(t, Tensor) else float(t)
+    if not 0.0 < value <= 1.0:
+        raise ValueError(f"t must lie in (0, 1] (t = 0 is the anchors, where the flow is singular), got {value}")
+    return value
+
+
+# ---------------------------------------------------------------------------------------------------
+# shared plumbing: float32 or wider, no autocast, centred coordinates
+
+
+def _prepare(anchors: Tensor, log_weights: Tensor | None) -> tuple[Tensor, Tensor, Tensor | None]:
+    """-> (centre (q,), centred anchors (n, q), log weights), all in float32 or float64."""
+    dtype = torch.promote_types(anchors.dtype, torch.float32)
+    anchors = anchors.to(dtype)
+    centre = anchors.detach().mean(dim=0)  # (q,); detached: the flow is exactly translation-equivariant
+    logw = None if log_weights is None else log_weights.to(dtype)
+    return centre, anchors - centre, logw
+
+
+def _no_autocast(x: Tensor):  # type: ignore[no-untyped-def]
+    return torch.autocast(x.device.type, enabled=False) if torch.is_autocast_enabled(x.device.type) else nullcontext()
+
+
+def _shift(x: Tensor, centre: Tensor, t: float) -> Tensor:
+    """x - (1 - t) * centre, formed in float64 so that large coordinates lose nothing: (B, q)."""
+    return (x.double() - (1.0 - t) * centre.double()).to(centre.dtype)
+
+
+def _mean(x: Tensor, anchors: Tensor, logw: Tensor | None, t: float) -> Tensor:
+    return ZoneMean.apply(x, anchors, logw, t, "none", None)[0]  # (B, q)
+
+
+# ---------------------------------------------------------------------------------------------------
+# pointwise quantities (spec §2.3)
+
+
+def posteriors(x: Tensor, anchors: Tensor, t: float | Tensor, log_weights: Tensor | None = None) -> Tensor:
+    """Responsibilities w_l(x, t) of spec §2.3: (B, q), (n, q) -> (B, n), rows sum to 1."""
+    _check_anchors(anchors)
+    _check_points("x", x, anchors)
+    _check_log_weights(log_weights, anchors.shape[0])
+    tv = _as_time(t)
+    with _no_autocast(x):
+        centre, a, logw = _prepare(anchors, log_weights)
+        xc = _shift(x, centre, tv)  # (B, q)
+        return torch.softmax(zone_logits(xc, a, tv, logw), dim=1)
+
+
+def velocity(x: Tensor, anchors: Tensor, t: float | Tensor, log_weights: Tensor | None = None) -> Tensor:
+    """Closed-form flow-matching velocity dx/dt = (x - abar(x, t)) / t (spec §2.3): -> (B, q)."""
+    _check_anchors(anchors)
+    _check_points("x", x, anchors)
+    _check_log_weights(log_weights, anchors.shape[0])
+    tv = _as_time(t)
+    with _no_autocast(x):
+        centre, a, logw = _prepare(anchors, log_weights)
+        xc = _shift(x, centre, tv)
+        # d/dt [x - (1 - t) c] = v + c, so the velocity in plain coordinates is the centred one minus c
+        return (xc - _mean(xc, a, logw, tv)) / tv - centre
+
+
+# ---------------------------------------------------------------------------------------------------
+# latent computation: anchors -> latents (spec §2.4-2.6)
+
+
+def latents(
+    anchors: Tensor,
+    noise: Tensor,
+    *,
+    index: Tensor | None = None,
+    steps: int = 20,
+    solver: Solver = "euler",
+    eps: float | None = None,
+    noise_scale: float = 1.0,
+    log_weights: Tensor | None = None,
+) -> Tensor:
+    """Flow each sample's anchor from t = eps to the Gaussian side: -> latents (B, q).
+
+    anchors (n, q) is the anchor set of the flow; ``index`` (B,) picks each sample's own anchor
+    (default: all n rows, B = n); ``noise`` (B, q) is z in the start point (1 - g) a_i + g * noise_scale * z.
+    solver "euler" integrates to t = 1 (spec §2.5, default eps 1e-4); "dpm3" is DPM-Solver++ 3M on a
+    uniform grid from eps to 1 - eps (spec §2.6, default eps 1e-3).
+    """
+    _check_anchors(anchors)
+    n = anchors.shape[0]
+    if index is not None:
+        _check_index("index", index, n)
+    rows = n if index is None else index.shape[0]
+    _check_points("noise", noise, anchors, rows)
+    _check_log_weights(log_weights, n)
+    _check_steps(steps)
+    if solver not in DEFAULT_EPS:
+        raise ValueError(f"solver must be one of {sorted(DEFAULT_EPS)}, got {solver!r}")
+    g = DEFAULT_EPS[solver] if eps is None else float(eps)
+    top = 1.0 if solver == "euler" else 0.5  # dpm3 integrates from eps to 1 - eps
+    if not 0.0 < g < top:
+        raise ValueError(f"eps must lie in (0, {top}) for solver {solver!r}, got {g}")
+    with _no_autocast(anchors):
+        centre, a, logw = _prepare(anchors, log_weights)
+        own = a if index is None else a[index]  # (B, q)
+        x = (1.0 - g) * own + (g * noise_scale) * noise.to(a.dtype)
+        if solver == "euler":
+            x, t_end = _euler_forward(x, a, logw, steps, g), 1.0
+        else:
+            x, t_end = _dpm3_forward(x, a, logw, steps, g), 1.0 - g
+        return x + (1.0 - t_end) * centre
+
+
+def _euler_forward(x: Tensor, a: Tensor, logw: Tensor | None, steps: int, g: float) -> Tensor:
+    h = (1.0 - g) / steps
+    for j in range(steps):
+        t = g + j * h
+        x = x + (h / t) * (x - _mean(x, a, logw, t))
+    return x
+
+
+def _dpm3_forward(x: Tensor, a: Tensor, logw: Tensor | None, steps: int, g: float) -> Tensor:
+    """DPM-Solver++ 3M, data prediction abar, alpha_t = 1 - t, sigma_t = t (spec §2.6)."""
+    ts = [g + i * (1.0 - 2.0 * g) / steps for i in range(steps + 1)]  # python floats: float64 schedule
+    lam = [math.log((1.0 - t) / t) for t in ts]
+    ms: list[Tensor] = []
+    hs: list[float] = []
+    for i in range(1, steps + 1):
+        ms.append(_mean(x, a, logw, ts[i - 1]))
+        h = lam[i] - lam[i - 1]
+        hs.append(h)
+        order = min(3, i) if steps >= 10 else min(3, i, steps + 1 - i)
+        alpha, phi1 = 1.0 - ts[i], math.expm1(-h)
+        x = (ts[i] / ts[i - 1]) * x - (alpha * phi1) * ms[-1]
+        if order == 2:
+            r0 = hs[-2] / h
+            x = x - (0.5 * alpha * phi1 / r0) * (ms[-1] - ms[-2])
+        elif order == 3:
+            r0, r1 = hs[-2] / h, hs[-3] / h
+            d0 = (ms[-1] - ms[-2]) / r0
+            d1p = (ms[-2] - ms[-3]) / r1
+            d1 = d0 + (r0 / (r0 + r1)) * (d0 - d1p)
+            d2 = (d0 - d1p) / (r0 + r1)
+            phi2 = phi1 / h + 1.0
+            phi3 = phi2 / h - 0.5
+            x = x + (alpha * phi2) * d1 - (alpha * phi3) * d2
+        if len(ms) > 3:
+            ms.pop(0)
+    return x
+
+
+# ---------------------------------------------------------------------------------------------------
+# latent alignment: latents -> anchors with per-step assignment probabilities (spec §3)
+
+
+def flow_back(
+    latents: Tensor,
+    anchors: Tensor,
+    *,
+    steps: int = 20,
+    log_weights: Tensor | None = None,
+    targets: Tensor | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Reverse Euler flow from t = 1 to t = 0 over ``anchors`` (spec §3.2).
+
+    Returns (end points (B, q), probs). probs are the responsibilities recorded *before* each step
+    (t = 1, 1 - 1/steps, ..., 1/steps): (steps, B, n), or with ``targets`` (B,) only the target's,
+    (steps, B), which never materialises steps x B x n.
+    """
+    _check_anchors(anchors)
+    _check_points("latents", latents, anchors)
+    n = anchors.shape[0]
+    _check_log_weights(log_weights, n)
+    _check_steps(steps)
+    if targets is not None:
+        _check_index("targets", targets, n, latents.shape[0])
+        targets = targets.long()
+    record = "full" if targets is None else "target"
+    with _no_autocast(anchors):
+        centre, a, logw = _prepare(anchors, log_weights)
+        x = latents.to(a.dtype)  # at t = 1 the centred and plain coordinates coincide
+        h = 1.0 / steps
+        recorded = []
+        for j in range(steps):
+            t = 1.0 - j * h
+            abar, rec = ZoneMean.apply(x, a, logw, t, record, targets)
+            recorded.append(rec)
+            x = x - (h / t) * (x - abar)
+        return x + centre, torch.stack(recorded)
+
+
+def alignment_loss(target_probs: Tensor, *, cutoff: float = 0.2, form: Literal["prob", "log"] = "prob") -> Tensor:
+    """Max over late recorded steps of the correct anchor's probability, negated (spec §3.3).
+
+    target_probs (steps, B); the first floor(cutoff * steps) recorded steps are dropped. form "prob":
+    -mean M; "log": -mean log M (M clamped at the dtype's smallest normal so the loss stays finite).
+    """
+    if target_probs.dim() != 2:
+        raise ValueError(f"target_probs must be (steps, B), got shape {tuple(target_probs.shape)}")
+    steps = target_probs.shape[0]
+    drop = math.floor(cutoff * steps)
+    if not 0.0 <= cutoff < 1.0 or drop >= steps:
+        raise ValueError(f"cutoff must lie in [0, 1) and leave at least one of {steps} steps, got {cutoff}")
+    best = target_probs[drop:].max(dim=0).values  # (B,)
+    if form == "prob":
+        return -best.mean()
+    if form == "log":
+        return -best.clamp_min(torch.finfo(best.dtype).tiny).log().mean()
+    raise ValueError(f"form must be 'prob' or 'log', got {form!r}")
+
+
+def nearest(points: Tensor, anchors: Tensor) -> Tensor:
+    """Index of the nearest anchor in squared Euclidean distance (label decoding, spec §3.5): -> (B,) long."""
+    _check_anchors(anchors)
+    _check_points("points", points, anchors)
+    with torch.no_grad():
+        centre, a, _ = _prepare(anchors, None)
+        p = points.to(a.dtype) - centre  # (B, q)
+        d = a.pow(2).sum(dim=1) - 2.0 * (p @ a.t())  # (B, n), ||p||^2 dropped (constant per row)
+        return d.argmin(dim=1)

@@ -25,18 +25,17 @@ from torch.autograd.function import once_differentiable
 
 
 def zone_logits(x: Tensor, anchors: Tensor, t: float, log_weights: Tensor | None) -> Tensor:
-    """Row-shifted logits of the responsibilities: (B, q), (n, q) -> (B, n)."""
+    """Logits of the responsibilities, up to a per-row constant: (B, q), (n, q) -> (B, n)."""
     s = 1.0 - t
     if s == 0.0:  # t = 1: every implied noise is x itself, the posterior is the prior
-        logits = x.new_zeros(x.shape[0], anchors.shape[0])
-    else:
-        sq = anchors.pow(2).sum(dim=1)  # (n,)
-        # -(||x||^2 - 2 s x.a + s^2 ||a||^2) / (2 t^2), dropping ||x||^2 (constant per row)
-        logits = torch.addmm(sq, x, anchors.t(), beta=-0.5 * s * s, alpha=s)  # (B, n)
-        logits = logits / (t * t)
+        bias = x.new_zeros(anchors.shape[0]) if log_weights is None else log_weights
+        return bias.expand(x.shape[0], -1).clone()
+    # -(||x||^2 - 2 s x.a + s^2 ||a||^2) / (2 t^2) + log pi, dropping ||x||^2 (constant per row);
+    # one fused pass: bias (n,) broadcast into the (B, n) product
+    bias = anchors.pow(2).sum(dim=1) * (-0.5 * s * s / (t * t))  # (n,)
     if log_weights is not None:
-        logits = logits + log_weights
-    return logits
+        bias = bias + log_weights
+    return torch.addmm(bias, x, anchors.t(), alpha=s / (t * t))  # (B, q) @ (q, n) -> (B, n)
 
 
 def _gather_targets(w: Tensor, targets: Tensor) -> Tensor:
@@ -44,10 +43,12 @@ def _gather_targets(w: Tensor, targets: Tensor) -> Tensor:
 
 
 class ZoneMean(torch.autograd.Function):
-    """(x, A, log pi) -> (abar (B, q), recorded probabilities), recomputing w in backward.
+    """(x, A, log pi) -> (y, recorded probabilities), recomputing w in backward.
 
-    ``record`` is "none" (second output empty), "full" ((B, n) responsibilities) or "target"
-    ((B,) responsibility of ``targets[b]``).
+    With ``k = None`` the first output is abar (B, q); with a float k it is the Euler update
+    x + k (x - abar), i.e. x + h v with k = h / t (forward flow) or k = -h / t (flow back), fused so
+    that a step adds no autograd nodes of its own. ``record`` is "none" (second output empty),
+    "full" ((B, n) responsibilities) or "target" ((B,) responsibility of ``targets[b]``).
     """
 
     @staticmethod
@@ -57,6 +58,7 @@ class ZoneMean(torch.autograd.Function):
         anchors: Tensor,
         log_weights: Tensor | None,
         t: float,
+        k: float | None,
         record: str,
         targets: Tensor | None,
     ) -> tuple[Tensor, Tensor]:
@@ -70,41 +72,42 @@ class ZoneMean(torch.autograd.Function):
         else:
             rec = x.new_empty(0)
         ctx.save_for_backward(x, anchors, log_weights, abar, targets)
-        ctx.t, ctx.record = t, record
-        return abar, rec
+        ctx.t, ctx.k, ctx.record = t, k, record
+        out = abar if k is None else torch.lerp(x, abar, -k)  # x + k (x - abar)
+        return out, rec
 
     @staticmethod
     @once_differentiable
-    def backward(ctx: Any, g_abar: Tensor, g_rec: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+    def backward(ctx: Any, g_out: Tensor, g_rec: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
         x, anchors, log_weights, abar, targets = ctx.saved_tensors
-        t, record = ctx.t, ctx.record
+        t, k, record = ctx.t, ctx.k, ctx.record
         s = 1.0 - t
+        g_abar = g_out if k is None else g_out * (-k)  # (B, q)
         w = torch.softmax(zone_logits(x, anchors, t, log_weights), dim=1)  # (B, n), recomputed
-        g_w = g_abar @ anchors.t()  # dL/dw: (B, q) @ (q, n) -> (B, n)
-        if record == "full":
-            g_w = g_w + g_rec
-        elif record == "target":
-            g_w = g_w.scatter_add(1, targets[:, None], g_rec[:, None])
-        # softmax backward: dL/dlogits = w * (g_w - sum_l w_l g_w_l); sum_l w_l (g_abar . a_l) = g_abar . abar
+        g_logits = g_abar @ anchors.t()  # dL/dw: (B, q) @ (q, n) -> (B, n)
+        # softmax backward: dL/dlogits = w * (dL/dw - sum_l w_l dL/dw_l), with sum_l w_l (g_abar . a_l) = g_abar . abar
         row = (g_abar * abar).sum(dim=1, keepdim=True)  # (B, 1)
         if record == "full":
+            g_logits += g_rec
             row = row + (w * g_rec).sum(dim=1, keepdim=True)
         elif record == "target":
+            g_logits.scatter_add_(1, targets[:, None], g_rec[:, None])
             row = row + (_gather_targets(w, targets) * g_rec)[:, None]
-        g_logits = w * (g_w - row)  # (B, n); rows sum to zero
-        del g_w
+        g_logits.sub_(row).mul_(w)  # (B, n); rows sum to zero
 
         g_x = g_anchors = g_logw = None
         c = s / (t * t)
         if ctx.needs_input_grad[0]:
             # d logits_bl / d x_b = -(x_b - s a_l) / t^2; the x_b part vanishes because rows of g_logits sum to 0
-            g_x = (g_logits @ anchors) * c  # (B, n) @ (n, q) -> (B, q)
+            g_x = torch.mm(g_logits, anchors).mul_(c)  # (B, n) @ (n, q) -> (B, q)
+            if k is not None:
+                g_x.add_(g_out, alpha=1.0 + k)
         if ctx.needs_input_grad[1]:
             # from abar = w A: w^T g_abar; from the logits: s / t^2 (g_logits^T x - s colsum(g_logits) a_l)
-            col = g_logits.sum(dim=0)  # (n,)
             g_anchors = w.t() @ g_abar  # (n, B) @ (B, q) -> (n, q)
             if c != 0.0:
-                g_anchors = g_anchors + (g_logits.t() @ x) * c - anchors * (col * (c * s))[:, None]
+                col = g_logits.sum(dim=0)  # (n,)
+                g_anchors.addmm_(g_logits.t(), x, alpha=c).sub_(anchors * (col * (c * s))[:, None])
         if log_weights is not None and ctx.needs_input_grad[2]:
             g_logw = g_logits.sum(dim=0)  # (n,)
-        return g_x, g_anchors, g_logw, None, None, None
+        return g_x, g_anchors, g_logw, None, None, None, None

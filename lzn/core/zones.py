@@ -97,7 +97,7 @@ def _shift(x: Tensor, centre: Tensor, t: float) -> Tensor:
 
 
 def _mean(x: Tensor, anchors: Tensor, logw: Tensor | None, t: float) -> Tensor:
-    return ZoneMean.apply(x, anchors, logw, t, "none", None)[0]  # (B, q)
+    return ZoneMean.apply(x, anchors, logw, t, None, "none", None)[0]  # (B, q)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -180,7 +180,7 @@ def _euler_forward(x: Tensor, a: Tensor, logw: Tensor | None, steps: int, g: flo
     h = (1.0 - g) / steps
     for j in range(steps):
         t = g + j * h
-        x = x + (h / t) * (x - _mean(x, a, logw, t))
+        x = ZoneMean.apply(x, a, logw, t, h / t, "none", None)[0]  # x + h v(x, t)
     return x
 
 
@@ -248,9 +248,8 @@ def flow_back(
         recorded = []
         for j in range(steps):
             t = 1.0 - j * h
-            abar, rec = ZoneMean.apply(x, a, logw, t, record, targets)
+            x, rec = ZoneMean.apply(x, a, logw, t, -h / t, record, targets)  # x - h v(x, t)
             recorded.append(rec)
-            x = x - (h / t) * (x - abar)
         return x + centre, torch.stack(recorded)
 
 

@@ -1,0 +1,149 @@
+"""Speed and memory of the latent-zone core against a naive broadcast implementation (issue: foundation).
+
+Workload (the CS2 training step of spec §4.2.4): anchors A1, A2 (n, q) with gradients, Euler latents of
+all n samples over A1 (20 steps), reverse Euler flow over A2 (20 steps) recording the target
+probabilities, log-form alignment loss, backward.
+
+* ``ours``: lzn.core.zones (matmul logits, custom backward that recomputes the responsibilities).
+* ``naive``: (B, n, q) differences per velocity evaluation, each evaluation wrapped in non-reentrant
+  activation checkpointing, which is how the paper's release keeps memory in check (spec §2.8).
+
+Each measurement runs in a fresh subprocess; peak memory is the peak resident set size minus the
+resident size just before the workload. Prints one JSON object, then a one-line summary.
+
+    python benchmarks/zones.py              # full: n = 512 comparison and n = 4096 throughput
+    python benchmarks/zones.py --quick      # small sizes, seconds
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+import torch
+from torch.utils.checkpoint import checkpoint
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _naive_velocity(x: torch.Tensor, anchors: torch.Tensor, t: float) -> tuple[torch.Tensor, torch.Tensor]:
+    diff = x[:, None, :] - (1 - t) * anchors[None]  # (B, n, q)
+    eps_hat = diff / t  # (B, n, q) implied noises
+    w = torch.softmax(-0.5 * eps_hat.pow(2).sum(-1), dim=1)  # (B, n)
+    v = (w[:, :, None] * (eps_hat - anchors[None])).sum(1)  # (B, q)
+    return v, w
+
+
+def _naive_step(a1: torch.Tensor, a2: torch.Tensor, z: torch.Tensor, steps: int) -> torch.Tensor:
+    g = 1e-4
+    x, h = (1 - g) * a1 + g * z, (1 - g) / steps
+    for j in range(steps):
+        v, _ = checkpoint(_naive_velocity, x, a1, g + j * h, use_reentrant=False)
+        x = x + h * v
+    targets = torch.arange(x.shape[0])
+    best = None
+    for j in range(steps):
+        t = 1 - j / steps
+        v, w = checkpoint(_naive_velocity, x, a2, t, use_reentrant=False)
+        p = w[targets, targets]
+        if j >= int(0.2 * steps):
+            best = p if best is None else torch.maximum(best, p)
+        x = x - (1 / steps) * v
+    assert best is not None
+    return -best.clamp_min(1e-38).log().mean()
+
+
+def _our_step(a1: torch.Tensor, a2: torch.Tensor, z: torch.Tensor, steps: int) -> torch.Tensor:
+    from lzn.core import zones
+
+    lat = zones.latents(a1, z, steps=steps)
+    _, tp = zones.flow_back(lat, a2, steps=steps, targets=torch.arange(a1.shape[0]))
+    return zones.alignment_loss(tp, form="log")
+
+
+def _worker(impl: str, n: int, q: int, steps: int, repeats: int) -> dict[str, float]:
+    torch.manual_seed(0)
+    a1 = (torch.randn(n, q) * 0.3).requires_grad_()
+    a2 = (a1.detach() + 0.05 * torch.randn(n, q)).requires_grad_()
+    z = torch.randn(n, q)
+    fn = _our_step if impl == "ours" else _naive_step
+    base = _rss_bytes()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        loss = fn(a1, a2, z, steps)
+        loss.backward()
+        times.append(time.perf_counter() - start)
+        a1.grad = a2.grad = None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return {"seconds": min(times), "peak_bytes": max(peak - base, 0), "loss": float(loss)}
+
+
+def _matmul_flops(n: int, q: int, repeats: int = 5) -> float:
+    a, b = torch.randn(n, q), torch.randn(n, q)
+    a @ b.t()
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b.t()  # (n, q) @ (q, n): the shape of the logits product
+        best = min(best, time.perf_counter() - start)
+    return 2 * n * n * q / best
+
+
+def _run(impl: str, n: int, q: int, steps: int, repeats: int) -> dict[str, float]:
+    out = subprocess.run(
+        [sys.executable, __file__, "--worker", impl, str(n), str(q), str(steps), str(repeats)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return json.loads(out.stdout)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="small sizes (n = 128 / 512)")
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--worker", nargs=5, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        impl, n, q, steps, repeats = args.worker
+        print(json.dumps(_worker(impl, int(n), int(q), int(steps), int(repeats))))
+        return
+
+    q, steps = 256, args.steps
+    n_cmp, n_big = (128, 512) if args.quick else (512, 4096)
+    ours = _run("ours", n_cmp, q, steps, 3)
+    naive = _run("naive", n_cmp, q, steps, 1)
+    big = _run("ours", n_big, q, steps, 1)
+    # forward matrix FLOPs: per velocity evaluation two (B, n, q) products; 2 x steps evaluations
+    fwd_flops = 2 * steps * 2 * (2 * n_big * n_big * q)
+    peak_flops = _matmul_flops(n_big, q)
+    achieved = 3 * fwd_flops / big["seconds"]
+    report = {
+        "threads": torch.get_num_threads(),
+        "compare": {"n": n_cmp, "q": q, "steps": steps, "ours": ours, "naive_checkpointed": naive,
+                    "time_ratio": ours["seconds"] / naive["seconds"],
+                    "memory_ratio": ours["peak_bytes"] / max(naive["peak_bytes"], 1)},
+        "large": {"n": n_big, "q": q, "steps": steps, **big, "matmul_gflops": peak_flops / 1e9,
+                  "achieved_gflops": achieved / 1e9, "matmul_fraction": achieved / peak_flops},
+    }
+    print(json.dumps(report, indent=2))
+    c, lg = report["compare"], report["large"]
+    print(
+        f"zones: n={n_cmp} time {c['time_ratio']:.1%} / peak memory {c['memory_ratio']:.1%} of naive+checkpoint "
+        f"(target <= 5%); n={n_big} fwd+bwd {lg['seconds']:.2f}s, peak {lg['peak_bytes'] / 2**30:.2f} GiB "
+        f"(target <= 1.5), {lg['matmul_fraction']:.0%} of matmul throughput (target >= 50%)"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,93 @@
+"""The only module that touches torch.distributed. Without a process group every function is the
+identity (one process, rank 0 of 1), so the same code runs on a laptop and under torchrun.
+
+Spec §2.7: anchors are gathered from all workers *with* gradients, concatenated in rank order, so
+local sample j on rank r owns global anchor r * B + j (§3.6); class counts are all-reduced (§3.4).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+
+
+def is_active() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def rank() -> int:
+    return dist.get_rank() if is_active() else 0
+
+
+def world_size() -> int:
+    return dist.get_world_size() if is_active() else 1
+
+
+def is_main() -> bool:
+    return rank() == 0
+
+
+def gather_with_grad(x: Tensor) -> Tensor:
+    """All-gather (B, ...) from every rank -> (world * B, ...), rank-major, gradients routed back."""
+    if world_size() == 1:
+        return x
+    from torch.distributed.nn.functional import all_gather
+
+    return torch.cat(all_gather(x.contiguous()), dim=0)
+
+
+def gather(x: Tensor) -> Tensor:
+    """All-gather without gradients (evaluation, metrics): (B, ...) -> (world * B, ...)."""
+    if world_size() == 1:
+        return x
+    parts = [torch.empty_like(x) for _ in range(world_size())]
+    dist.all_gather(parts, x.contiguous())
+    return torch.cat(parts, dim=0)
+
+
+def all_reduce_sum(x: Tensor) -> Tensor:
+    """Sum of ``x`` over ranks (a new tensor; no gradient)."""
+    if world_size() == 1:
+        return x
+    out = x.detach().clone()
+    dist.all_reduce(out, op=dist.ReduceOp.SUM)
+    return out
+
+
+def all_true(flag: bool, device: torch.device | str = "cpu") -> bool:
+    """True on every rank iff ``flag`` is True on every rank (e.g. all losses finite)."""
+    if world_size() == 1:
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MIN)
+    return bool(t.item() > 0.5)
+
+
+def global_offset(local_batch: int) -> int:
+    """Index of this rank's first sample in the rank-major gathered batch (spec §3.6)."""
+    return rank() * local_batch
+
+
+def average_gradients(params: Iterable[nn.Parameter]) -> None:
+    """Replace each ``.grad`` by its mean over ranks, in place (one flat all-reduce).
+
+    With anchors gathered by ``gather_with_grad``, the mean of the per-rank gradients is the gradient
+    of the global-mean loss (spec §2.7). Parameters without a gradient on this rank count as zero, so
+    every rank must pass the same parameter list in the same order.
+    """
+    if world_size() == 1:
+        return
+    params = [p for p in params if p.requires_grad]
+    if not params:
+        return
+    flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params])
+    dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+    flat /= world_size()
+    offset = 0
+    for p in params:
+        n = p.numel()
+        p.grad = flat[offset:offset + n].view_as(p).clone()
+        offset += n

@@ -1,0 +1,62 @@
+"""Labels as a data type: encoder, decoder and class-conditional latents (spec §3.4, §3.5, §4.3).
+
+The label encoder is a learnable (num_classes, q) anchor matrix initialised N(0, 1) (§4.3.2); it is an
+ordinary parameter, so DDP all-reduces its gradient like any other (no dummy inputs needed).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from lzn.core import zones
+
+
+class LabelAnchors(nn.Module):
+    def __init__(self, num_classes: int, latent_dim: int, *, generator: torch.Generator | None = None) -> None:
+        super().__init__()
+        if num_classes < 2 or latent_dim < 1:
+            raise ValueError(f"LabelAnchors needs num_classes >= 2 and latent_dim >= 1, got {num_classes}, {latent_dim}")
+        self.num_classes = num_classes
+        self.latent_dim = latent_dim
+        self.weight = nn.Parameter(torch.randn(num_classes, latent_dim, generator=generator))  # (K, q)
+
+    def forward(self, labels: Tensor) -> Tensor:
+        """Label encoder: (B,) class indices -> (B, q) anchors."""
+        self.check_labels(labels)
+        return self.weight[labels]
+
+    def check_labels(self, labels: Tensor) -> None:
+        if labels.dim() != 1 or labels.dtype not in (torch.int64, torch.int32):
+            raise ValueError(f"labels must be a 1-D integer tensor of class indices, got {tuple(labels.shape)} {labels.dtype}")
+        if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= self.num_classes):
+            raise ValueError(
+                f"labels must lie in [0, {self.num_classes}), got range [{int(labels.min())}, {int(labels.max())}]"
+            )
+
+    def class_log_weights(self, labels: Tensor, counts: Tensor | None = None) -> Tensor:
+        """log pi from class counts of a batch (zero-count classes included -> -inf), spec §3.4: (K,)."""
+        if counts is None:
+            counts = torch.bincount(labels, minlength=self.num_classes).to(self.weight.dtype)
+        return torch.log(counts / counts.sum())
+
+    def decode(self, latents: Tensor, *, steps: int = 100, log_weights: Tensor | None = None) -> Tensor:
+        """Label decoder (§3.5): flow latents back over the label anchors, nearest anchor's class: (B,)."""
+        with torch.no_grad():
+            end, _ = zones.flow_back(latents, self.weight, steps=steps, log_weights=log_weights,
+                                     targets=torch.zeros(latents.shape[0], dtype=torch.long, device=latents.device))
+            return zones.nearest(end, self.weight)
+
+    def alignment_probs(self, latents: Tensor, labels: Tensor, *, steps: int = 100,
+                        log_weights: Tensor | None = None) -> Tensor:
+        """Per-step probability of each latent's true class on the reverse flow (§4.3.3 step 5): (steps, B)."""
+        self.check_labels(labels)
+        _, probs = zones.flow_back(latents, self.weight, steps=steps, log_weights=log_weights, targets=labels)
+        return probs
+
+    def conditional_latents(self, labels: Tensor, noise: Tensor, *, steps: int = 100, eps: float = 1e-4,
+                            noise_scale: float = 1.0) -> Tensor:
+        """Class-conditional latents (§4.3.5): forward Euler flow from each label's anchor: (B, q)."""
+        self.check_labels(labels)
+        return zones.latents(self.weight, noise, index=labels, steps=steps, solver="euler", eps=eps,
+                             noise_scale=noise_scale)

@@ -1,0 +1,1 @@
+"""Case-study recipes (generation, representation, joint) and their baselines."""

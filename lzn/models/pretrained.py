@@ -1,0 +1,87 @@
+"""``save_pretrained`` / ``from_pretrained`` for LatentZoningNetwork: a folder with ``config.json`` and
+``model.safetensors``, local only. Files are written to temporaries and renamed (atomic); the config
+records the weights' SHA-256, so a truncated or altered weight file is refused with a clear error.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lzn.models.label_anchors import LabelAnchors
+from lzn.models.network import FlowConfig, LatentZoningNetwork
+from lzn.models.registry import build, build_spec
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+FORMAT = "lzn-pretrained/1"
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def save_pretrained(model: LatentZoningNetwork, directory: str | os.PathLike[str]) -> Path:
+    from safetensors.torch import save
+
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    config: dict[str, Any] = {"format": FORMAT, "flow": dataclasses.asdict(model.flow)}
+    for part in ("encoder", "decoder"):
+        module = getattr(model, part)
+        config[part] = None if module is None else build_spec(module, part)
+    la = model.label_anchors
+    config["label_anchors"] = None if la is None else {"num_classes": la.num_classes, "latent_dim": la.latent_dim}
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    blob = save(state)
+    config["weights_sha256"] = hashlib.sha256(blob).hexdigest()
+    _atomic_write(out / WEIGHTS_NAME, blob)
+    _atomic_write(out / CONFIG_NAME, (json.dumps(config, indent=2) + "\n").encode())
+    return out
+
+
+def from_pretrained(directory: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> LatentZoningNetwork:
+    from safetensors.torch import load
+
+    src = Path(directory)
+    cfg_path, w_path = src / CONFIG_NAME, src / WEIGHTS_NAME
+    for p in (cfg_path, w_path):
+        if not p.is_file():
+            raise ValueError(f"{p} is missing: a pretrained LZN folder holds {CONFIG_NAME} and {WEIGHTS_NAME}")
+    try:
+        config = json.loads(cfg_path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{cfg_path} is not valid JSON ({err}); the folder is corrupted") from None
+    if not isinstance(config, dict) or config.get("format") != FORMAT:
+        raise ValueError(f"{cfg_path} is not an lzn config (expected format {FORMAT!r})")
+    blob = w_path.read_bytes()
+    if hashlib.sha256(blob).hexdigest() != config.get("weights_sha256"):
+        raise ValueError(f"{w_path} does not match the checksum in {CONFIG_NAME}: the weights are corrupted or truncated")
+    encoder = None if config["encoder"] is None else build(config["encoder"]["name"], **config["encoder"]["kwargs"])
+    decoder = None if config["decoder"] is None else build(config["decoder"]["name"], **config["decoder"]["kwargs"])
+    la_cfg = config["label_anchors"]
+    label_anchors = None if la_cfg is None else LabelAnchors(la_cfg["num_classes"], la_cfg["latent_dim"])
+    model = LatentZoningNetwork(encoder, decoder, label_anchors, FlowConfig(**config["flow"]))
+    try:
+        state = load(blob)
+    except Exception as err:  # safetensors raises its own error types for malformed headers
+        raise ValueError(f"{w_path} could not be read as safetensors ({err})") from None
+    model.load_state_dict(state, strict=True)
+    return model.to(map_location)

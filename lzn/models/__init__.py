@@ -1,7 +1,23 @@
 """Networks: image encoders, latent-conditioned flow decoders, label anchors, LatentZoningNetwork."""
 
 from lzn.models.label_anchors import LabelAnchors
+from lzn.models.ncsnpp import ncsnpp_decoder, ncsnpp_encoder
 from lzn.models.network import FlowConfig, GenerationOutput, LatentZoningNetwork
 from lzn.models.registry import NETWORKS, build
+from lzn.models.resnet import resnet18_encoder, resnet50_encoder
+from lzn.models.small import SmallEncoder, SmallUNet
 
-__all__ = ["NETWORKS", "FlowConfig", "GenerationOutput", "LabelAnchors", "LatentZoningNetwork", "build"]
+__all__ = [
+    "NETWORKS",
+    "FlowConfig",
+    "GenerationOutput",
+    "LabelAnchors",
+    "LatentZoningNetwork",
+    "SmallEncoder",
+    "SmallUNet",
+    "build",
+    "ncsnpp_decoder",
+    "ncsnpp_encoder",
+    "resnet18_encoder",
+    "resnet50_encoder",
+]

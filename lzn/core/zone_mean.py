@@ -11,8 +11,8 @@ The ``||x_b||^2`` term is constant along a row and drops out of the softmax, so 
 their mean, see ``zones._centre``), which keeps the expansion exact in float32 when the anchors sit
 far from the origin.
 
-The autograd function saves only x, A, log pi and abar; the backward recomputes w (one matmul), so a
-flow of r steps keeps r x (B, q) tensors for backward instead of r x (B, n).
+The autograd function saves only x, A and log pi; the backward recomputes w (one matmul), so a flow
+of r steps keeps r x (B, q) tensors for backward instead of r x (B, n).
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ class ZoneMean(torch.autograd.Function):
             rec = _gather_targets(w, targets)
         else:
             rec = x.new_empty(0)
-        ctx.save_for_backward(x, anchors, log_weights, abar, targets)
+        ctx.save_for_backward(x, anchors, log_weights, targets)
         ctx.t, ctx.k, ctx.record = t, k, record
         out = abar if k is None else torch.lerp(x, abar, -k)  # x + k (x - abar)
         return out, rec
@@ -79,20 +79,18 @@ class ZoneMean(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, g_out: Tensor, g_rec: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
-        x, anchors, log_weights, abar, targets = ctx.saved_tensors
+        x, anchors, log_weights, targets = ctx.saved_tensors
         t, k, record = ctx.t, ctx.k, ctx.record
         s = 1.0 - t
         g_abar = g_out if k is None else g_out * (-k)  # (B, q)
         w = torch.softmax(zone_logits(x, anchors, t, log_weights), dim=1)  # (B, n), recomputed
         g_logits = g_abar @ anchors.t()  # dL/dw: (B, q) @ (q, n) -> (B, n)
-        # softmax backward: dL/dlogits = w * (dL/dw - sum_l w_l dL/dw_l), with sum_l w_l (g_abar . a_l) = g_abar . abar
-        row = (g_abar * abar).sum(dim=1, keepdim=True)  # (B, 1)
         if record == "full":
             g_logits += g_rec
-            row = row + (w * g_rec).sum(dim=1, keepdim=True)
         elif record == "target":
             g_logits.scatter_add_(1, targets[:, None], g_rec[:, None])
-            row = row + (_gather_targets(w, targets) * g_rec)[:, None]
+        # softmax backward: dL/dlogits = w * (dL/dw - sum_l w_l dL/dw_l)
+        row = (w * g_logits).sum(dim=1, keepdim=True)  # (B, 1)
         g_logits.sub_(row).mul_(w)  # (B, n); rows sum to zero
 
         g_x = g_anchors = g_logw = None

@@ -1,0 +1,130 @@
+"""In-memory image data set (spec §4.0: pixels scaled to [-1, 1]) and the pixel conversions loaders share.
+
+Every loader in :mod:`lzn.data.datasets` returns an :class:`ImageDataset`: the whole split as one float32
+tensor ``images`` (N, C, H, W) in [-1, 1] and int64 ``labels`` (N,) or ``None`` when unlabelled. The data
+sets this library trains on at CPU scale (digits, Fashion-MNIST, CIFAR-10) fit in memory many times over;
+batches are gathered with :meth:`ImageDataset.batch` from indices given by :mod:`lzn.data.order`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.nn import functional as F
+
+
+class DataNotFoundError(FileNotFoundError, ValueError):
+    """A data folder or file is missing or empty; catchable as FileNotFoundError or ValueError."""
+
+
+def uint8_to_signed(pixels: np.ndarray | Tensor) -> Tensor:
+    """Map uint8 pixels 0..255 to float32 in [-1, 1] (0 -> -1, 255 -> 1); shape unchanged."""
+    if isinstance(pixels, np.ndarray):
+        x = torch.from_numpy(pixels if pixels.flags.writeable else pixels.copy())
+    else:
+        x = pixels
+    if x.dtype != torch.uint8:
+        raise ValueError(f"expected uint8 pixels 0..255, got dtype {x.dtype}")
+    return x.to(torch.float32).div_(127.5).sub_(1.0)
+
+
+def resize_square(images: Tensor, size: int) -> Tensor:
+    """Bilinear resize of (N, C, H, W) images to (N, C, size, size), anti-aliased when shrinking.
+
+    Values stay in the convex hull of the input pixels, hence in [-1, 1] for signed images.
+    """
+    if size < 1:
+        raise ValueError(f"size must be a positive number of pixels, got {size}")
+    if tuple(images.shape[-2:]) == (size, size):
+        return images
+    shrink = size < min(images.shape[-2], images.shape[-1])
+    out = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False, antialias=shrink)
+    return out.clamp_(-1.0, 1.0)
+
+
+@dataclass(frozen=True, eq=False)  # eq on tensors would be ambiguous: compare fields explicitly
+class ImageDataset:
+    """A labelled or unlabelled image set held in memory.
+
+    images: float32 (N, C, H, W) in [-1, 1].
+    labels: int64 (N,) in [0, num_classes), or None for an unlabelled set (then num_classes = 0).
+    class_names: optional names of the classes, index = label.
+    """
+
+    images: Tensor
+    labels: Tensor | None
+    num_classes: int
+    name: str
+    class_names: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        x, y = self.images, self.labels
+        if not isinstance(x, Tensor) or x.dim() != 4 or x.dtype != torch.float32:
+            shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+            raise ValueError(f"{self.name}: images must be a float32 (N, C, H, W) tensor, got {shape}")
+        if y is None:
+            if self.num_classes != 0:
+                raise ValueError(f"{self.name}: an unlabelled set has num_classes = 0, got {self.num_classes}")
+            return
+        if y.dim() != 1 or y.dtype != torch.int64 or y.shape[0] != x.shape[0]:
+            raise ValueError(
+                f"{self.name}: labels must be int64 of shape ({x.shape[0]},), got {y.dtype} {tuple(y.shape)}"
+            )
+        if y.numel() and (int(y.min()) < 0 or int(y.max()) >= self.num_classes):
+            raise ValueError(f"{self.name}: labels must lie in [0, {self.num_classes}), got "
+                             f"[{int(y.min())}, {int(y.max())}]")
+        if self.class_names is not None and len(self.class_names) != self.num_classes:
+            raise ValueError(f"{self.name}: {len(self.class_names)} class names for {self.num_classes} classes")
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    def __getitem__(self, index: int) -> tuple[Tensor, int]:
+        """One item: image (C, H, W) and its label (-1 when the set is unlabelled)."""
+        label = -1 if self.labels is None else int(self.labels[index])
+        return self.images[index], label
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of every image."""
+        c, h, w = self.images.shape[1:]
+        return int(c), int(h), int(w)
+
+    def batch(self, indices: Tensor) -> tuple[Tensor, Tensor | None]:
+        """Images (B, C, H, W) and labels (B,) (or None) at ``indices`` (B,), e.g. from ``batch_at``."""
+        idx = indices.to(device=self.images.device, dtype=torch.long)
+        return self.images[idx], None if self.labels is None else self.labels[idx]
+
+    def subset(self, indices: Tensor | list[int], name: str | None = None) -> ImageDataset:
+        """The items at ``indices`` (K,), in that order, as a new data set (tensors are copied)."""
+        idx = torch.as_tensor(indices, dtype=torch.long, device=self.images.device)
+        return ImageDataset(
+            images=self.images[idx],
+            labels=None if self.labels is None else self.labels[idx],
+            num_classes=self.num_classes,
+            name=self.name if name is None else name,
+            class_names=self.class_names,
+        )
+
+    def train_test_split(self, test_fraction: float, seed: int = 0) -> tuple[ImageDataset, ImageDataset]:
+        """Deterministic split: a permutation from ``torch.Generator().manual_seed(seed)``; its first
+        ``round(test_fraction * N)`` items form the test set, the rest the training set (both keep the
+        permutation order)."""
+        if not 0.0 < test_fraction < 1.0:
+            raise ValueError(f"test_fraction must lie in (0, 1), got {test_fraction}")
+        perm = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))
+        n_test = int(round(test_fraction * len(self)))
+        return self.subset(perm[n_test:], f"{self.name}-train"), self.subset(perm[:n_test], f"{self.name}-test")
+
+    def to(self, device: torch.device | str) -> ImageDataset:
+        """The same set with its tensors on ``device``."""
+        return ImageDataset(
+            images=self.images.to(device),
+            labels=None if self.labels is None else self.labels.to(device),
+            num_classes=self.num_classes,
+            name=self.name,
+            class_names=self.class_names,
+        )

@@ -1,0 +1,131 @@
+"""Data set loaders, all in memory, none downloads anything; ``load_dataset`` picks one by name.
+
+Each loader returns an :class:`ImageDataset` with images (N, C, H, W) float32 in [-1, 1] (spec §4.0).
+
+* ``digits``: scikit-learn's bundled handwritten digits (no file needed), 1 797 images 8x8, 10 classes.
+* ``fashion``: Fashion-MNIST IDX files (:mod:`lzn.data.fashion`).
+* ``cifar10``: the CIFAR-10 python-pickle folder (:mod:`lzn.data.cifar`).
+* ``folder``: root/class_name/*.png|jpg (:mod:`lzn.data.folder`).
+* ``arrays``: a .npz or .npy of images you prepared (:func:`load_arrays`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from lzn.data.cifar import load_cifar10
+from lzn.data.dataset import DataNotFoundError, ImageDataset, resize_square, uint8_to_signed
+from lzn.data.fashion import load_fashion_mnist
+from lzn.data.folder import load_image_folder
+
+DIGITS_TEST_FRACTION = 0.2  # digits test split: 359 of 1 797 images
+DIGITS_SPLIT_SEED = 0
+
+
+def load_digits(size: int | None = None, split: str = "all") -> ImageDataset:
+    """scikit-learn's digits (pixel values 0..16) scaled to [-1, 1] as (N, 1, 8, 8), or (N, 1, size, size)
+    after a bilinear resize.
+
+    ``split``: "all" (1 797 images, the scikit-learn order), "train" (1 438) or "test" (359). The split
+    is fixed: a permutation from ``torch.Generator().manual_seed(DIGITS_SPLIT_SEED)``, whose first
+    ``round(0.2 * 1797)`` items are the test set (see ``ImageDataset.train_test_split``).
+    """
+    if split not in ("all", "train", "test"):
+        raise ValueError(f"split must be 'all', 'train' or 'test', got {split!r}")
+    try:
+        from sklearn.datasets import load_digits as sklearn_digits  # optional dependency (lzn[eval])
+    except ImportError as err:
+        raise ImportError("load_digits needs scikit-learn: pip install scikit-learn (or lzn[eval])") from err
+    bunch = sklearn_digits()
+    pixels = torch.as_tensor(np.asarray(bunch.images), dtype=torch.float32)  # (N, 8, 8), 0..16
+    images = (pixels / 8.0 - 1.0)[:, None]  # (N, 8, 8) -> (N, 1, 8, 8) in [-1, 1]
+    if size is not None:
+        images = resize_square(images, size)
+    data = ImageDataset(images=images, labels=torch.as_tensor(np.asarray(bunch.target), dtype=torch.int64),
+                        num_classes=10, name="digits", class_names=tuple(str(i) for i in range(10)))
+    if split == "all":
+        return data
+    train, test = data.train_test_split(DIGITS_TEST_FRACTION, seed=DIGITS_SPLIT_SEED)
+    return train if split == "train" else test
+
+
+def _to_nchw(images: np.ndarray, path: Path) -> np.ndarray:
+    """(N, H, W) -> (N, 1, H, W); (N, C, H, W) kept when C in {1, 3}; else (N, H, W, C) -> (N, C, H, W)."""
+    if images.ndim == 3:
+        return images[:, None]
+    if images.ndim == 4 and images.shape[1] in (1, 3):
+        return images
+    if images.ndim == 4 and images.shape[3] in (1, 3):
+        return images.transpose(0, 3, 1, 2)  # (N, H, W, C) -> (N, C, H, W)
+    raise ValueError(f"{path}: images must be (N, H, W), (N, C, H, W) or (N, H, W, C) with C = 1 or 3, "
+                     f"got shape {images.shape}")
+
+
+def load_arrays(path: str | Path, num_classes: int | None = None) -> ImageDataset:
+    """Images (and labels) from a NumPy file.
+
+    Accepted forms:
+    * ``.npz`` with key ``images`` and optional key ``labels`` (N,) of integers >= 0;
+    * ``.npy`` holding the images alone (unlabelled).
+    Images: (N, C, H, W) or (N, H, W, C) with C = 1 or 3 (channels-first wins when both fit), or
+    (N, H, W) for one channel; dtype uint8 (0..255, mapped to [-1, 1]) or floating, already in [-1, 1].
+    ``num_classes`` defaults to max(label) + 1. Files are read with ``allow_pickle=False``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataNotFoundError(f"array file {path} does not exist; expected a .npz with 'images' "
+                                "(and optional 'labels') or a .npy of images")
+    labels: np.ndarray | None = None
+    if path.suffix == ".npz":
+        with np.load(path, allow_pickle=False) as archive:
+            if "images" not in archive:
+                raise ValueError(f"{path}: a .npz must hold an 'images' array, found keys {sorted(archive.files)}")
+            images = archive["images"]
+            labels = archive["labels"] if "labels" in archive else None
+    elif path.suffix == ".npy":
+        images = np.load(path, allow_pickle=False)
+    else:
+        raise ValueError(f"{path}: expected a .npz (images, labels) or .npy (images) file")
+    if images.shape[0] == 0:
+        raise ValueError(f"{path}: holds no images (shape {images.shape})")
+    images = _to_nchw(images, path)
+    if images.dtype == np.uint8:
+        x = uint8_to_signed(np.ascontiguousarray(images))
+    elif np.issubdtype(images.dtype, np.floating):
+        lo, hi = float(images.min()), float(images.max())
+        if not (-1.0 - 1e-6 <= lo and hi <= 1.0 + 1e-6):  # also catches NaN
+            raise ValueError(f"{path}: floating images must be finite and in [-1, 1], found [{lo:.4g}, {hi:.4g}]; "
+                             "store uint8 0..255 to have them scaled")
+        x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)).clamp_(-1.0, 1.0)
+    else:
+        raise ValueError(f"{path}: images must be uint8 (0..255) or floating in [-1, 1], got {images.dtype}")
+    y: torch.Tensor | None = None
+    classes = 0
+    if labels is not None:
+        if labels.shape != (x.shape[0],) or not np.issubdtype(labels.dtype, np.integer):
+            raise ValueError(f"{path}: labels must be integers of shape ({x.shape[0]},), "
+                             f"got {labels.dtype} {labels.shape}")
+        y = torch.from_numpy(labels.astype(np.int64))
+        classes = int(labels.max()) + 1 if num_classes is None else num_classes
+    return ImageDataset(images=x, labels=y, num_classes=classes, name=path.stem)
+
+
+LOADERS: dict[str, Callable[..., ImageDataset]] = {
+    "digits": load_digits,
+    "fashion": load_fashion_mnist,
+    "cifar10": load_cifar10,
+    "folder": load_image_folder,
+    "arrays": load_arrays,
+}
+
+
+def load_dataset(name: str, **kwargs: Any) -> ImageDataset:
+    """``LOADERS[name](**kwargs)``, e.g. ``load_dataset("cifar10", root="data/cifar-10-batches-py")``."""
+    if name not in LOADERS:
+        raise ValueError(f"unknown data set {name!r}; choose one of {sorted(LOADERS)}")
+    return LOADERS[name](**kwargs)

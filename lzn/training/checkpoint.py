@@ -1,0 +1,113 @@
+"""Checkpoint files: atomic writes, keep-last-K, find the latest, clear errors on bad files.
+
+Layout: ``run_dir/checkpoints/step-000001234.pt``, one file per checkpoint, the number being the
+count of completed iterations. A file is written to a hidden temporary name in the same folder,
+fsynced and renamed with ``os.replace``, so a crash at any point leaves either the complete new file
+or no new file; readers only ever see complete checkpoints.
+
+A checkpoint that cannot be read (truncated, overwritten, wrong format) raises
+:class:`CheckpointError` naming the file. The loader never falls back silently to an older file:
+a damaged checkpoint means something outside the trainer went wrong (atomic writes rule out a crash
+during saving), and the user should decide: delete the file to resume from the previous one.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+FORMAT = "lzn.training/1"
+_NAME = re.compile(r"^step-(\d{9,})\.pt$")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file exists but cannot be used."""
+
+
+def checkpoint_dir(run_dir: str | os.PathLike[str]) -> Path:
+    return Path(run_dir) / "checkpoints"
+
+
+def checkpoint_path(run_dir: str | os.PathLike[str], step: int) -> Path:
+    return checkpoint_dir(run_dir) / f"step-{step:09d}.pt"
+
+
+def list_checkpoints(run_dir: str | os.PathLike[str]) -> list[tuple[int, Path]]:
+    """(step, path) of every complete checkpoint in the run, oldest first (temp files ignored)."""
+    folder = checkpoint_dir(run_dir)
+    if not folder.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := _NAME.match(p.name))]
+    return sorted(found)
+
+
+def latest_checkpoint(run_dir: str | os.PathLike[str]) -> Path | None:
+    found = list_checkpoints(run_dir)
+    return found[-1][1] if found else None
+
+
+def save_checkpoint(state: dict[str, Any], path: str | os.PathLike[str]) -> Path:
+    """Write ``state`` to ``path`` atomically (temp file in the same folder, fsync, os.replace)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save({"format": FORMAT, **state}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint written by :func:`save_checkpoint`; CheckpointError names a bad file."""
+    path = Path(path)
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as exc:  # truncated zip, garbage bytes, unpickling errors all land here
+        raise CheckpointError(
+            f"checkpoint {path} is corrupted or truncated ({type(exc).__name__}: {exc}); "
+            "delete it to resume from the previous checkpoint"
+        ) from exc
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CheckpointError(f"checkpoint {path} is not an {FORMAT} checkpoint")
+    return state
+
+
+def prune_checkpoints(run_dir: str | os.PathLike[str], keep_last: int) -> list[Path]:
+    """Delete all but the newest ``keep_last`` checkpoints and stale temp files; returns what went."""
+    if keep_last < 1:
+        raise ValueError(f"keep_last must be >= 1, got {keep_last}")
+    doomed = [p for _, p in list_checkpoints(run_dir)[:-keep_last]]
+    folder = checkpoint_dir(run_dir)
+    if folder.is_dir():
+        doomed += [p for p in folder.glob(".step-*.tmp")]
+    for p in doomed:
+        p.unlink(missing_ok=True)
+    return doomed
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make the rename itself durable (POSIX); a no-op where directories cannot be opened."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

@@ -1,0 +1,145 @@
+"""Metrics for the training loop: a per-window accumulator, JSONL + CSV files, optional TensorBoard,
+and a tqdm progress bar. Files are written by the main rank only (the trainer decides who writes).
+
+``metrics.jsonl`` is the record of truth, one JSON object per logged step; ``metrics.csv`` is
+rewritten from it whenever a new column appears, so its header is always the union of all keys.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lzn import distributed
+
+
+class MetricsWindow:
+    """Per-key sums and counts of step values since the last log, reduced over ranks when read."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.sums: dict[str, float] = {}
+        self.counts: dict[str, int] = {}
+        self.items = 0
+        self.start = time.perf_counter()
+
+    def add(self, values: dict[str, float], items: int | None = None) -> None:
+        for k, v in values.items():
+            self.sums[k] = self.sums.get(k, 0.0) + v
+            self.counts[k] = self.counts.get(k, 0) + 1
+        self.items += items or 0
+
+    def read(self, device: torch.device | str = "cpu") -> dict[str, float]:
+        """Means over the window (steps and ranks) and items/s summed over ranks; then reset.
+
+        Collective when distributed: every rank must call it at the same step with the same keys.
+        """
+        keys = sorted(self.sums)
+        packed = torch.tensor(
+            [self.sums[k] for k in keys] + [self.counts[k] for k in keys] + [self.items], dtype=torch.float64
+        )
+        if distributed.world_size() > 1:
+            packed = distributed.all_reduce_sum(packed.to(device)).cpu()
+        values = packed.tolist()
+        sums, counts, items = values[: len(keys)], values[len(keys) : 2 * len(keys)], values[-1]
+        out = {k: s / c for k, s, c in zip(keys, sums, counts)}
+        if items:
+            out["items_per_s"] = items / max(time.perf_counter() - self.start, 1e-9)
+        self.reset()
+        return out
+
+
+class MetricsWriter:
+    """Appends rows to ``metrics.jsonl`` / ``metrics.csv`` (and TensorBoard if asked)."""
+
+    def __init__(self, run_dir: str | os.PathLike[str], tensorboard: bool = False, resume_step: int = 0):
+        self.jsonl = Path(run_dir) / "metrics.jsonl"
+        self.csv = Path(run_dir) / "metrics.csv"
+        self.jsonl.parent.mkdir(parents=True, exist_ok=True)
+        self.rows = self._read_rows(resume_step)  # drop rows past the resume point (replayed steps)
+        self.columns: list[str] = []
+        self._rewrite()
+        self.tb: Any = None
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError as exc:
+                raise ImportError("tensorboard logging needs `pip install tensorboard`") from exc
+            self.tb = SummaryWriter(log_dir=str(Path(run_dir) / "tensorboard"), purge_step=resume_step + 1)
+
+    def write(self, row: dict[str, Any]) -> None:
+        self.rows.append(row)
+        with self.jsonl.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+        if any(k not in self.columns for k in row):
+            self._rewrite()
+        else:
+            with self.csv.open("a", newline="") as f:
+                csv.DictWriter(f, self.columns).writerow(row)
+        if self.tb is not None:
+            for k, v in row.items():
+                if k != "step" and isinstance(v, (int, float)):
+                    self.tb.add_scalar(k, v, row["step"])
+            self.tb.flush()
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+
+    def _read_rows(self, resume_step: int) -> list[dict[str, Any]]:
+        if not self.jsonl.exists():
+            return []
+        rows = []
+        for line in self.jsonl.read_text().splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:  # a line cut short by a kill
+                continue
+            if row.get("step", 0) <= resume_step:
+                rows.append(row)
+        return rows
+
+    def _rewrite(self) -> None:
+        self.columns = list(dict.fromkeys(k for row in self.rows for k in row))
+        _atomic_text(self.jsonl, "".join(json.dumps(r) + "\n" for r in self.rows))
+        with self.csv.open("w", newline="") as f:
+            writer = csv.DictWriter(f, self.columns)
+            writer.writeheader()
+            writer.writerows(self.rows)
+
+
+class ProgressBar:
+    """tqdm bar (if tqdm is installed and ``enabled``); otherwise does nothing."""
+
+    def __init__(self, total: int, initial: int, enabled: bool) -> None:
+        self.bar: Any = None
+        if enabled:
+            try:
+                from tqdm.auto import tqdm
+            except ImportError:
+                return
+            self.bar = tqdm(total=total, initial=initial, dynamic_ncols=True, desc="train")
+
+    def update(self, n: int = 1, **postfix: float) -> None:
+        if self.bar is not None:
+            self.bar.update(n)
+            if postfix:
+                self.bar.set_postfix({k: f"{v:.4g}" for k, v in postfix.items()}, refresh=False)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _atomic_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)

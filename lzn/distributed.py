@@ -7,11 +7,28 @@ local sample j on rank r owns global anchor r * B + j (§3.6); class counts are 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
+
+
+def init_from_env() -> bool:
+    """Join the process group that torchrun describes (WORLD_SIZE > 1): nccl on CUDA, gloo on CPU.
+
+    Returns whether a multi-process group is active. Safe to call twice and without torchrun.
+    """
+    if is_active():
+        return True
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return False
+    use_cuda = torch.cuda.is_available()
+    if use_cuda:
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    dist.init_process_group("nccl" if use_cuda else "gloo")
+    return True
 
 
 def is_active() -> bool:

@@ -1,0 +1,126 @@
+"""The baselines the paper compares against, under the same loop, data and budgets (spec §4.1-4.3):
+plain rectified flow (optionally class-conditional), SimCLR (NT-Xent, same encoder and views), a
+supervised classifier (same encoder), and joint training without the generation loss ("no gen")."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from lzn import distributed
+from lzn.data import ImageDataset
+from lzn.models import LatentZoningNetwork
+from lzn.recipes.common import DataInfo, NetConfig, Recipe, RecipeConfig, build_net
+from lzn.recipes.generation import GenerationConfig, GenerationRecipe
+from lzn.recipes.joint import JointConfig, JointRecipe
+from lzn.recipes.representation import RepresentationConfig, RepresentationRecipe
+from lzn.training import StepOutput
+
+
+class RFRecipe(GenerationRecipe):
+    """Rectified flow with the same decoder, without the latent input (spec §4.1.6)."""
+
+    name: ClassVar[str] = "rf"
+
+    def __init__(self, cfg: GenerationConfig, info: DataInfo) -> None:
+        Recipe.__init__(self, cfg, info)
+        self.classes = info.num_classes if cfg.class_conditional else 0
+        self.modules = {"decoder": build_net(cfg.decoder, info, 0, self.classes)}
+        self.lzn = LatentZoningNetwork(None, self.modules["decoder"], None, cfg.flow)
+
+    def step(self, batch: Any, step: int) -> StepOutput:
+        x, y = batch
+        loss = self.rf_loss(x, None, y)
+        return StepOutput(loss, {"rf": loss.detach()}, batch_size=x.shape[0])
+
+
+@dataclass
+class SimCLRConfig(RepresentationConfig):
+    temperature: float = 0.5
+
+
+class SimCLRRecipe(RepresentationRecipe):
+    """NT-Xent over the gathered batch of both views' projections (the anchors), same encoder and views."""
+
+    name: ClassVar[str] = "simclr"
+    config_cls: ClassVar[type[RecipeConfig]] = SimCLRConfig
+    cfg: SimCLRConfig
+
+    def step(self, batch: Any, step: int) -> StepOutput:
+        x, _ = batch
+        v1, v2 = self.views(x)
+        encoder = self.modules["encoder"]
+        z1, z2 = F.normalize(encoder(v1), dim=1), F.normalize(encoder(v2), dim=1)  # (B, q) each
+        loss = nt_xent(z1, z2, self.cfg.temperature)
+        return StepOutput(loss, batch_size=x.shape[0])
+
+
+def nt_xent(z1: Tensor, z2: Tensor, temperature: float) -> Tensor:
+    """SimCLR's loss with negatives from every process: local rows against the gathered batch."""
+    b = z1.shape[0]
+    all1, all2 = distributed.gather_with_grad(z1), distributed.gather_with_grad(z2)  # (n, q)
+    keys = torch.cat([all1, all2])  # (2n, q)
+    n = all1.shape[0]
+    offset = distributed.global_offset(b)
+    own = torch.arange(b, device=z1.device) + offset
+    logits1 = z1 @ keys.t() / temperature  # (B, 2n)
+    logits2 = z2 @ keys.t() / temperature
+    mask = torch.zeros_like(logits1, dtype=torch.bool)
+    mask[torch.arange(b), own] = True  # z1 against itself
+    logits1 = logits1.masked_fill(mask, float("-inf"))
+    mask2 = torch.zeros_like(mask)
+    mask2[torch.arange(b), own + n] = True
+    logits2 = logits2.masked_fill(mask2, float("-inf"))
+    return 0.5 * (F.cross_entropy(logits1, own + n) + F.cross_entropy(logits2, own))
+
+
+@dataclass
+class ClassifierConfig(RecipeConfig):
+    encoder: NetConfig = field(default_factory=lambda: NetConfig("small_encoder"))
+
+
+class ClassifierRecipe(Recipe):
+    """Supervised cross-entropy: the same encoder (anchor output) plus a linear head."""
+
+    name: ClassVar[str] = "classifier"
+    config_cls: ClassVar[type[RecipeConfig]] = ClassifierConfig
+    needs_labels: ClassVar[bool] = True
+    cfg: ClassifierConfig
+
+    def __init__(self, cfg: ClassifierConfig, info: DataInfo) -> None:
+        super().__init__(cfg, info)
+        encoder = build_net(cfg.encoder, info, cfg.latent_dim)
+        self.modules = {"encoder": encoder, "head": nn.Linear(cfg.latent_dim, info.num_classes)}
+
+    def logits(self, x: Tensor) -> Tensor:
+        return self.modules["head"](self.modules["encoder"](x))
+
+    def step(self, batch: Any, step: int) -> StepOutput:
+        x, y = batch
+        logits = self.logits(x)
+        loss = F.cross_entropy(logits, y)
+        return StepOutput(loss, {"train_acc": (logits.argmax(1) == y).float().mean()}, batch_size=x.shape[0])
+
+    def classify(self, images: Tensor, batch_size: int = 2000) -> Tensor:
+        return torch.cat([self.logits(c.to(self.device)).argmax(1).cpu() for c in images.split(batch_size)])
+
+    def evaluate(self, test: ImageDataset | None, run_dir: Any) -> dict[str, float]:
+        if test is None or test.labels is None:
+            return {}
+        return {"test_accuracy": float((self.classify(test.images) == test.labels).float().mean())}
+
+
+@dataclass
+class NoGenConfig(JointConfig):
+    rf_weight: float = 0.0
+
+
+class NoGenRecipe(JointRecipe):
+    """"RF+LZN (no gen)": the joint recipe without the RF loss and without a decoder (spec §4.3.4)."""
+
+    name: ClassVar[str] = "nogen"
+    config_cls: ClassVar[type[RecipeConfig]] = NoGenConfig

@@ -1,0 +1,158 @@
+"""What every recipe shares: typed config sections, data info, network construction and batches.
+
+A recipe is a typed config plus a class with ``modules`` (named nn.Modules the trainer optimises), a
+``step(batch, step) -> StepOutput`` and a few task methods used for evaluation and the CLI. Recipes use
+the library (models, core, data); the training loop knows nothing about them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from lzn import distributed
+from lzn.data import ImageDataset, batch_at, load_dataset, random_flip
+from lzn.models import build
+from lzn.training import StepOutput, TrainConfig
+
+
+@dataclass
+class DataConfig:
+    """Which data set (``lzn.data.load_dataset``) and how to read it."""
+
+    name: str = "digits"  # digits | fashion | cifar10 | folder | arrays
+    root: str | None = None  # folder or file for fashion / cifar10 / folder / arrays
+    size: int | None = None  # resize to size x size (digits, folder)
+    channels: int | None = None  # image folders: 1 or 3
+    train_split: str = "train"
+    test_split: str | None = "test"  # None: no held-out evaluation
+    flip: bool = False  # random horizontal flip of training images (CIFAR-10: true, spec §4.1.2)
+
+
+@dataclass
+class NetConfig:
+    """A network from ``lzn.models.NETWORKS``; image shape, latent size and classes are filled in."""
+
+    name: str = "small_encoder"
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class DataInfo:
+    """The shape facts a recipe needs, stored in the run folder so a run can be rebuilt without data."""
+
+    channels: int
+    size: int
+    num_classes: int
+    num_train: int
+
+
+def default_train() -> TrainConfig:
+    return TrainConfig(lr=1e-3, steps=1000, warmup_steps=100, ema_decay=0.999, checkpoint_every=500,
+                       log_every=50)
+
+
+@dataclass
+class RecipeConfig:
+    """Fields every recipe has."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    batch_size: int = 256  # global batch: the anchor set of the latent flow (spec §1)
+    latent_dim: int = 16
+    eval_batch_size: int = 2000  # anchor set size when classifying / reconstructing (spec §4.3.6)
+    sample_every: int = 0  # write a sample grid every N steps (0: only at the end)
+    train: TrainConfig = field(default_factory=default_train)
+
+
+def load_data(cfg: DataConfig, split: str) -> ImageDataset:
+    kwargs: dict[str, Any] = {}
+    if cfg.name in ("digits",):
+        kwargs.update(split=split, size=cfg.size)
+    elif cfg.name in ("fashion", "cifar10"):
+        kwargs.update(split=split)
+        if cfg.root is not None:
+            kwargs["root"] = cfg.root
+    elif cfg.name == "folder":
+        if cfg.root is None or cfg.size is None:
+            raise ValueError("data.name=folder needs data.root (a folder of class subfolders) and data.size")
+        kwargs.update(root=cfg.root, size=cfg.size)
+        if cfg.channels is not None:
+            kwargs["channels"] = cfg.channels
+    elif cfg.name == "arrays":
+        if cfg.root is None:
+            raise ValueError("data.name=arrays needs data.root (a .npz with images and labels, or a .npy)")
+        kwargs.update(path=cfg.root)
+    data = load_dataset(cfg.name, **kwargs)
+    if len(data.images) == 0:
+        raise ValueError(f"data set {cfg.name!r} ({split}) is empty")
+    return data
+
+
+def data_info(data: ImageDataset) -> DataInfo:
+    _, c, h, w = data.images.shape
+    if h != w:
+        raise ValueError(f"images must be square, got {h}x{w}; set data.size to resize")
+    return DataInfo(channels=c, size=h, num_classes=data.num_classes, num_train=len(data.images))
+
+
+def build_net(net: NetConfig, info: DataInfo, latent_dim: int, num_classes: int = 0) -> nn.Module:
+    kwargs: dict[str, Any] = {"image_channels": info.channels, "image_size": info.size, "latent_dim": latent_dim}
+    if num_classes:
+        kwargs["num_classes"] = num_classes
+    kwargs.update(net.kwargs)
+    return build(net.name, **kwargs)
+
+
+def device_of(modules: dict[str, nn.Module]) -> torch.device:
+    for m in modules.values():
+        for p in m.parameters():
+            return p.device
+    return torch.device("cpu")
+
+
+class Recipe:
+    """Base class: data batches by global step (exact resume), device placement, flips."""
+
+    name: ClassVar[str]
+    config_cls: ClassVar[type[RecipeConfig]]
+    needs_labels: ClassVar[bool] = False
+
+    def __init__(self, cfg: RecipeConfig, info: DataInfo) -> None:
+        self.cfg, self.info = cfg, info
+        if cfg.batch_size % distributed.world_size():
+            raise ValueError(f"batch_size {cfg.batch_size} is not divisible by {distributed.world_size()} processes")
+        if cfg.batch_size > info.num_train:
+            raise ValueError(f"batch_size {cfg.batch_size} exceeds the {info.num_train} training images")
+        if self.needs_labels and info.num_classes < 2:
+            raise ValueError(f"recipe {self.name!r} needs a labelled data set with at least 2 classes")
+        self.modules: dict[str, nn.Module] = {}
+        self.train_data: ImageDataset | None = None
+
+    @property
+    def device(self) -> torch.device:
+        return device_of(self.modules)
+
+    def attach_data(self, data: ImageDataset) -> None:
+        self.train_data = data
+
+    def batches(self, step: int) -> tuple[Tensor, Tensor | None]:
+        """This process's local batch of global step ``step`` (spec §4.0 data order)."""
+        assert self.train_data is not None, "attach_data() first"
+        data = self.train_data
+        idx = batch_at(step, len(data.images), self.cfg.batch_size, seed=self.cfg.train.seed,
+                       rank=distributed.rank(), world_size=distributed.world_size())
+        x = data.images[idx].to(self.device, non_blocking=True)
+        y = None if data.labels is None else data.labels[idx].to(self.device, non_blocking=True)
+        if self.cfg.data.flip:
+            x = random_flip(x, torch.Generator(device="cpu").manual_seed(torch.seed() % 2**63))
+        return x, y
+
+    def step(self, batch: Any, step: int) -> StepOutput:
+        raise NotImplementedError  # each recipe defines its step
+
+    # task methods used by evaluation and the CLI; a recipe implements those that apply
+    def evaluate(self, test: ImageDataset | None, run_dir: Any) -> dict[str, float]:
+        return {}

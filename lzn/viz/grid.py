@@ -1,0 +1,41 @@
+"""Image grids as PNG (PIL only): samples, reconstructions, class rows."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+
+def image_grid(images: Tensor, nrow: int | None = None, padding: int = 1, min_cell: int = 32) -> Tensor:
+    """(B, C, H, W) in [-1, 1] -> uint8 (H', W', 3) grid; cells upscaled (nearest) to at least ``min_cell``."""
+    if images.dim() != 4 or images.shape[1] not in (1, 3):
+        raise ValueError(f"images must be (B, 1 or 3, H, W), got {tuple(images.shape)}")
+    x = images.detach().float().cpu().clamp(-1, 1).add(1).mul(127.5).round().to(torch.uint8)
+    if x.shape[1] == 1:
+        x = x.expand(-1, 3, -1, -1)
+    scale = max(1, math.ceil(min_cell / x.shape[-1]))
+    x = x.repeat_interleave(scale, dim=2).repeat_interleave(scale, dim=3)  # nearest upscale
+    b, c, h, w = x.shape
+    ncol = nrow or max(1, math.ceil(math.sqrt(b)))
+    rows = math.ceil(b / ncol)
+    grid = torch.full((c, rows * (h + padding) + padding, ncol * (w + padding) + padding), 255, dtype=torch.uint8)
+    for i in range(b):
+        r, col = divmod(i, ncol)
+        top, left = padding + r * (h + padding), padding + col * (w + padding)
+        grid[:, top:top + h, left:left + w] = x[i]
+    return grid.permute(1, 2, 0)  # (C, H', W') -> (H', W', C)
+
+
+def save_image_grid(images: Tensor, path: str | Path, nrow: int | None = None) -> Path:
+    """Write ``image_grid(images, nrow)`` to ``path`` as PNG; returns the path. ``nrow`` = images per row."""
+    from PIL import Image
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    Image.fromarray(image_grid(images, nrow).numpy()).save(tmp, format="PNG")
+    tmp.replace(path)
+    return path

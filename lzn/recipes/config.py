@@ -43,6 +43,8 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
                 return _coerce(value, arg, key)
             except ConfigError as err:
                 errors.append(str(err))
+        if len(errors) == 1:  # Optional[X]: X's own message says what is expected
+            raise ConfigError(errors[0] + (" (or null)" if type(None) in args else ""))
         raise ConfigError(f"{key}: {value!r} is not a valid {_name(hint)}")
     if origin is typing.Literal:
         choices = typing.get_args(hint)

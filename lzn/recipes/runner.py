@@ -141,6 +141,9 @@ def train(recipe: str, cfg: RecipeConfig, run_dir: str | Path) -> dict[str, Any]
     for m in rec.modules.values():
         m.to(device)
     rec.attach_data(train_data)
+    latest = latest_checkpoint(run_dir)
+    if latest is not None:
+        load_checkpoint(latest)  # a corrupted checkpoint fails here, before anything is written
     if distributed.is_main():
         run_dir.mkdir(parents=True, exist_ok=True)
         _write_run_file(run_dir, recipe, info, config)

@@ -31,6 +31,8 @@ class JointConfig(GenerationConfig):
     cutoff: float = 0.2  # fraction of recorded reverse steps dropped (spec §3.3)
     align_form: Literal["prob", "log"] = "prob"
     class_weights: bool = True  # label mixture weights = global batch class frequencies (spec §3.4)
+    eval_noise_scale: float = 1.0  # alpha of test latents for `test_accuracy` (paper's plain metric: 1)
+    eval_alphas: list[float] = field(default_factory=lambda: [0.0, 0.5, 1.0])  # also reported (spec §4.3.6)
 
 
 class JointRecipe(GenerationRecipe):
@@ -86,7 +88,9 @@ class JointRecipe(GenerationRecipe):
     def evaluate(self, test: ImageDataset | None, run_dir: Any) -> dict[str, float]:
         out = {}
         if test is not None and test.labels is not None:
-            out["test_accuracy"] = self.accuracy(test)
+            out["test_accuracy"] = self.accuracy(test, self.cfg.eval_noise_scale)
+            for alpha in self.cfg.eval_alphas:
+                out[f"test_accuracy_alpha_{alpha:g}"] = self.accuracy(test, alpha)
         if self.cfg.rf_weight > 0:
             out.update(super().evaluate(test, run_dir))
         return out

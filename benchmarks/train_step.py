@@ -1,0 +1,70 @@
+"""Training-step cost: LZN generation step vs plain RF step (same decoder, same batch), and images/s of
+every recipe on the digits preset. Prints JSON, then a one-line summary.
+
+    python benchmarks/train_step.py            # batch 256, 30 timed steps per recipe
+    python benchmarks/train_step.py --quick    # batch 64, 3 timed steps
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import torch
+
+from lzn.recipes.common import data_info, load_data
+from lzn.recipes.runner import RECIPES, resolve_config
+
+LRS = {"generation": "{encoder: 1.0e-3, decoder: 1.0e-3}", "joint": "{encoder: 1.0e-3, decoder: 1.0e-3, "
+       "label_anchors: 1.0e-2}", "nogen": "{encoder: 1.0e-3, label_anchors: 1.0e-2}"}
+
+
+def time_recipe(name: str, batch: int, steps: int, warmup: int = 3) -> dict[str, float]:
+    sets = [f"batch_size={batch}", f"train.lr={LRS.get(name, '1.0e-3')}"]
+    cfg = resolve_config(name, "digits", sets=sets)
+    data = load_data(cfg.data, "train")
+    torch.manual_seed(0)
+    rec = RECIPES[name](cfg, data_info(data))
+    rec.attach_data(data)
+    params = [p for m in rec.modules.values() for p in m.parameters()]
+    opt = torch.optim.Adam(params, lr=1e-4)
+    times = []
+    for i in range(warmup + steps):
+        batch_data = rec.batches(i)
+        start = time.perf_counter()
+        out = rec.step(batch_data, i)
+        opt.zero_grad(set_to_none=True)
+        out.loss.backward()
+        opt.step()
+        if i >= warmup:
+            times.append(time.perf_counter() - start)
+    med = statistics.median(times)
+    return {"step_seconds": med, "images_per_s": batch / med}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--steps", type=int, default=30)
+    args = parser.parse_args()
+    batch, steps = (64, 3) if args.quick else (args.batch, args.steps)
+    # LZN vs RF: interleave the two a few times so that machine noise hits both alike
+    pairs = {"generation": [], "rf": []}
+    for _ in range(3):
+        for name in pairs:
+            pairs[name].append(time_recipe(name, batch, max(1, steps // 3))["step_seconds"])
+    lzn_s, rf_s = min(pairs["generation"]), min(pairs["rf"])
+    recipes = {name: time_recipe(name, batch, steps) for name in sorted(RECIPES)}
+    report = {"batch": batch, "threads": torch.get_num_threads(), "lzn_step_s": lzn_s, "rf_step_s": rf_s,
+              "lzn_over_rf": lzn_s / rf_s, "recipes": recipes}
+    print(json.dumps(report, indent=2))
+    ips = ", ".join(f"{k} {v['images_per_s']:.0f}" for k, v in recipes.items())
+    print(f"train_step: LZN generation step {lzn_s * 1e3:.1f} ms vs RF {rf_s * 1e3:.1f} ms = "
+          f"{lzn_s / rf_s:.2f}x (target <= 1.25x) at batch {batch}; images/s: {ips}")
+
+
+if __name__ == "__main__":
+    main()

@@ -104,27 +104,27 @@ def _mean(x: Tensor, anchors: Tensor, logw: Tensor | None, t: float) -> Tensor:
 # pointwise quantities (spec §2.3)
 
 
-def posteriors(x: Tensor, anchors: Tensor, t: float | Tensor, log_weights: Tensor | None = None) -> Tensor:
-    """Responsibilities w_l(x, t) of spec §2.3: (B, q), (n, q) -> (B, n), rows sum to 1."""
+def _pointwise(x: Tensor, anchors: Tensor, t: float | Tensor, log_weights: Tensor | None):  # type: ignore[no-untyped-def]
+    """Checked, centred inputs of posteriors / velocity: (t, centre, x - (1 - t) c, A - c, log pi)."""
     _check_anchors(anchors)
     _check_points("x", x, anchors)
     _check_log_weights(log_weights, anchors.shape[0])
     tv = _as_time(t)
+    centre, a, logw = _prepare(anchors, log_weights)
+    return tv, centre, _shift(x, centre, tv), a, logw
+
+
+def posteriors(x: Tensor, anchors: Tensor, t: float | Tensor, log_weights: Tensor | None = None) -> Tensor:
+    """Responsibilities w_l(x, t) of spec §2.3: (B, q), (n, q) -> (B, n), rows sum to 1."""
     with _no_autocast(x):
-        centre, a, logw = _prepare(anchors, log_weights)
-        xc = _shift(x, centre, tv)  # (B, q)
+        tv, _, xc, a, logw = _pointwise(x, anchors, t, log_weights)
         return torch.softmax(zone_logits(xc, a, tv, logw), dim=1)
 
 
 def velocity(x: Tensor, anchors: Tensor, t: float | Tensor, log_weights: Tensor | None = None) -> Tensor:
     """Closed-form flow-matching velocity dx/dt = (x - abar(x, t)) / t (spec §2.3): -> (B, q)."""
-    _check_anchors(anchors)
-    _check_points("x", x, anchors)
-    _check_log_weights(log_weights, anchors.shape[0])
-    tv = _as_time(t)
     with _no_autocast(x):
-        centre, a, logw = _prepare(anchors, log_weights)
-        xc = _shift(x, centre, tv)
+        tv, centre, xc, a, logw = _pointwise(x, anchors, t, log_weights)
         # d/dt [x - (1 - t) c] = v + c, so the velocity in plain coordinates is the centred one minus c
         return (xc - _mean(xc, a, logw, tv)) / tv - centre
 

@@ -126,7 +126,11 @@ class ProgressBar:
                 from tqdm.auto import tqdm
             except ImportError:
                 return
-            self.bar = tqdm(total=total, initial=initial, dynamic_ncols=True, desc="train")
+            import sys
+
+            # redrawing ten times a second is for terminals; logs get a line every 30 s
+            interval = 0.1 if sys.stderr.isatty() else 30.0
+            self.bar = tqdm(total=total, initial=initial, dynamic_ncols=True, desc="train", mininterval=interval)
 
     def update(self, n: int = 1, **postfix: float) -> None:
         if self.bar is not None:

@@ -106,6 +106,12 @@ def build_net(net: NetConfig, info: DataInfo, latent_dim: int, num_classes: int 
     return build(net.name, **kwargs)
 
 
+def step_generator(device: torch.device) -> torch.Generator:
+    """A generator on ``device`` seeded from the global RNG, which the trainer seeds per step and rank:
+    augmentations are random, yet identical when a run is resumed."""
+    return torch.Generator(device=device).manual_seed(int(torch.randint(0, 2**62, ())))
+
+
 def device_of(modules: dict[str, nn.Module]) -> torch.device:
     for m in modules.values():
         for p in m.parameters():
@@ -147,7 +153,7 @@ class Recipe:
         x = data.images[idx].to(self.device, non_blocking=True)
         y = None if data.labels is None else data.labels[idx].to(self.device, non_blocking=True)
         if self.cfg.data.flip:
-            x = random_flip(x, torch.Generator(device="cpu").manual_seed(torch.seed() % 2**63))
+            x = random_flip(x, step_generator(x.device))
         return x, y
 
     def step(self, batch: Any, step: int) -> StepOutput:

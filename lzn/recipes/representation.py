@@ -17,7 +17,7 @@ from lzn.core import zones
 from lzn.data import ImageDataset, TwoViewAugment, TwoViewConfig
 from lzn.eval import extract_features, knn_accuracy, linear_probe_accuracy
 from lzn.models import FlowConfig, LatentZoningNetwork
-from lzn.recipes.common import DataInfo, NetConfig, Recipe, RecipeConfig, build_net
+from lzn.recipes.common import DataInfo, NetConfig, Recipe, RecipeConfig, build_net, step_generator
 from lzn.training import StepOutput
 
 
@@ -31,11 +31,6 @@ class RepresentationConfig(RecipeConfig):
     augment: dict[str, Any] = field(default_factory=dict)  # TwoViewConfig overrides; crop = image size
     knn_k: int = 20
     probe_epochs: int = 200
-
-
-def step_generator(device: torch.device) -> torch.Generator:
-    """A generator seeded from the (per-step, per-rank seeded) global RNG: deterministic augmentations."""
-    return torch.Generator(device=device).manual_seed(int(torch.randint(0, 2**62, ())))
 
 
 class RepresentationRecipe(Recipe):

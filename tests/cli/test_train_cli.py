@@ -75,10 +75,12 @@ def test_corrupted_checkpoint_is_reported_and_left_alone(tmp_path, capsys):
     assert ckpts[-1].read_bytes() == b"garbage" and (out / "run.yaml").read_text() == before
 
 
-def test_resumed_run_matches_uninterrupted_run(tmp_path):
+@pytest.mark.parametrize("recipe,extra", [("joint", ["data.flip=true"]), ("representation", [])])
+def test_resumed_run_matches_uninterrupted_run(tmp_path, recipe, extra):
+    # random flips, two-view augmentations, latent noise and RF noise all replay exactly on resume
     full, part = tmp_path / "full", tmp_path / "part"
-    assert main(train_args("joint", full, "train.steps=4")) == 0
-    assert main(train_args("joint", part, "train.steps=2")) == 0  # stops with a checkpoint at step 2
-    assert main(train_args("joint", part, "train.steps=4")) == 0  # resumes from it
+    assert main(train_args(recipe, full, "train.steps=4", *extra)) == 0
+    assert main(train_args(recipe, part, "train.steps=2", *extra)) == 0  # stops with a checkpoint at step 2
+    assert main(train_args(recipe, part, "train.steps=4", *extra)) == 0  # resumes from it
     rows = lambda d: [json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines()]  # noqa: E731
     assert [r["loss"] for r in rows(full)] == [r["loss"] for r in rows(part)]

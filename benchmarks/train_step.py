@@ -21,27 +21,40 @@ LRS = {"generation": "{encoder: 1.0e-3, decoder: 1.0e-3}", "joint": "{encoder: 1
        "label_anchors: 1.0e-2}", "nogen": "{encoder: 1.0e-3, label_anchors: 1.0e-2}"}
 
 
-def time_recipe(name: str, batch: int, steps: int, warmup: int = 3) -> dict[str, float]:
+def build(name: str, batch: int):  # type: ignore[no-untyped-def]
     sets = [f"batch_size={batch}", f"train.lr={LRS.get(name, '1.0e-3')}"]
     cfg = resolve_config(name, "digits", sets=sets)
     data = load_data(cfg.data, "train")
     torch.manual_seed(0)
     rec = RECIPES[name](cfg, data_info(data))
     rec.attach_data(data)
-    params = [p for m in rec.modules.values() for p in m.parameters()]
-    opt = torch.optim.Adam(params, lr=1e-4)
-    times = []
-    for i in range(warmup + steps):
+    opt = torch.optim.Adam([p for m in rec.modules.values() for p in m.parameters()], lr=1e-4)
+
+    def step(i: int) -> float:
         batch_data = rec.batches(i)
         start = time.perf_counter()
         out = rec.step(batch_data, i)
         opt.zero_grad(set_to_none=True)
         out.loss.backward()
         opt.step()
-        if i >= warmup:
-            times.append(time.perf_counter() - start)
+        return time.perf_counter() - start
+
+    return step
+
+
+def time_recipe(name: str, batch: int, steps: int, warmup: int = 3) -> dict[str, float]:
+    step = build(name, batch)
+    times = [step(i) for i in range(warmup + steps)][warmup:]
     med = statistics.median(times)
     return {"step_seconds": med, "images_per_s": batch / med}
+
+
+def lzn_vs_rf(batch: int, steps: int, warmup: int = 3) -> tuple[float, float]:
+    """Median step times of generation (RF + LZN) and rf, alternating step by step so that machine
+    noise hits both alike."""
+    lzn, rf = build("generation", batch), build("rf", batch)
+    pairs = [(lzn(i), rf(i)) for i in range(warmup + steps)][warmup:]
+    return statistics.median(p[0] for p in pairs), statistics.median(p[1] for p in pairs)
 
 
 def main() -> None:
@@ -51,12 +64,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30)
     args = parser.parse_args()
     batch, steps = (64, 3) if args.quick else (args.batch, args.steps)
-    # LZN vs RF: interleave the two a few times so that machine noise hits both alike
-    pairs = {"generation": [], "rf": []}
-    for _ in range(3):
-        for name in pairs:
-            pairs[name].append(time_recipe(name, batch, max(1, steps // 3))["step_seconds"])
-    lzn_s, rf_s = min(pairs["generation"]), min(pairs["rf"])
+    lzn_s, rf_s = lzn_vs_rf(batch, 2 * steps)
     recipes = {name: time_recipe(name, batch, steps) for name in sorted(RECIPES)}
     report = {"batch": batch, "threads": torch.get_num_threads(), "lzn_step_s": lzn_s, "rf_step_s": rf_s,
               "lzn_over_rf": lzn_s / rf_s, "recipes": recipes}

@@ -24,15 +24,20 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 
-def zone_logits(x: Tensor, anchors: Tensor, t: float, log_weights: Tensor | None) -> Tensor:
-    """Logits of the responsibilities, up to a per-row constant: (B, q), (n, q) -> (B, n)."""
+def zone_logits(x: Tensor, anchors: Tensor, t: float, log_weights: Tensor | None, sq: Tensor | None = None) -> Tensor:
+    """Logits of the responsibilities, up to a per-row constant: (B, q), (n, q) -> (B, n).
+
+    ``sq`` (n,) are the anchors' squared norms, if the caller has them (a flow computes them once).
+    """
     s = 1.0 - t
     if s == 0.0:  # t = 1: every implied noise is x itself, the posterior is the prior
         bias = x.new_zeros(anchors.shape[0]) if log_weights is None else log_weights
         return bias.expand(x.shape[0], -1).clone()
     # -(||x||^2 - 2 s x.a + s^2 ||a||^2) / (2 t^2) + log pi, dropping ||x||^2 (constant per row);
     # one fused pass: bias (n,) broadcast into the (B, n) product
-    bias = anchors.pow(2).sum(dim=1) * (-0.5 * s * s / (t * t))  # (n,)
+    if sq is None:
+        sq = anchors.detach().pow(2).sum(dim=1)  # (n,)
+    bias = sq * (-0.5 * s * s / (t * t))  # (n,)
     if log_weights is not None:
         bias = bias + log_weights
     return torch.addmm(bias, x, anchors.t(), alpha=s / (t * t))  # (B, q) @ (q, n) -> (B, n)
@@ -43,7 +48,10 @@ def _gather_targets(w: Tensor, targets: Tensor) -> Tensor:
 
 
 class ZoneMean(torch.autograd.Function):
-    """(x, A, log pi) -> (y, recorded probabilities), recomputing w in backward.
+    """(x, A, ||A||^2, log pi) -> (y, recorded probabilities), recomputing w in backward.
+
+    ``sq`` (n,) must be the detached squared norms of A: the backward's anchor gradient already
+    includes their contribution.
 
     With ``k = None`` the first output is abar (B, q); with a float k it is the Euler update
     x + k (x - abar), i.e. x + h v with k = h / t (forward flow) or k = -h / t (flow back), fused so
@@ -56,13 +64,14 @@ class ZoneMean(torch.autograd.Function):
         ctx: Any,
         x: Tensor,
         anchors: Tensor,
+        sq: Tensor,
         log_weights: Tensor | None,
         t: float,
         k: float | None,
         record: str,
         targets: Tensor | None,
     ) -> tuple[Tensor, Tensor]:
-        w = torch.softmax(zone_logits(x, anchors, t, log_weights), dim=1)  # (B, n)
+        w = torch.softmax(zone_logits(x, anchors, t, log_weights, sq), dim=1)  # (B, n)
         abar = w @ anchors  # (B, n) @ (n, q) -> (B, q)
         if record == "full":
             rec = w
@@ -71,7 +80,7 @@ class ZoneMean(torch.autograd.Function):
             rec = _gather_targets(w, targets)
         else:
             rec = x.new_empty(0)
-        ctx.save_for_backward(x, anchors, log_weights, targets)
+        ctx.save_for_backward(x, anchors, sq, log_weights, targets)
         ctx.t, ctx.k, ctx.record = t, k, record
         out = abar if k is None else torch.lerp(x, abar, -k)  # x + k (x - abar)
         return out, rec
@@ -79,11 +88,11 @@ class ZoneMean(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, g_out: Tensor, g_rec: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
-        x, anchors, log_weights, targets = ctx.saved_tensors
+        x, anchors, sq, log_weights, targets = ctx.saved_tensors
         t, k, record = ctx.t, ctx.k, ctx.record
         s = 1.0 - t
         g_abar = g_out if k is None else g_out * (-k)  # (B, q)
-        w = torch.softmax(zone_logits(x, anchors, t, log_weights), dim=1)  # (B, n), recomputed
+        w = torch.softmax(zone_logits(x, anchors, t, log_weights, sq), dim=1)  # (B, n), recomputed
         g_logits = g_abar @ anchors.t()  # dL/dw: (B, q) @ (q, n) -> (B, n)
         if record == "full":
             g_logits += g_rec
@@ -106,6 +115,6 @@ class ZoneMean(torch.autograd.Function):
             if c != 0.0:
                 col = g_logits.sum(dim=0)  # (n,)
                 g_anchors.addmm_(g_logits.t(), x, alpha=c).sub_(anchors * (col * (c * s))[:, None])
-        if log_weights is not None and ctx.needs_input_grad[2]:
+        if log_weights is not None and ctx.needs_input_grad[3]:
             g_logw = g_logits.sum(dim=0)  # (n,)
-        return g_x, g_anchors, g_logw, None, None, None, None
+        return g_x, g_anchors, None, g_logw, None, None, None, None

@@ -79,7 +79,10 @@ def _as_time(t: float | Tensor) -> float:
 
 
 def _prepare(anchors: Tensor, log_weights: Tensor | None) -> tuple[Tensor, Tensor, Tensor | None]:
-    """-> (centre (q,), centred anchors (n, q), log weights), all in float32 or float64."""
+    """-> (centre (q,), centred anchors (n, q), log weights), all in float32 or float64.
+
+    The kernel also takes the centred anchors' squared norms; flows compute them once with ``_norms``.
+    """
     dtype = torch.promote_types(anchors.dtype, torch.float32)
     anchors = anchors.to(dtype)
     centre = anchors.detach().mean(dim=0)  # (q,); detached: the flow is exactly translation-equivariant
@@ -96,8 +99,12 @@ def _shift(x: Tensor, centre: Tensor, t: float) -> Tensor:
     return (x.double() - (1.0 - t) * centre.double()).to(centre.dtype)
 
 
-def _mean(x: Tensor, anchors: Tensor, logw: Tensor | None, t: float) -> Tensor:
-    return ZoneMean.apply(x, anchors, logw, t, None, "none", None)[0]  # (B, q)
+def _norms(anchors: Tensor) -> Tensor:
+    return anchors.detach().pow(2).sum(dim=1)  # (n,); the kernel's backward differentiates them itself
+
+
+def _mean(x: Tensor, anchors: Tensor, sq: Tensor, logw: Tensor | None, t: float) -> Tensor:
+    return ZoneMean.apply(x, anchors, sq, logw, t, None, "none", None)[0]  # (B, q)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -126,7 +133,7 @@ def velocity(x: Tensor, anchors: Tensor, t: float | Tensor, log_weights: Tensor 
     with _no_autocast(x):
         tv, centre, xc, a, logw = _pointwise(x, anchors, t, log_weights)
         # d/dt [x - (1 - t) c] = v + c, so the velocity in plain coordinates is the centred one minus c
-        return (xc - _mean(xc, a, logw, tv)) / tv - centre
+        return (xc - _mean(xc, a, _norms(a), logw, tv)) / tv - centre
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -177,10 +184,10 @@ def latents(
 
 
 def _euler_forward(x: Tensor, a: Tensor, logw: Tensor | None, steps: int, g: float) -> Tensor:
-    h = (1.0 - g) / steps
+    h, sq = (1.0 - g) / steps, _norms(a)
     for j in range(steps):
         t = g + j * h
-        x = ZoneMean.apply(x, a, logw, t, h / t, "none", None)[0]  # x + h v(x, t)
+        x = ZoneMean.apply(x, a, sq, logw, t, h / t, "none", None)[0]  # x + h v(x, t)
     return x
 
 
@@ -190,8 +197,9 @@ def _dpm3_forward(x: Tensor, a: Tensor, logw: Tensor | None, steps: int, g: floa
     lam = [math.log((1.0 - t) / t) for t in ts]
     ms: list[Tensor] = []
     hs: list[float] = []
+    sq = _norms(a)
     for i in range(1, steps + 1):
-        ms.append(_mean(x, a, logw, ts[i - 1]))
+        ms.append(_mean(x, a, sq, logw, ts[i - 1]))
         h = lam[i] - lam[i - 1]
         hs.append(h)
         order = min(3, i) if steps >= 10 else min(3, i, steps + 1 - i)
@@ -244,11 +252,11 @@ def flow_back(
     with _no_autocast(anchors):
         centre, a, logw = _prepare(anchors, log_weights)
         x = latents.to(a.dtype)  # at t = 1 the centred and plain coordinates coincide
-        h = 1.0 / steps
+        h, sq = 1.0 / steps, _norms(a)
         recorded = []
         for j in range(steps):
             t = 1.0 - j * h
-            x, rec = ZoneMean.apply(x, a, logw, t, -h / t, record, targets)  # x - h v(x, t)
+            x, rec = ZoneMean.apply(x, a, sq, logw, t, -h / t, record, targets)  # x - h v(x, t)
             recorded.append(rec)
         return x + centre, torch.stack(recorded)
 

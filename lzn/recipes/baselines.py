@@ -13,9 +13,8 @@ from torch import Tensor, nn
 
 from lzn import distributed
 from lzn.data import ImageDataset
-from lzn.models import LatentZoningNetwork
 from lzn.recipes.common import DataInfo, NetConfig, Recipe, RecipeConfig, build_net
-from lzn.recipes.generation import GenerationConfig, GenerationRecipe
+from lzn.recipes.generation import GenerationRecipe
 from lzn.recipes.joint import JointConfig, JointRecipe
 from lzn.recipes.representation import RepresentationConfig, RepresentationRecipe
 from lzn.training import StepOutput
@@ -26,11 +25,8 @@ class RFRecipe(GenerationRecipe):
 
     name: ClassVar[str] = "rf"
 
-    def __init__(self, cfg: GenerationConfig, info: DataInfo) -> None:
-        Recipe.__init__(self, cfg, info)
-        self.classes = info.num_classes if cfg.class_conditional else 0
-        self.modules = {"decoder": build_net(cfg.decoder, info, 0, self.classes)}
-        self.lzn = LatentZoningNetwork(None, self.modules["decoder"], None, cfg.flow)
+    def wants_encoder(self) -> bool:
+        return False
 
     def step(self, batch: Any, step: int) -> StepOutput:
         x, y = batch

@@ -7,6 +7,7 @@ the library (models, core, data); the training loop knows nothing about them.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -119,7 +120,7 @@ def device_of(modules: dict[str, nn.Module]) -> torch.device:
     return torch.device("cpu")
 
 
-class Recipe:
+class Recipe(ABC):
     """Base class: data batches by global step (exact resume), device placement, flips."""
 
     name: ClassVar[str]
@@ -156,8 +157,9 @@ class Recipe:
             x = random_flip(x, step_generator(x.device))
         return x, y
 
+    @abstractmethod
     def step(self, batch: Any, step: int) -> StepOutput:
-        raise NotImplementedError  # each recipe defines its step
+        """The loss of one training step on this process's ``batch`` (spec §4.x.x of the recipe)."""
 
     # task methods used by evaluation and the CLI; a recipe implements those that apply
     def evaluate(self, test: ImageDataset | None, run_dir: Any) -> dict[str, float]:

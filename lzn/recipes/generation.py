@@ -42,10 +42,16 @@ class GenerationRecipe(Recipe):
         self.classes = info.num_classes if cfg.class_conditional else 0
         if cfg.class_conditional and info.num_classes < 2:
             raise ValueError("class_conditional needs a labelled data set")
-        self.modules = {"encoder": build_net(cfg.encoder, info, cfg.latent_dim)}
+        self.modules = {}
+        if self.wants_encoder():
+            self.modules["encoder"] = build_net(cfg.encoder, info, cfg.latent_dim)
         if self.wants_decoder():
-            self.modules["decoder"] = build_net(cfg.decoder, info, cfg.latent_dim, self.classes)
-        self.lzn = LatentZoningNetwork(self.modules["encoder"], self.modules.get("decoder"), None, cfg.flow)
+            q = cfg.latent_dim if self.wants_encoder() else 0  # a decoder without an encoder gets no latent
+            self.modules["decoder"] = build_net(cfg.decoder, info, q, self.classes)
+        self.lzn = LatentZoningNetwork(self.modules.get("encoder"), self.modules.get("decoder"), None, cfg.flow)
+
+    def wants_encoder(self) -> bool:
+        return True
 
     def wants_decoder(self) -> bool:
         return True

@@ -89,32 +89,113 @@ class ZoneMean(torch.autograd.Function):
     @once_differentiable
     def backward(ctx: Any, g_out: Tensor, g_rec: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
         x, anchors, sq, log_weights, targets = ctx.saved_tensors
-        t, k, record = ctx.t, ctx.k, ctx.record
-        s = 1.0 - t
+        k = ctx.k
         g_abar = g_out if k is None else g_out * (-k)  # (B, q)
-        w = torch.softmax(zone_logits(x, anchors, t, log_weights, sq), dim=1)  # (B, n), recomputed
-        g_logits = g_abar @ anchors.t()  # dL/dw: (B, q) @ (q, n) -> (B, n)
-        if record == "full":
-            g_logits += g_rec
-        elif record == "target":
-            g_logits.scatter_add_(1, targets[:, None], g_rec[:, None])
-        # softmax backward: dL/dlogits = w * (dL/dw - sum_l w_l dL/dw_l)
-        row = (w * g_logits).sum(dim=1, keepdim=True)  # (B, 1)
-        g_logits.sub_(row).mul_(w)  # (B, n); rows sum to zero
-
-        g_x = g_anchors = g_logw = None
-        c = s / (t * t)
-        if ctx.needs_input_grad[0]:
-            # d logits_bl / d x_b = -(x_b - s a_l) / t^2; the x_b part vanishes because rows of g_logits sum to 0
-            g_x = torch.mm(g_logits, anchors).mul_(c)  # (B, n) @ (n, q) -> (B, q)
-            if k is not None:
-                g_x.add_(g_out, alpha=1.0 + k)
-        if ctx.needs_input_grad[1]:
-            # from abar = w A: w^T g_abar; from the logits: s / t^2 (g_logits^T x - s colsum(g_logits) a_l)
-            g_anchors = w.t() @ g_abar  # (n, B) @ (B, q) -> (n, q)
-            if c != 0.0:
-                col = g_logits.sum(dim=0)  # (n,)
-                g_anchors.addmm_(g_logits.t(), x, alpha=c).sub_(anchors * (col * (c * s))[:, None])
-        if log_weights is not None and ctx.needs_input_grad[3]:
-            g_logw = g_logits.sum(dim=0)  # (n,)
+        need_x, need_a, _, need_w = ctx.needs_input_grad[:4]
+        g_x, g_anchors, g_logw = zone_mean_vjp(x, anchors, sq, log_weights, ctx.t, g_abar, need_x, need_a,
+                                               need_w and log_weights is not None, ctx.record, g_rec, targets)
+        if g_x is not None and k is not None:
+            g_x.add_(g_out, alpha=1.0 + k)  # the x term of x + k (x - abar)
         return g_x, g_anchors, None, g_logw, None, None, None, None
+
+
+def zone_mean_vjp(
+    x: Tensor,
+    anchors: Tensor,
+    sq: Tensor,
+    log_weights: Tensor | None,
+    t: float,
+    g_abar: Tensor,
+    need_x: bool = True,
+    need_anchors: bool = True,
+    need_log_weights: bool = False,
+    record: str = "none",
+    g_rec: Tensor | None = None,
+    targets: Tensor | None = None,
+) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
+    """Vector-Jacobian product of abar(x, A, log pi) (plus the recorded probabilities' cotangent
+    ``g_rec``), recomputing w: -> (dL/dx (B, q), dL/dA (n, q), dL/dlog pi (n,)), None where not needed."""
+    s = 1.0 - t
+    w = torch.softmax(zone_logits(x, anchors, t, log_weights, sq), dim=1)  # (B, n), recomputed
+    g_logits = g_abar @ anchors.t()  # dL/dw: (B, q) @ (q, n) -> (B, n)
+    if record == "full":
+        g_logits += g_rec
+    elif record == "target":
+        g_logits.scatter_add_(1, targets[:, None], g_rec[:, None])  # type: ignore[index]
+    # softmax backward: dL/dlogits = w * (dL/dw - sum_l w_l dL/dw_l)
+    row = (w * g_logits).sum(dim=1, keepdim=True)  # (B, 1)
+    g_logits.sub_(row).mul_(w)  # (B, n); rows sum to zero
+
+    g_x = g_anchors = g_logw = None
+    c = s / (t * t)
+    if need_x:
+        # d logits_bl / d x_b = -(x_b - s a_l) / t^2; the x_b part vanishes because rows of g_logits sum to 0
+        g_x = torch.mm(g_logits, anchors).mul_(c)  # (B, n) @ (n, q) -> (B, q)
+    if need_anchors:
+        # from abar = w A: w^T g_abar; from the logits: s / t^2 (g_logits^T x - s colsum(g_logits) a_l)
+        g_anchors = w.t() @ g_abar  # (n, B) @ (B, q) -> (n, q)
+        if c != 0.0:
+            col = g_logits.sum(dim=0)  # (n,)
+            g_anchors.addmm_(g_logits.t(), x, alpha=c).sub_(anchors * (col * (c * s))[:, None])
+    if need_log_weights:
+        g_logw = g_logits.sum(dim=0)  # (n,)
+    return g_x, g_anchors, g_logw
+
+
+# A linear multistep plan: step i evaluates m_i = abar(x_i, t_i), then
+# x_{i+1} = alpha_i x_i + sum_j beta_ij m_j over earlier evaluations j <= i.
+Plan = list[tuple[float, float, dict[int, float]]]  # (t_i, alpha_i, {j: beta_ij})
+
+
+class MultistepFlow(torch.autograd.Function):
+    """A whole forward latent flow (Euler or DPM-Solver++ 3M, given as a ``Plan``) as one autograd node.
+
+    Forward runs without building a graph and keeps only the points x_i (steps x (B, q)); backward is the
+    discrete adjoint: it walks the steps in reverse, spreading each step's cotangent over x_i and the
+    m_j it used, and applies ``zone_mean_vjp`` once all users of m_i are done. At small sizes this saves
+    the per-operation autograd overhead that otherwise dominates the flow.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, anchors: Tensor, sq: Tensor, log_weights: Tensor | None,  # type: ignore[override]
+                plan: Plan) -> Tensor:
+        xs, ms = [], {}
+        for i, (t, alpha, betas) in enumerate(plan):
+            xs.append(x)
+            w = torch.softmax(zone_logits(x, anchors, t, log_weights, sq), dim=1)  # (B, n)
+            ms[i] = w @ anchors  # (B, q)
+            nxt = x * alpha
+            for j, beta in betas.items():
+                nxt.add_(ms[j], alpha=beta)
+            for j in [j for j in ms if j <= i - 2]:  # the next step looks back to m_{i-1} at most
+                del ms[j]
+            x = nxt
+        ctx.save_for_backward(anchors, sq, log_weights, *xs)
+        ctx.plan = plan
+        return x
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, g_out: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        anchors, sq, log_weights, *xs = ctx.saved_tensors
+        plan: Plan = ctx.plan
+        need_a = ctx.needs_input_grad[1]
+        need_w = log_weights is not None and ctx.needs_input_grad[3]
+        g_x = g_out
+        g_m: dict[int, Tensor] = {}
+        g_anchors = torch.zeros_like(anchors) if need_a else None
+        g_logw = torch.zeros_like(log_weights) if need_w else None
+        for i in range(len(plan) - 1, -1, -1):
+            t, alpha, betas = plan[i]
+            for j, beta in betas.items():  # x_{i+1} = alpha x_i + sum_j beta_j m_j
+                g_m[j] = g_x * beta if j not in g_m else g_m[j].add_(g_x, alpha=beta)
+            g_x = g_x * alpha
+            gm = g_m.pop(i, None)  # every user of m_i (steps >= i) has been visited
+            if gm is not None:
+                dx, da, dw = zone_mean_vjp(xs[i], anchors, sq, log_weights, t, gm, True, need_a, need_w)
+                g_x.add_(dx)  # type: ignore[arg-type]
+                if g_anchors is not None:
+                    g_anchors.add_(da)  # type: ignore[arg-type]
+                if g_logw is not None:
+                    g_logw.add_(dw)  # type: ignore[arg-type]
+        return g_x, g_anchors, None, g_logw, None

@@ -18,7 +18,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from lzn.core.zone_mean import ZoneMean, zone_logits
+from lzn.core.zone_mean import MultistepFlow, Plan, ZoneMean, zone_logits
 
 Solver = Literal["euler", "dpm3"]
 DEFAULT_EPS = {"euler": 1e-4, "dpm3": 1e-3}
@@ -176,50 +176,47 @@ def latents(
         centre, a, logw = _prepare(anchors, log_weights)
         own = a if index is None else a[index]  # (B, q)
         x = (1.0 - g) * own + (g * noise_scale) * noise.to(a.dtype)
-        if solver == "euler":
-            x, t_end = _euler_forward(x, a, logw, steps, g), 1.0
-        else:
-            x, t_end = _dpm3_forward(x, a, logw, steps, g), 1.0 - g
+        plan, t_end = (_euler_plan(steps, g), 1.0) if solver == "euler" else (_dpm3_plan(steps, g), 1.0 - g)
+        x = MultistepFlow.apply(x, a, _norms(a), logw, plan)
         return x + (1.0 - t_end) * centre
 
 
-def _euler_forward(x: Tensor, a: Tensor, logw: Tensor | None, steps: int, g: float) -> Tensor:
-    h, sq = (1.0 - g) / steps, _norms(a)
-    for j in range(steps):
-        t = g + j * h
-        x = ZoneMean.apply(x, a, sq, logw, t, h / t, "none", None)[0]  # x + h v(x, t)
-    return x
+def _euler_plan(steps: int, g: float) -> Plan:
+    """x_{j+1} = x_j + h (x_j - m_j) / t_j on t_j = g + j h, h = (1 - g) / steps (spec §2.5)."""
+    h = (1.0 - g) / steps
+    return [(g + j * h, 1.0 + h / (g + j * h), {j: -h / (g + j * h)}) for j in range(steps)]
 
 
-def _dpm3_forward(x: Tensor, a: Tensor, logw: Tensor | None, steps: int, g: float) -> Tensor:
-    """DPM-Solver++ 3M, data prediction abar, alpha_t = 1 - t, sigma_t = t (spec §2.6)."""
-    ts = [g + i * (1.0 - 2.0 * g) / steps for i in range(steps + 1)]  # python floats: float64 schedule
+def _dpm3_plan(steps: int, g: float) -> Plan:
+    """DPM-Solver++ 3M, data prediction abar, alpha_t = 1 - t, sigma_t = t, uniform grid on [g, 1 - g]
+    (spec §2.6), as linear-multistep coefficients; python floats, so the schedule is float64."""
+    ts = [g + i * (1.0 - 2.0 * g) / steps for i in range(steps + 1)]
     lam = [math.log((1.0 - t) / t) for t in ts]
-    ms: list[Tensor] = []
+    plan: Plan = []
     hs: list[float] = []
-    sq = _norms(a)
-    for i in range(1, steps + 1):
-        ms.append(_mean(x, a, sq, logw, ts[i - 1]))
+    for i in range(1, steps + 1):  # step i - 1 evaluates m_{i-1} at t_{i-1} and lands on t_i
         h = lam[i] - lam[i - 1]
         hs.append(h)
         order = min(3, i) if steps >= 10 else min(3, i, steps + 1 - i)
-        alpha, phi1 = 1.0 - ts[i], math.expm1(-h)
-        x = (ts[i] / ts[i - 1]) * x - (alpha * phi1) * ms[-1]
-        if order == 2:
-            r0 = hs[-2] / h
-            x = x - (0.5 * alpha * phi1 / r0) * (ms[-1] - ms[-2])
-        elif order == 3:
+        a, phi1 = 1.0 - ts[i], math.expm1(-h)
+        m1, m2, m3 = i - 1, i - 2, i - 3
+        if order == 1:
+            betas = {m1: -a * phi1}
+        elif order == 2:
+            r0 = hs[-2] / h  # D = (m1 - m2) / r0; x -= a phi1 (m1 + D / 2)
+            betas = {m1: -a * phi1 - 0.5 * a * phi1 / r0, m2: 0.5 * a * phi1 / r0}
+        else:
             r0, r1 = hs[-2] / h, hs[-3] / h
-            d0 = (ms[-1] - ms[-2]) / r0
-            d1p = (ms[-2] - ms[-3]) / r1
-            d1 = d0 + (r0 / (r0 + r1)) * (d0 - d1p)
-            d2 = (d0 - d1p) / (r0 + r1)
+            c = r0 / (r0 + r1)
             phi2 = phi1 / h + 1.0
             phi3 = phi2 / h - 0.5
-            x = x + (alpha * phi2) * d1 - (alpha * phi3) * d2
-        if len(ms) > 3:
-            ms.pop(0)
-    return x
+            # x += a phi2 D1 - a phi3 D2 with D1 = (1 + c) d0 - c d1', D2 = (d0 - d1') / (r0 + r1),
+            # d0 = (m1 - m2) / r0, d1' = (m2 - m3) / r1: collect the coefficients of d0 and d1'
+            p = a * phi2 * (1.0 + c) - a * phi3 / (r0 + r1)
+            qc = -a * phi2 * c + a * phi3 / (r0 + r1)
+            betas = {m1: -a * phi1 + p / r0, m2: -p / r0 + qc / r1, m3: -qc / r1}
+        plan.append((ts[i - 1], ts[i] / ts[i - 1], betas))
+    return plan
 
 
 # ---------------------------------------------------------------------------------------------------

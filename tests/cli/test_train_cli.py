@@ -84,3 +84,15 @@ def test_resumed_run_matches_uninterrupted_run(tmp_path, recipe, extra):
     assert main(train_args(recipe, part, "train.steps=4", *extra)) == 0  # resumes from it
     rows = lambda d: [json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines()]  # noqa: E731
     assert [r["loss"] for r in rows(full)] == [r["loss"] for r in rows(part)]
+
+
+def test_demo_command_reports_accuracy_and_files(tmp_path, capsys):
+    args = ["demo", "--out", str(tmp_path / "demo")]
+    for item in [*sets("joint"), "sample_every=2"]:
+        args += ["--set", item]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "test accuracy: " in out and "class-conditional samples" in out
+    assert (tmp_path / "demo" / "samples.png").exists() and (tmp_path / "demo" / "reconstructions.png").exists()
+    assert (tmp_path / "demo" / "samples" / "step-000000002.png").exists()  # the periodic sample grid
+    assert (tmp_path / "demo" / "model" / "model.safetensors").exists()

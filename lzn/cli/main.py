@@ -96,8 +96,11 @@ def _classify(args: argparse.Namespace) -> int:
     if not hasattr(rec, "classify"):
         raise ValueError(f"{args.run_dir} holds a {rec.name!r} run, which cannot classify (use joint, nogen or classifier)")
     data = _data(args, cfg)
+    kwargs = {} if args.noise_scale is None else {"noise_scale": args.noise_scale}
+    if kwargs and not hasattr(cfg, "eval_noise_scale"):
+        raise ValueError(f"--noise-scale applies to LZN label decoding (joint, nogen), not to a {rec.name!r} run")
     with torch.no_grad():
-        pred = rec.classify(data.images)
+        pred = rec.classify(data.images, **kwargs)
     if data.labels is not None:
         print(f"accuracy: {(pred == data.labels).float().mean().item():.4f} on {len(pred)} images")
     if args.out:
@@ -201,6 +204,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="output file (.npy) or folder")
         if name == "embed":
             p.add_argument("--head", action="store_true", help="anchors instead of backbone features")
+        if name == "classify":
+            p.add_argument("--noise-scale", type=float, default=None,
+                           help="alpha of the test latents (default: the run's eval_noise_scale)")
 
     d = sub.add_parser("demo", help="train the joint recipe on digits (CPU, minutes) and report")
     d.add_argument("--out", default="runs/demo")

@@ -75,13 +75,15 @@ class JointRecipe(GenerationRecipe):
 
     # ---- evaluation ------------------------------------------------------------------------------
 
-    def classify(self, images: Tensor, noise_scale: float = 1.0, seed: int = 0) -> Tensor:
-        """Label-decoder classes by the paper's protocol (spec §4.3.6), anchor sets of eval_batch_size."""
+    def classify(self, images: Tensor, noise_scale: float | None = None, seed: int = 0) -> Tensor:
+        """Label-decoder classes by the paper's protocol (spec §4.3.6), anchor sets of eval_batch_size;
+        test latents at ``noise_scale`` (default: the config's eval_noise_scale)."""
+        noise_scale = self.cfg.eval_noise_scale if noise_scale is None else noise_scale
         gen = torch.Generator(device=self.device).manual_seed(seed)
         return self.lzn.classify(images.to(self.device), noise_scale=noise_scale,
                                  batch_size=self.cfg.eval_batch_size, generator=gen).cpu()
 
-    def accuracy(self, data: ImageDataset, noise_scale: float = 1.0) -> float:
+    def accuracy(self, data: ImageDataset, noise_scale: float | None = None) -> float:
         assert data.labels is not None
         return float((self.classify(data.images, noise_scale) == data.labels).float().mean())
 

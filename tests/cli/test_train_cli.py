@@ -32,7 +32,7 @@ def test_train_then_every_command(joint_run, tmp_path, capsys):
     assert "labels: 0,1,2" in capsys.readouterr().out
     with Image.open(tmp_path / "s.png") as im:
         assert im.format == "PNG"
-    assert main(["classify", str(joint_run), "--data", "digits"]) == 0
+    assert main(["classify", str(joint_run), "--data", "digits", "--noise-scale", "0.5"]) == 0
     assert "accuracy:" in capsys.readouterr().out
     assert main(["embed", str(joint_run), "--out", str(tmp_path / "e.npy")]) == 0
     emb = np.load(tmp_path / "e.npy")

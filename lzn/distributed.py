@@ -31,6 +31,13 @@ def init_from_env() -> bool:
     return True
 
 
+def shutdown() -> None:
+    """Leave the process group cleanly: wait for every rank, then destroy it (no-op without one)."""
+    if is_active():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def is_active() -> bool:
     return dist.is_available() and dist.is_initialized()
 

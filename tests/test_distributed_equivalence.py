@@ -56,7 +56,7 @@ def _worker(rank: int, init_file: str, out_file: str) -> None:
         if rank == 0:
             torch.save([p.grad for p in params], out_file)
     finally:
-        dist.destroy_process_group()
+        distributed.shutdown()  # barrier first: a rank leaving early must not tear down gloo under the other
 
 
 def test_two_processes_equal_one_process(tmp_path):

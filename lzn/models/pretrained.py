@@ -9,12 +9,12 @@ import dataclasses
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from lzn.atomic import atomic_write_bytes, atomic_write_text
 from lzn.models.label_anchors import LabelAnchors
 from lzn.models.network import FlowConfig, LatentZoningNetwork
 from lzn.models.registry import build, build_spec
@@ -22,20 +22,6 @@ from lzn.models.registry import build, build_spec
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 FORMAT = "lzn-pretrained/1"
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def save_pretrained(model: LatentZoningNetwork, directory: str | os.PathLike[str]) -> Path:
@@ -52,8 +38,8 @@ def save_pretrained(model: LatentZoningNetwork, directory: str | os.PathLike[str
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     blob = save(state)
     config["weights_sha256"] = hashlib.sha256(blob).hexdigest()
-    _atomic_write(out / WEIGHTS_NAME, blob)
-    _atomic_write(out / CONFIG_NAME, (json.dumps(config, indent=2) + "\n").encode())
+    atomic_write_bytes(out / WEIGHTS_NAME, blob)
+    atomic_write_text(out / CONFIG_NAME, json.dumps(config, indent=2) + "\n")
     return out
 
 

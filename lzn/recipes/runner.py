@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from lzn import distributed
+from lzn.atomic import atomic_write_text
 from lzn.recipes.baselines import ClassifierRecipe, NoGenRecipe, RFRecipe, SimCLRRecipe
 from lzn.recipes.common import DataInfo, Recipe, RecipeConfig, data_info, load_data
 from lzn.recipes.config import ConfigError, load_yaml, merge, parse_set
@@ -112,9 +113,7 @@ def _write_run_file(run_dir: Path, recipe: str, info: DataInfo, config: dict[str
 
     text = yaml.safe_dump({"recipe": recipe, "data_info": dataclasses.asdict(info), "config": config},
                            sort_keys=False)
-    tmp = run_dir / f".{RUN_FILE}.tmp"
-    tmp.write_text(text)
-    os.replace(tmp, run_dir / RUN_FILE)
+    atomic_write_text(run_dir / RUN_FILE, text)
 
 
 def pick_device(requested: str | None) -> torch.device:
@@ -126,8 +125,18 @@ def pick_device(requested: str | None) -> torch.device:
 
 
 def train(recipe: str, cfg: RecipeConfig, run_dir: str | Path) -> dict[str, Any]:
-    """Train ``recipe`` with ``cfg`` in ``run_dir`` (resuming if it holds a checkpoint); returns results."""
-    distributed.init_from_env()
+    """Train ``recipe`` with ``cfg`` in ``run_dir`` (resuming if it holds a checkpoint); returns results.
+
+    Under torchrun this joins the process group and leaves it at the end."""
+    joined = not distributed.is_active() and distributed.init_from_env()
+    try:
+        return _train(recipe, cfg, run_dir)
+    finally:
+        if joined:
+            distributed.shutdown()
+
+
+def _train(recipe: str, cfg: RecipeConfig, run_dir: str | Path) -> dict[str, Any]:
     run_dir = Path(run_dir)
     device = pick_device(cfg.train.device)
     cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, device=str(device)))
@@ -163,7 +172,7 @@ def train(recipe: str, cfg: RecipeConfig, run_dir: str | Path) -> dict[str, Any]
         if distributed.is_main() and getattr(rec, "lzn", None) is not None:
             rec.lzn.save_pretrained(str(run_dir / "model"))  # type: ignore[attr-defined]
     if distributed.is_main():
-        (run_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+        atomic_write_text(run_dir / "results.json", json.dumps(results, indent=2) + "\n")
     return results
 
 

@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from lzn.atomic import atomic_write
 
 FORMAT = "lzn.training/1"
 _NAME = re.compile(r"^step-(\d{9,})\.pt$")
@@ -53,18 +54,7 @@ def latest_checkpoint(run_dir: str | os.PathLike[str]) -> Path | None:
 
 def save_checkpoint(state: dict[str, Any], path: str | os.PathLike[str]) -> Path:
     """Write ``state`` to ``path`` atomically (temp file in the same folder, fsync, os.replace)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save({"format": FORMAT, **state}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    path = atomic_write(path, lambda f: torch.save({"format": FORMAT, **state}, f))
     _fsync_dir(path.parent)
     return path
 

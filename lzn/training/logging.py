@@ -16,6 +16,8 @@ from typing import Any
 
 import torch
 
+from lzn.atomic import atomic_write_text
+
 from lzn import distributed
 
 
@@ -144,6 +146,4 @@ class ProgressBar:
 
 
 def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    atomic_write_text(path, text)

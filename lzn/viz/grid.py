@@ -8,6 +8,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from lzn.atomic import atomic_write
+
 
 def image_grid(images: Tensor, nrow: int | None = None, padding: int = 1, min_cell: int = 32) -> Tensor:
     """(B, C, H, W) in [-1, 1] -> uint8 (H', W', 3) grid; cells upscaled (nearest) to at least ``min_cell``."""
@@ -33,9 +35,5 @@ def save_image_grid(images: Tensor, path: str | Path, nrow: int | None = None) -
     """Write ``image_grid(images, nrow)`` to ``path`` as PNG; returns the path. ``nrow`` = images per row."""
     from PIL import Image
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    Image.fromarray(image_grid(images, nrow).numpy()).save(tmp, format="PNG")
-    tmp.replace(path)
-    return path
+    picture = Image.fromarray(image_grid(images, nrow).numpy())
+    return atomic_write(path, lambda f: picture.save(f, format="PNG"))

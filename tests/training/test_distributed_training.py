@@ -43,7 +43,7 @@ def _worker(rank: int, world: int, tmp: str) -> None:
         result = _train(Path(tmp) / "run2", world, rank)
         torch.save(result, Path(tmp) / f"rank{rank}.pt")
     finally:
-        dist.destroy_process_group()
+        distributed.shutdown()  # barrier, then destroy: no rank tears gloo down under another
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="forked workers (spawn re-imports torch: seconds)")

@@ -237,15 +237,24 @@ def flow_back(
     (t = 1, 1 - 1/steps, ..., 1/steps): (steps, B, n), or with ``targets`` (B,) only the target's,
     (steps, B), which never materialises steps x B x n.
     """
+    end, recorded = _reverse(latents, anchors, steps, log_weights, "full" if targets is None else "target", targets)
+    return end, torch.stack(recorded)
+
+
+def flow_back_end(latents: Tensor, anchors: Tensor, *, steps: int = 20, log_weights: Tensor | None = None) -> Tensor:
+    """End points (B, q) of the reverse Euler flow of ``flow_back``, recording nothing (label decoding, zone maps)."""
+    return _reverse(latents, anchors, steps, log_weights, "none", None)[0]
+
+
+def _reverse(latents: Tensor, anchors: Tensor, steps: int, log_weights: Tensor | None, record: str,
+             targets: Tensor | None) -> tuple[Tensor, list[Tensor]]:
     _check_anchors(anchors)
     _check_points("latents", latents, anchors)
-    n = anchors.shape[0]
-    _check_log_weights(log_weights, n)
+    _check_log_weights(log_weights, anchors.shape[0])
     _check_steps(steps)
     if targets is not None:
-        _check_index("targets", targets, n, latents.shape[0])
+        _check_index("targets", targets, anchors.shape[0], latents.shape[0])
         targets = targets.long()
-    record = "full" if targets is None else "target"
     with _no_autocast(anchors):
         centre, a, logw = _prepare(anchors, log_weights)
         x = latents.to(a.dtype)  # at t = 1 the centred and plain coordinates coincide
@@ -255,7 +264,7 @@ def flow_back(
             t = 1.0 - j * h
             x, rec = ZoneMean.apply(x, a, sq, logw, t, -h / t, record, targets)  # x - h v(x, t)
             recorded.append(rec)
-        return x + centre, torch.stack(recorded)
+        return x + centre, recorded
 
 
 def alignment_loss(target_probs: Tensor, *, cutoff: float = 0.2, form: Literal["prob", "log"] = "prob") -> Tensor:

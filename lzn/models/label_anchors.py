@@ -43,8 +43,7 @@ class LabelAnchors(nn.Module):
     def decode(self, latents: Tensor, *, steps: int = 100, log_weights: Tensor | None = None) -> Tensor:
         """Label decoder (§3.5): flow latents back over the label anchors, nearest anchor's class: (B,)."""
         with torch.no_grad():
-            end, _ = zones.flow_back(latents, self.weight, steps=steps, log_weights=log_weights,
-                                     targets=torch.zeros(latents.shape[0], dtype=torch.long, device=latents.device))
+            end = zones.flow_back_end(latents, self.weight, steps=steps, log_weights=log_weights)
             return zones.nearest(end, self.weight)
 
     def alignment_probs(self, latents: Tensor, labels: Tensor, *, steps: int = 100,

@@ -210,12 +210,12 @@ class LatentZoningNetwork(nn.Module):
         """Classes of images by the paper's protocol (spec §4.3.6): each chunk of ``batch_size`` images is
         its own anchor set; latents flow back over the label anchors with uniform weights: (B,)."""
         self.check_images(images)
-        label_anchors = self._need("label_anchors")
+        label_anchors, encoder = self._need("label_anchors"), self._need("encoder")
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
         out = []
-        for chunk in images.split(batch_size):
-            lat = self.latents(chunk, noise_scale=noise_scale, generator=generator)
+        for chunk in images.split(batch_size):  # images were checked once above
+            lat = self.latents_from_anchors(encoder(chunk), noise_scale=noise_scale, generator=generator)
             out.append(label_anchors.decode(lat, steps=self.flow.label_steps))
         return torch.cat(out)
 
@@ -230,7 +230,9 @@ class LatentZoningNetwork(nn.Module):
             if labels is None:
                 raise ValueError("this decoder is class-conditional: reconstruct needs the true labels")
             self._check_labels(labels, images.shape[0])
-        latent = self.latents(images, generator=generator) if decoder.latent_dim else None
+        latent = None
+        if decoder.latent_dim:  # images were checked once above
+            latent = self.latents_from_anchors(self._need("encoder")(images), generator=generator)
         fn = self._velocity(latent, labels)
         noise = rectified_flow.invert(fn, images, method=sampler, steps=steps, rtol=rtol, atol=atol)
         return rectified_flow.sample(fn, noise, method=sampler, steps=steps, rtol=rtol, atol=atol)

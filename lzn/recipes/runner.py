@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from contextlib import nullcontext
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -167,21 +168,13 @@ def _train(recipe: str, cfg: RecipeConfig, run_dir: str | Path) -> dict[str, Any
     trainer = Trainer(rec.modules, rec.step, rec.batches, cfg.train, run_dir, hooks=hooks)
     last = trainer.fit()
     results: dict[str, Any] = {"recipe": recipe, "steps": trainer.step, "final_loss": last.get("loss")}
-    with trainer.ema_weights() if trainer.emas else _nullcontext(), torch.no_grad():
+    with trainer.ema_weights() if trainer.emas else nullcontext(), torch.no_grad():
         results.update(rec.evaluate(test_data, run_dir if distributed.is_main() else None))
         if distributed.is_main() and getattr(rec, "lzn", None) is not None:
             rec.lzn.save_pretrained(str(run_dir / "model"))  # type: ignore[attr-defined]
     if distributed.is_main():
         atomic_write_text(run_dir / "results.json", json.dumps(results, indent=2) + "\n")
     return results
-
-
-class _nullcontext:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 def load_run(run_dir: str | Path, device: str | None = None) -> tuple[Recipe, RecipeConfig]:

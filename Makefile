@@ -1,16 +1,26 @@
 # Two entry points for a fresh machine: `make demo` and `make test`.
+# Both create .venv and install with the pins in constraints.txt: `demo` the package alone (what
+# `pip install lzn` gives a user), `test` the package with the dev extra (pytest, scipy, tensorboard).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
+PIP := $(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt
 STAMP := $(VENV)/.lzn-installed
+DEV_STAMP := $(VENV)/.lzn-dev-installed
 
 .PHONY: demo zones test bench fashion clean
 
-$(STAMP): pyproject.toml constraints.txt
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
+
+$(STAMP): pyproject.toml constraints.txt | $(PY)
+	$(PIP) -e .
 	touch $(STAMP)
+
+$(DEV_STAMP): pyproject.toml constraints.txt | $(PY)
+	$(PIP) -e '.[dev]'
+	touch $(STAMP) $(DEV_STAMP)
 
 # the main job: joint generation + classification on the embedded digits (CPU, a few minutes)
 demo: $(STAMP)
@@ -20,8 +30,10 @@ demo: $(STAMP)
 zones: $(STAMP)
 	$(VENV)/bin/lzn zones --out runs/zones
 
-test: $(STAMP)
-	$(PY) -m pytest
+# the whole suite, slow tests included (tests/test_install.py builds a fresh venv: about a minute);
+# `make test PYTEST_ARGS='-m "not slow"'` skips those
+test: $(DEV_STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(PY) benchmarks/zones.py

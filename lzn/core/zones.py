@@ -12,6 +12,7 @@ expansion of the distances. Far-from-origin anchors then cost no float32 precisi
 from __future__ import annotations
 
 import math
+import numbers
 from contextlib import nullcontext
 from typing import Literal
 
@@ -65,6 +66,26 @@ def _check_index(name: str, index: Tensor, n: int, rows: int | None = None) -> N
 def _check_steps(steps: int) -> None:
     if not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be a positive int, got {steps!r}")
+
+
+def check_noise_scale(noise_scale: float) -> float:
+    """noise_scale (alpha of the start point, spec §2.4) as a float; a finite number >= 0."""
+    ok = isinstance(noise_scale, numbers.Real) and not isinstance(noise_scale, bool)
+    value = float(noise_scale) if ok else math.nan
+    if not ok or not math.isfinite(value) or value < 0.0:
+        raise ValueError(f"noise_scale must be a finite number >= 0 (alpha of the start point), got {noise_scale!r}")
+    return value
+
+
+def _check_finite(anchors: Tensor, noise: Tensor) -> None:
+    """One host sync: anchors and noise must be finite (the latent flow of a NaN anchor is NaN everywhere)."""
+    if bool(torch.isfinite(anchors).all() & torch.isfinite(noise).all()):
+        return
+    for name, x, verb in (("anchors", anchors, "contain"), ("noise", noise, "contains")):
+        rows = (~torch.isfinite(x)).any(dim=1).nonzero().flatten().tolist()
+        if rows:
+            shown = ", ".join(map(str, rows[:8])) + (", ..." if len(rows) > 8 else "")
+            raise ValueError(f"{name} {verb} NaN or inf values (rows [{shown}]); the latent flow needs finite {name}")
 
 
 def _as_time(t: float | Tensor) -> float:
@@ -150,6 +171,7 @@ def latents(
     eps: float | None = None,
     noise_scale: float = 1.0,
     log_weights: Tensor | None = None,
+    allow_nonfinite: bool = False,
 ) -> Tensor:
     """Flow each sample's anchor from t = eps to the Gaussian side: -> latents (B, q).
 
@@ -157,6 +179,9 @@ def latents(
     (default: all n rows, B = n); ``noise`` (B, q) is z in the start point (1 - g) a_i + g * noise_scale * z.
     solver "euler" integrates to t = 1 (spec §2.5, default eps 1e-4); "dpm3" is DPM-Solver++ 3M on a
     uniform grid from eps to 1 - eps (spec §2.6, default eps 1e-3).
+
+    NaN / inf anchors or noise raise (one host sync); ``allow_nonfinite=True`` skips that check and
+    lets them through to non-finite latents (training, where the loop skips a non-finite loss).
     """
     _check_anchors(anchors)
     n = anchors.shape[0]
@@ -172,6 +197,9 @@ def latents(
     top = 1.0 if solver == "euler" else 0.5  # dpm3 integrates from eps to 1 - eps
     if not 0.0 < g < top:
         raise ValueError(f"eps must lie in (0, {top}) for solver {solver!r}, got {g}")
+    noise_scale = check_noise_scale(noise_scale)
+    if not allow_nonfinite:
+        _check_finite(anchors, noise)
     with _no_autocast(anchors):
         centre, a, logw = _prepare(anchors, log_weights)
         own = a if index is None else a[index]  # (B, q)

@@ -3,7 +3,7 @@
 from lzn.models.label_anchors import LabelAnchors
 from lzn.models.ncsnpp import ncsnpp_decoder, ncsnpp_encoder
 from lzn.models.network import FlowConfig, GenerationOutput, LatentZoningNetwork
-from lzn.models.registry import NETWORKS, build
+from lzn.models.registry import NETWORKS, build, network_arguments
 from lzn.models.resnet import resnet18_encoder, resnet50_encoder
 from lzn.models.small import SmallEncoder, SmallUNet
 
@@ -18,6 +18,7 @@ __all__ = [
     "build",
     "ncsnpp_decoder",
     "ncsnpp_encoder",
+    "network_arguments",
     "resnet18_encoder",
     "resnet50_encoder",
 ]

@@ -14,9 +14,14 @@ attributes ``image_channels``, ``image_size``, ``latent_dim``. Decoders: ``forwa
 
 from __future__ import annotations
 
+import difflib
+import math
+import numbers
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, NamedTuple
+from typing import Literal, NamedTuple, Union
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -42,13 +47,31 @@ class GenerationOutput(NamedTuple):
     latents: Tensor  # (B, q) the LZN latents the decoder was conditioned on
 
 
+Labels = Union[Tensor, Sequence[int], np.ndarray]  # 1-D class indices: a tensor, list / tuple or array of ints
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def _positive_int(name: str, value: object) -> int:
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or int(value) < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return int(value)
+
+
 class LatentZoningNetwork(nn.Module):
+    """``class_names`` (optional): one unique string per class of the label anchors or of the
+    class-conditional decoder, saved with the model; see ``label_names`` and ``class_index``."""
+
     def __init__(
         self,
         encoder: nn.Module | None = None,
         decoder: nn.Module | None = None,
         label_anchors: LabelAnchors | None = None,
         flow: FlowConfig | None = None,
+        *,
+        class_names: Sequence[str] | None = None,
     ) -> None:
         super().__init__()
         if encoder is None and decoder is None and label_anchors is None:
@@ -63,6 +86,24 @@ class LatentZoningNetwork(nn.Module):
         self.label_anchors = label_anchors
         self.flow = flow or FlowConfig()
         self.latent_dim = next(iter(used.values()), 0)
+        self.class_names = self._check_class_names(class_names)
+
+    def _check_class_names(self, names: Sequence[str] | None) -> tuple[str, ...] | None:
+        if names is None:
+            return None
+        if isinstance(names, str) or not isinstance(names, (list, tuple)):
+            raise TypeError(f"class_names must be a tuple of strings (one per class), got {type(names).__name__}")
+        bad = [n for n in names if not isinstance(n, str) or not n]
+        if bad:
+            raise TypeError(f"class_names must be non-empty strings, got {bad[0]!r}")
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"class_names must be unique, got {dupes} more than once")
+        k = self._num_classes()
+        if len(names) != k:
+            raise ValueError(f"class_names has {len(names)} names but the model has {k} classes "
+                             "(label anchors or class-conditional decoder); pass one name per class")
+        return tuple(names)
 
     # ------------------------------------------------------------------------------------------
     # input checks (once, at this boundary)
@@ -73,29 +114,67 @@ class LatentZoningNetwork(nn.Module):
             raise ValueError("this model has no image encoder or decoder")
         return net
 
+    @property
+    def dtype(self) -> torch.dtype:
+        """The floating dtype of the weights (float32 unless the model was converted)."""
+        return next((p.dtype for p in self.parameters() if p.is_floating_point()), torch.float32)
+
     def check_images(self, images: Tensor) -> None:
+        """(B, C, S, S) in [-1, 1] with the weights' dtype, B >= 1, finite; one host sync."""
         net = self._spec()
         c, size = net.image_channels, net.image_size
-        if not isinstance(images, Tensor) or images.dim() != 4:
-            got = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
-            raise ValueError(f"images must be a (B, {c}, {size}, {size}) tensor, got {got}")
+        if not isinstance(images, Tensor):
+            raise TypeError(f"images must be a (B, {c}, {size}, {size}) torch.Tensor in [-1, 1], "
+                            f"got {type(images).__name__}")
+        if images.dim() != 4:
+            raise ValueError(f"images must be a (B, {c}, {size}, {size}) tensor, got {tuple(images.shape)}")
         if images.shape[1] != c or images.shape[2] != size or images.shape[3] != size:
             raise ValueError(f"images must have shape (B, {c}, {size}, {size}), got {tuple(images.shape)}")
+        want = self.dtype
         if not images.is_floating_point():
-            raise ValueError(f"images must be floating point scaled to [-1, 1], got dtype {images.dtype}")
-        if not bool(torch.isfinite(images).all()):
+            raise TypeError(f"images must be {_dtype_name(want)} scaled to [-1, 1], got {images.dtype}; "
+                            "for 0..255 pixels (uint8) use images.float() / 127.5 - 1")
+        if images.dtype != want:
+            convert = "images.float()" if want == torch.float32 else f"images.to({want})"
+            mixed = ("; for mixed precision keep the images and weights in float32 and run under torch.autocast"
+                     if images.dtype.itemsize < want.itemsize else "")
+            raise TypeError(f"images must be {_dtype_name(want)} like the model's weights, got {images.dtype}; "
+                            f"convert with {convert}{mixed}")
+        if images.shape[0] == 0:
+            raise ValueError(f"images is an empty batch {tuple(images.shape)}; pass at least one image")
+        lo, hi = torch.stack(torch.aminmax(images.detach())).tolist()  # NaN propagates to both
+        if not (math.isfinite(lo) and math.isfinite(hi)):
             raise ValueError("images contain NaN or infinite pixels")
+        if lo < -1.5 or hi > 1.5:  # generated samples overshoot [-1, 1] a little: only clear mistakes
+            hint = "for 0..255 pixels use images / 127.5 - 1" if lo >= 0.0 and hi <= 255.0 else "rescale them"
+            raise ValueError(f"images must be scaled to [-1, 1], got values in [{lo:g}, {hi:g}]; {hint}")
 
-    def _check_labels(self, labels: Tensor, batch: int | None = None) -> None:
+    def _as_labels(self, labels: Labels, batch: int | None = None) -> Tensor:
+        """1-D class indices in [0, K) as a long tensor (same device as a given tensor, else CPU)."""
         k = self._num_classes()
         if k == 0:
             raise ValueError("this model has no classes (no label anchors and no class-conditional decoder)")
-        if labels.dim() != 1 or labels.dtype not in (torch.int64, torch.int32):
-            raise ValueError(f"labels must be a 1-D integer tensor, got {tuple(labels.shape)} {labels.dtype}")
+        want = f"labels must be a 1-D sequence or tensor of class indices in [0, {k})"
+        if isinstance(labels, np.ndarray):
+            labels = torch.from_numpy(labels) if labels.dtype.kind in "iu" else labels
+        if isinstance(labels, (list, tuple)):
+            bad = [v for v in labels if not isinstance(v, numbers.Integral) or isinstance(v, bool)]
+            if bad:
+                names = "; map class names with model.class_index(name)" if isinstance(bad[0], str) else ""
+                raise TypeError(f"{want}, got an element {bad[0]!r}{names}")
+            labels = torch.tensor([int(v) for v in labels], dtype=torch.long)
+        if not isinstance(labels, Tensor):
+            got = f"a {labels.dtype} array" if isinstance(labels, np.ndarray) else type(labels).__name__
+            raise TypeError(f"{want}, got {got}")
+        if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+            raise TypeError(f"{want}, got a {labels.dtype} tensor; use labels.long() for whole numbers")
+        if labels.dim() != 1:
+            raise ValueError(f"{want}, got shape {tuple(labels.shape)}")
         if batch is not None and labels.shape[0] != batch:
             raise ValueError(f"labels must have shape ({batch},) to match the images, got {tuple(labels.shape)}")
         if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= k):
             raise ValueError(f"labels must lie in [0, {k}), got range [{int(labels.min())}, {int(labels.max())}]")
+        return labels.long()
 
     def _num_classes(self) -> int:
         if self.label_anchors is not None:
@@ -113,6 +192,38 @@ class LatentZoningNetwork(nn.Module):
         return next(self.parameters()).device
 
     # ------------------------------------------------------------------------------------------
+    # class names
+
+    def label_names(self, labels: Labels) -> list[str]:
+        """Names of class indices (B,): ``class_names`` where known, else the index as a string."""
+        idx = self._as_labels(labels).tolist()
+        return [self.class_names[i] if self.class_names else str(i) for i in idx]
+
+    def class_index(self, name_or_index: str | int) -> int:
+        """Resolve a class name ("cat"), an index as text ("3") or an index (3) to an index in [0, K)."""
+        k = self._num_classes()
+        if k == 0:
+            raise ValueError("this model has no classes (no label anchors and no class-conditional decoder)")
+        names = self.class_names
+        valid = (f"classes: {', '.join(f'{i} {n!r}' for i, n in enumerate(names))}" if names
+                 else f"indices 0..{k - 1} (the model has no class names)")
+        value = name_or_index
+        if isinstance(value, str):
+            if names and value in names:
+                return names.index(value)
+            text = value.strip()
+            if not text.isdigit():
+                close = difflib.get_close_matches(value, names or (), n=1)
+                also = f"; did you mean {close[0]!r}?" if close else ""
+                raise ValueError(f"unknown class {value!r}{also} ({valid})")
+            value = int(text)
+        if not isinstance(value, numbers.Integral) or isinstance(value, bool):
+            raise TypeError(f"a class is a name or an int index, got {type(value).__name__} ({valid})")
+        if not 0 <= int(value) < k:
+            raise ValueError(f"class index {int(value)} is outside [0, {k}) ({valid})")
+        return int(value)
+
+    # ------------------------------------------------------------------------------------------
     # encoder side
 
     def anchors(self, images: Tensor) -> Tensor:
@@ -121,19 +232,23 @@ class LatentZoningNetwork(nn.Module):
         return self._need("encoder")(images)
 
     def latents_from_anchors(self, anchors: Tensor, noise: Tensor | None = None, noise_scale: float = 1.0,
-                             generator: torch.Generator | None = None) -> Tensor:
-        """Latents of local anchors (B, q) over the anchors of every process (spec §2.7): (B, q)."""
+                             generator: torch.Generator | None = None, *, allow_nonfinite: bool = False) -> Tensor:
+        """Latents of local anchors (B, q) over the anchors of every process (spec §2.7): (B, q).
+
+        Non-finite anchors raise (after the gather, so every process raises alike); training passes
+        ``allow_nonfinite=True`` so that a diverged step gives a NaN loss the loop skips everywhere."""
         gathered = distributed.gather_with_grad(anchors)  # (world * B, q), rank-major
         b = anchors.shape[0]
         index = torch.arange(b, device=anchors.device) + distributed.global_offset(b)
         if noise is None:
             noise = torch.randn(anchors.shape, generator=generator, device=anchors.device, dtype=anchors.dtype)
         return zones.latents(gathered, noise, index=index, steps=self.flow.steps, solver=self.flow.solver,
-                             eps=self.flow.eps, noise_scale=noise_scale)
+                             eps=self.flow.eps, noise_scale=noise_scale, allow_nonfinite=allow_nonfinite)
 
     def latents(self, images: Tensor, noise: Tensor | None = None, noise_scale: float = 1.0,
                 generator: torch.Generator | None = None) -> Tensor:
         """Latents of a batch of images; the batch (across processes) is the anchor set: (B, q)."""
+        zones.check_noise_scale(noise_scale)
         return self.latents_from_anchors(self.anchors(images), noise, noise_scale, generator)
 
     def embed(self, images: Tensor, head: bool = False) -> Tensor:
@@ -164,7 +279,7 @@ class LatentZoningNetwork(nn.Module):
     def generate(
         self,
         num: int | None = None,
-        labels: Tensor | None = None,
+        labels: Labels | None = None,
         sampler: str = "dopri5",
         steps: int | None = None,
         generator: torch.Generator | None = None,
@@ -172,15 +287,17 @@ class LatentZoningNetwork(nn.Module):
         atol: float = 1e-5,
     ) -> GenerationOutput:
         """Sample images (spec §4.1.7, §4.3.5). With ``labels`` (B,): class-conditional latents from the
-        label zones; otherwise ``num`` latents from N(0, I), whose classes the label decoder predicts."""
+        label zones; otherwise ``num`` latents from N(0, I), whose classes the label decoder predicts.
+        ``labels`` may be a tensor, a list / tuple or a numpy array of class indices."""
         decoder = self._need("decoder")
         if labels is not None:
-            self._check_labels(labels)
+            labels = self._as_labels(labels)
             if num is not None and num != labels.shape[0]:
                 raise ValueError(f"num={num} disagrees with {labels.shape[0]} labels; pass one of them")
             num = labels.shape[0]
-        if num is None or num < 1:
-            raise ValueError(f"generate needs num >= 1 or a labels tensor, got num={num}")
+        if num is None:
+            raise ValueError("generate needs num >= 1 or labels")
+        num = _positive_int("num", num)
         dev = generator.device if generator is not None else self.device
         q = self.latent_dim
         if labels is not None:
@@ -209,10 +326,10 @@ class LatentZoningNetwork(nn.Module):
                  generator: torch.Generator | None = None) -> Tensor:
         """Classes of images by the paper's protocol (spec §4.3.6): each chunk of ``batch_size`` images is
         its own anchor set; latents flow back over the label anchors with uniform weights: (B,)."""
-        self.check_images(images)
         label_anchors, encoder = self._need("label_anchors"), self._need("encoder")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        zones.check_noise_scale(noise_scale)
+        batch_size = _positive_int("batch_size", batch_size)
+        self.check_images(images)
         out = []
         for chunk in images.split(batch_size):  # images were checked once above
             lat = self.latents_from_anchors(encoder(chunk), noise_scale=noise_scale, generator=generator)
@@ -220,7 +337,7 @@ class LatentZoningNetwork(nn.Module):
         return torch.cat(out)
 
     @torch.no_grad()
-    def reconstruct(self, images: Tensor, labels: Tensor | None = None, sampler: str = "dopri5",
+    def reconstruct(self, images: Tensor, labels: Labels | None = None, sampler: str = "dopri5",
                     steps: int | None = None, generator: torch.Generator | None = None,
                     rtol: float = 1e-5, atol: float = 1e-5) -> Tensor:
         """Latent from the batch, invert the image flow to noise, regenerate (spec §4.1.8): (B, C, H, W)."""
@@ -229,7 +346,7 @@ class LatentZoningNetwork(nn.Module):
         if decoder.num_classes:
             if labels is None:
                 raise ValueError("this decoder is class-conditional: reconstruct needs the true labels")
-            self._check_labels(labels, images.shape[0])
+            labels = self._as_labels(labels, images.shape[0]).to(images.device)
         latent = None
         if decoder.latent_dim:  # images were checked once above
             latent = self.latents_from_anchors(self._need("encoder")(images), generator=generator)

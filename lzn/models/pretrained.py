@@ -1,6 +1,8 @@
 """``save_pretrained`` / ``from_pretrained`` for LatentZoningNetwork: a folder with ``config.json`` and
 ``model.safetensors``, local only. Files are written to temporaries and renamed (atomic); the config
 records the weights' SHA-256, so a truncated or altered weight file is refused with a clear error.
+``class_names`` is an optional key (a list of strings or null); folders written without it load with
+``class_names = None``.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ def save_pretrained(model: LatentZoningNetwork, directory: str | os.PathLike[str
         config[part] = None if module is None else build_spec(module, part)
     la = model.label_anchors
     config["label_anchors"] = None if la is None else {"num_classes": la.num_classes, "latent_dim": la.latent_dim}
+    config["class_names"] = None if model.class_names is None else list(model.class_names)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     blob = save(state)
     config["weights_sha256"] = hashlib.sha256(blob).hexdigest()
@@ -64,7 +67,11 @@ def from_pretrained(directory: str | os.PathLike[str], map_location: str | torch
     decoder = None if config["decoder"] is None else build(config["decoder"]["name"], **config["decoder"]["kwargs"])
     la_cfg = config["label_anchors"]
     label_anchors = None if la_cfg is None else LabelAnchors(la_cfg["num_classes"], la_cfg["latent_dim"])
-    model = LatentZoningNetwork(encoder, decoder, label_anchors, FlowConfig(**config["flow"]))
+    try:
+        model = LatentZoningNetwork(encoder, decoder, label_anchors, FlowConfig(**config["flow"]),
+                                    class_names=config.get("class_names"))
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{cfg_path} describes an invalid model: {err}") from None
     try:
         state = load(blob)
     except Exception as err:  # safetensors raises its own error types for malformed headers

@@ -1,70 +1,151 @@
 """Networks by name: an explicit table, so saved models name their parts without class paths.
 
 ``build(name, **kwargs)`` constructs a network and remembers (name, kwargs) on it, which is what
-``LatentZoningNetwork.save_pretrained`` writes to ``config.json``.
+``LatentZoningNetwork.save_pretrained`` writes to ``config.json``. Keyword arguments are checked
+against what the network's constructor really accepts (``network_arguments``) before it runs, so a
+typo or a value of the wrong type is one clear ``ValueError``, not a traceback from inside a layer.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
+import importlib
+import inspect
+import numbers
+import types
+import typing
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal, NamedTuple
 
 from torch import nn
 
 
-def _small_encoder(**kwargs: Any) -> nn.Module:
-    from lzn.models.small import SmallEncoder
-
-    return SmallEncoder(**kwargs)
-
-
-def _small_unet(**kwargs: Any) -> nn.Module:
-    from lzn.models.small import SmallUNet
-
-    return SmallUNet(**kwargs)
+class _Entry(NamedTuple):
+    module: str  # where the constructor lives (imported on first use)
+    attr: str  # the class or factory function
+    config: str | None = None  # the dataclass whose fields the constructor's **kwargs accept
 
 
-def _resnet18(**kwargs: Any) -> nn.Module:
-    from lzn.models.resnet import resnet18_encoder
-
-    return resnet18_encoder(**kwargs)
-
-
-def _resnet50(**kwargs: Any) -> nn.Module:
-    from lzn.models.resnet import resnet50_encoder
-
-    return resnet50_encoder(**kwargs)
-
-
-def _ncsnpp_encoder(**kwargs: Any) -> nn.Module:
-    from lzn.models.ncsnpp import ncsnpp_encoder
-
-    return ncsnpp_encoder(**kwargs)
-
-
-def _ncsnpp_decoder(**kwargs: Any) -> nn.Module:
-    from lzn.models.ncsnpp import ncsnpp_decoder
-
-    return ncsnpp_decoder(**kwargs)
-
-
-NETWORKS: dict[str, Callable[..., nn.Module]] = {
-    "small_encoder": _small_encoder,
-    "small_unet": _small_unet,
-    "resnet18_encoder": _resnet18,
-    "resnet50_encoder": _resnet50,
-    "ncsnpp_encoder": _ncsnpp_encoder,
-    "ncsnpp_decoder": _ncsnpp_decoder,
+_TABLE: dict[str, _Entry] = {
+    "small_encoder": _Entry("lzn.models.small", "SmallEncoder", "SmallEncoderConfig"),
+    "small_unet": _Entry("lzn.models.small", "SmallUNet", "SmallUNetConfig"),
+    "resnet18_encoder": _Entry("lzn.models.resnet", "resnet18_encoder"),
+    "resnet50_encoder": _Entry("lzn.models.resnet", "resnet50_encoder"),
+    "ncsnpp_encoder": _Entry("lzn.models.ncsnpp", "ncsnpp_encoder", "NCSNppConfig"),
+    "ncsnpp_decoder": _Entry("lzn.models.ncsnpp", "ncsnpp_decoder", "NCSNppConfig"),
 }
+
+_CONFIG_OBJECT = "config"  # a config dataclass instance cannot be written to config.json: pass its fields
+
+
+def constructor(name: str) -> Callable[..., nn.Module]:
+    """The class or factory function registered as ``name``."""
+    _check_name(name)
+    entry = _TABLE[name]
+    return getattr(importlib.import_module(entry.module), entry.attr)  # type: ignore[no-any-return]
+
+
+def _make(name: str) -> Callable[..., nn.Module]:
+    return lambda **kwargs: constructor(name)(**kwargs)
+
+
+NETWORKS: dict[str, Callable[..., nn.Module]] = {name: _make(name) for name in _TABLE}
+
+
+def _check_name(name: str) -> None:
+    if name not in _TABLE:
+        hint = difflib.get_close_matches(str(name), list(_TABLE), n=1)
+        also = f"; did you mean {hint[0]!r}?" if hint else ""
+        raise ValueError(f"unknown network {name!r}{also} (known networks: {', '.join(sorted(_TABLE))})")
+
+
+def _arguments(name: str) -> dict[str, Any]:
+    """Keyword argument -> resolved type annotation (Any where there is none): the constructor's named
+    parameters first, then the fields of the config dataclass its ``**overrides`` are forwarded to."""
+    _check_name(name)
+    entry = _TABLE[name]
+    ctor = constructor(name)
+    params = inspect.signature(ctor).parameters.values()
+    own = typing.get_type_hints(ctor.__init__ if inspect.isclass(ctor) else ctor)
+    args = {p.name: own.get(p.name, Any) for p in params
+            if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and p.name != _CONFIG_OBJECT}
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        if entry.config is None:
+            raise RuntimeError(f"network {name!r} takes **kwargs but the registry names no config dataclass for them")
+        config = getattr(importlib.import_module(entry.module), entry.config)
+        fields = typing.get_type_hints(config)
+        args.update({f.name: fields.get(f.name, Any) for f in dataclasses.fields(config) if f.name not in args})
+    return args
+
+
+def network_arguments(name: str) -> list[str]:
+    """The keyword arguments ``build(name, ...)`` accepts: the constructor's named parameters, plus the
+    fields of its config dataclass where the constructor forwards ``**overrides`` to one."""
+    return list(_arguments(name))
+
+
+def _type_name(tp: Any) -> str:
+    if typing.get_origin(tp) is Literal:
+        return " or ".join(repr(v) for v in typing.get_args(tp))
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(t) for t in typing.get_args(tp))
+    if typing.get_origin(tp) is tuple:
+        return f"a list of {_type_name(typing.get_args(tp)[0])}"
+    return "None" if tp is type(None) else getattr(tp, "__name__", str(tp))
+
+
+def _fits(value: Any, tp: Any) -> bool:
+    """Whether a JSON-like value fits a (simple) annotation; unknown annotations accept anything."""
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return True
+    if tp is type(None):
+        return value is None
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, t) for t in typing.get_args(tp))
+    if origin is Literal:
+        return value in typing.get_args(tp)
+    if origin is tuple:  # lists come back from JSON
+        item = typing.get_args(tp)[0]
+        return isinstance(value, (list, tuple)) and all(_fits(v, item) for v in value)
+    if tp is bool:
+        return isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    if tp is float:
+        return isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if tp is str:
+        return isinstance(value, str)
+    return True
+
+
+def check_arguments(name: str, kwargs: dict[str, Any]) -> None:
+    """Refuse unknown keyword arguments (with a did-you-mean) and values of the wrong type."""
+    hints = _arguments(name)
+    known = list(hints)
+    for key in kwargs:
+        if key not in known:
+            hint = difflib.get_close_matches(key, known, n=1)
+            also = f"; did you mean {hint[0]!r}?" if hint else ""
+            why = " (pass a config's fields as keywords so the model can be saved by name)" * (key == _CONFIG_OBJECT)
+            raise ValueError(f"unknown argument {key!r} for network {name!r}{also}{why} "
+                             f"(arguments: {', '.join(known)})")
+    for key, value in kwargs.items():
+        if not _fits(value, hints.get(key, Any)):
+            raise ValueError(f"argument {key!r} of network {name!r} must be {_type_name(hints[key])}, got {value!r}")
+
 
 BUILD_ATTR = "lzn_build"
 
 
 def build(name: str, **kwargs: Any) -> nn.Module:
     """Construct the network registered as ``name`` with keyword arguments ``kwargs``."""
-    if name not in NETWORKS:
-        raise ValueError(f"unknown network {name!r}; known networks: {', '.join(sorted(NETWORKS))}")
-    module = NETWORKS[name](**kwargs)
+    check_arguments(name, kwargs)
+    try:
+        module = constructor(name)(**kwargs)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"network {name!r} cannot be built from {kwargs}: {err}") from err
     setattr(module, BUILD_ATTR, {"name": name, "kwargs": dict(kwargs)})
     return module
 
@@ -75,6 +156,6 @@ def build_spec(module: nn.Module, part: str) -> dict[str, Any]:
     if spec is None:
         raise ValueError(
             f"the {part} ({type(module).__name__}) was not made with lzn.models.build(name, ...), so it cannot be "
-            f"saved by name; build it with one of: {', '.join(sorted(NETWORKS))}"
+            f"saved by name; build it with one of: {', '.join(sorted(_TABLE))}"
         )
     return spec

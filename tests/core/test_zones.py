@@ -335,3 +335,39 @@ def test_autocast_keeps_flow_in_float32():
 def test_bad_input_raises_value_error(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def _with(x: torch.Tensor, row: int, value: float) -> torch.Tensor:
+    x = x.clone()
+    x[row, 1] = value
+    return x
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"anchors": _with(torch.randn(5, 3), 3, math.inf)}, r"anchors contain NaN or inf values \(rows \[3\]\)"),
+        ({"anchors": _with(torch.randn(5, 3), 0, math.nan)}, r"anchors contain NaN or inf values \(rows \[0\]\)"),
+        ({"noise": _with(torch.randn(5, 3), 4, -math.inf)}, r"noise contains NaN or inf values \(rows \[4\]\)"),
+        ({"noise_scale": math.nan}, "noise_scale must be a finite number >= 0"),
+        ({"noise_scale": math.inf}, "noise_scale must be a finite number >= 0"),
+        ({"noise_scale": -0.1}, "noise_scale must be a finite number >= 0"),
+        ({"noise_scale": "1"}, "noise_scale must be a finite number >= 0"),
+    ],
+)
+def test_nonfinite_anchors_and_bad_noise_scale_raise(kwargs, match):
+    args = {"anchors": torch.randn(5, 3), "noise": torch.randn(5, 3), **kwargs}
+    with pytest.raises(ValueError, match=match):
+        zones.latents(args.pop("anchors"), args.pop("noise"), steps=4, **args)
+
+
+@pytest.mark.parametrize("solver", ["euler", "dpm3"])
+def test_allow_nonfinite_lets_nan_through(solver):
+    anchors = _with(torch.randn(5, 3), 2, math.nan)
+    out = zones.latents(anchors, torch.randn(5, 3), steps=4, solver=solver, allow_nonfinite=True)
+    assert out.shape == (5, 3) and not torch.isfinite(out).all()
+    # finite inputs give the same latents with or without the flag, and noise_scale 0 is allowed
+    a, z = torch.randn(5, 3), torch.randn(5, 3)
+    torch.testing.assert_close(zones.latents(a, z, steps=4, solver=solver, noise_scale=0),
+                               zones.latents(a, z, steps=4, solver=solver, noise_scale=0.0, allow_nonfinite=True),
+                               rtol=0, atol=0)

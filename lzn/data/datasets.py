@@ -37,10 +37,7 @@ def load_digits(size: int | None = None, split: str = "all") -> ImageDataset:
     """
     if split not in ("all", "train", "test"):
         raise ValueError(f"split must be 'all', 'train' or 'test', got {split!r}")
-    try:
-        from sklearn.datasets import load_digits as sklearn_digits  # optional dependency (lzn[eval])
-    except ImportError as err:
-        raise ImportError("load_digits needs scikit-learn: pip install scikit-learn (or lzn[eval])") from err
+    from sklearn.datasets import load_digits as sklearn_digits  # a base dependency; imported here for speed
     bunch = sklearn_digits()
     pixels = torch.as_tensor(np.asarray(bunch.images), dtype=torch.float32)  # (N, 8, 8), 0..16
     images = (pixels / 8.0 - 1.0)[:, None]  # (N, 8, 8) -> (N, 1, 8, 8) in [-1, 1]
@@ -70,23 +67,27 @@ def load_arrays(path: str | Path, num_classes: int | None = None) -> ImageDatase
     """Images (and labels) from a NumPy file.
 
     Accepted forms:
-    * ``.npz`` with key ``images`` and optional key ``labels`` (N,) of integers >= 0;
+    * ``.npz`` with key ``images``, optional key ``labels`` (N,) of integers >= 0 and optional key
+      ``class_names`` (K,) of strings (label = index; needs ``labels``);
     * ``.npy`` holding the images alone (unlabelled).
     Images: (N, C, H, W) or (N, H, W, C) with C = 1 or 3 (channels-first wins when both fit), or
     (N, H, W) for one channel; dtype uint8 (0..255, mapped to [-1, 1]) or floating, already in [-1, 1].
-    ``num_classes`` defaults to max(label) + 1. Files are read with ``allow_pickle=False``.
+    ``num_classes`` defaults to len(class_names) when the file names its classes, else max(label) + 1
+    (``lzn.data.check_labels`` reports classes without images). Files are read with ``allow_pickle=False``.
     """
     path = Path(path)
     if not path.is_file():
         raise DataNotFoundError(f"array file {path} does not exist; expected a .npz with 'images' "
                                 "(and optional 'labels') or a .npy of images")
     labels: np.ndarray | None = None
+    names: np.ndarray | None = None
     if path.suffix == ".npz":
         with np.load(path, allow_pickle=False) as archive:
             if "images" not in archive:
                 raise ValueError(f"{path}: a .npz must hold an 'images' array, found keys {sorted(archive.files)}")
             images = archive["images"]
             labels = archive["labels"] if "labels" in archive else None
+            names = archive["class_names"] if "class_names" in archive else None
     elif path.suffix == ".npy":
         images = np.load(path, allow_pickle=False)
     else:
@@ -104,15 +105,37 @@ def load_arrays(path: str | Path, num_classes: int | None = None) -> ImageDatase
         x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)).clamp_(-1.0, 1.0)
     else:
         raise ValueError(f"{path}: images must be uint8 (0..255) or floating in [-1, 1], got {images.dtype}")
-    y: torch.Tensor | None = None
-    classes = 0
-    if labels is not None:
-        if labels.shape != (x.shape[0],) or not np.issubdtype(labels.dtype, np.integer):
-            raise ValueError(f"{path}: labels must be integers of shape ({x.shape[0]},), "
-                             f"got {labels.dtype} {labels.shape}")
-        y = torch.from_numpy(labels.astype(np.int64))
-        classes = int(labels.max()) + 1 if num_classes is None else num_classes
-    return ImageDataset(images=x, labels=y, num_classes=classes, name=path.stem)
+    if labels is None:
+        if names is not None:
+            raise ValueError(f"{path}: holds 'class_names' but no 'labels'; add labels (N,) or drop the names")
+        return ImageDataset(images=x, labels=None, num_classes=0, name=path.stem)
+    y, classes, class_names = _labels(labels, names, path, x.shape[0], num_classes)
+    return ImageDataset(images=x, labels=y, num_classes=classes, name=path.stem, class_names=class_names)
+
+
+def _labels(labels: np.ndarray, names: np.ndarray | None, path: Path, n: int,
+            num_classes: int | None) -> tuple[torch.Tensor, int, tuple[str, ...] | None]:
+    """Checked labels (n,) int64, the number of classes and the class names of a .npz."""
+    if labels.shape != (n,) or not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"{path}: labels must be integers of shape ({n},), got {labels.dtype} {labels.shape}")
+    if labels.size and int(labels.min()) < 0:
+        negative = sorted(set(labels[labels < 0].tolist()))
+        raise ValueError(f"{path}: labels must be integers >= 0, found {negative[:5]}")
+    class_names = None
+    if names is not None:
+        if names.ndim != 1 or names.dtype.kind != "U":
+            raise ValueError(f"{path}: class_names must be a 1-D array of strings (e.g. np.array(['cat', 'dog'])), "
+                             f"got {names.dtype} {names.shape}")
+        class_names = tuple(str(v) for v in names)
+        if len(set(class_names)) != len(class_names):
+            raise ValueError(f"{path}: class_names must be distinct, got {list(class_names)}")
+        if num_classes is not None and num_classes != len(class_names):
+            raise ValueError(f"{path}: {len(class_names)} class_names, but num_classes={num_classes}")
+    classes = (num_classes if num_classes is not None else len(class_names) if class_names is not None
+               else int(labels.max()) + 1)
+    if labels.size and int(labels.max()) >= classes:
+        raise ValueError(f"{path}: labels must lie in [0, {classes}) for {classes} classes, found {int(labels.max())}")
+    return torch.from_numpy(labels.astype(np.int64)), classes, class_names
 
 
 LOADERS: dict[str, Callable[..., ImageDataset]] = {

@@ -1,13 +1,19 @@
 """An image folder (root/class_name/*.png|jpg) loaded into memory with PIL.
 
 Class names are the sub-folder names sorted, label = position in that order (the torchvision
-ImageFolder convention). A root with image files and no sub-folders is an unlabelled set (e.g. the
-30 000 CelebA-HQ images of spec §4.1.2). Every image is resized so that its shorter side is ``size``
-(bicubic), then centre-cropped to size x size.
+ImageFolder convention), unless the training set's ``class_names`` are given: then each sub-folder
+takes the label of its name among those (a test folder may hold fewer classes, never unknown ones). A
+root with image files and no sub-folders is an unlabelled set (e.g. the 30 000 CelebA-HQ images of spec
+§4.1.2). Every image is resized so that its shorter side is ``size`` (bicubic), then centre-cropped to
+size x size. A file PIL cannot decode fully is an :class:`UnreadableImageError` naming it, or, with
+``skip_bad_files``, skipped with one warning for the whole folder.
 """
 
 from __future__ import annotations
 
+import struct
+import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +22,11 @@ import torch
 from lzn.data.dataset import DataNotFoundError, ImageDataset, uint8_to_signed
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+SHOWN_BAD_FILES = 3  # paths quoted in the skip warning
+
+
+class UnreadableImageError(ValueError):
+    """An image file that PIL cannot open or decode (corrupt, truncated, not an image); names the file."""
 
 
 def _image_files(folder: Path) -> list[Path]:
@@ -24,10 +35,15 @@ def _image_files(folder: Path) -> list[Path]:
 
 def _load_image(path: Path, size: int, channels: int) -> np.ndarray:
     """One image as uint8 (size, size, channels): shorter side resized to ``size``, centre crop."""
-    from PIL import Image  # optional dependency (lzn[viz]); only this loader needs it
+    from PIL import Image  # imported where needed: only this loader reads image files
 
-    with Image.open(path) as raw:
-        img = raw.convert("RGB" if channels == 3 else "L")
+    try:
+        with Image.open(path) as raw:
+            raw.load()  # PIL decodes lazily: force the whole file now so truncated data fails here
+            img = raw.convert("RGB" if channels == 3 else "L")
+    except (OSError, SyntaxError, ValueError, EOFError, struct.error) as err:  # UnidentifiedImageError is an OSError
+        raise UnreadableImageError(f"{path} is not a readable image ({err}); remove it, or set "
+                                   "data.skip_bad_files=true to skip unreadable files") from None
     w, h = img.size
     scale = size / min(w, h)
     new_w, new_h = max(size, round(w * scale)), max(size, round(h * scale))
@@ -37,12 +53,27 @@ def _load_image(path: Path, size: int, channels: int) -> np.ndarray:
     return np.asarray(img, dtype=np.uint8).reshape(size, size, channels)  # (H, W) or (H, W, C) -> (H, W, C)
 
 
-def load_image_folder(root: str | Path, size: int, channels: int = 3) -> ImageDataset:
+def _labels_by_name(root: Path, folders: list[str], class_names: Sequence[str]) -> list[int]:
+    """The label of each class folder: its index in the training set's ``class_names``."""
+    index = {name: i for i, name in enumerate(class_names)}
+    unknown = [name for name in folders if name not in index]
+    if unknown:
+        raise ValueError(f"image folder {root}: class folders {unknown} are not among the training classes "
+                         f"{list(class_names)}; rename or remove them")
+    return [index[name] for name in folders]
+
+
+def load_image_folder(root: str | Path, size: int, channels: int = 3, *, skip_bad_files: bool = False,
+                      class_names: Sequence[str] | None = None) -> ImageDataset:
     """All images under ``root`` as (N, channels, size, size) in [-1, 1].
 
     root/class_name/*.png|jpg|jpeg gives labels by sorted class name (hidden folders are
     skipped, an empty class folder is an error); root/*.png|jpg|jpeg with no sub-folders (or only empty
     ones) gives an unlabelled set. ``channels`` is 3 (RGB) or 1 (grayscale).
+    ``class_names``: the training set's classes (e.g. when reading its test folder); labels are then
+    indices into them and num_classes = len(class_names); an unknown class folder is an error.
+    ``skip_bad_files``: skip unreadable files (one UserWarning with the count) instead of raising
+    :class:`UnreadableImageError`; a class left with no readable image is still an error.
     """
     if channels not in (1, 3):
         raise ValueError(f"channels must be 1 (grayscale) or 3 (RGB), got {channels}")
@@ -63,16 +94,38 @@ def load_image_folder(root: str | Path, size: int, channels: int = 3) -> ImageDa
     if not groups[0][1]:
         raise DataNotFoundError(f"image folder {root} holds no {'/'.join(IMAGE_SUFFIXES)} files; "
                                 "expected root/class_name/*.png|jpg or root/*.png|jpg")
-    pixels, labels = [], []
-    for label, (_, files) in enumerate(groups):
+    if class_names is not None and not labelled:
+        raise ValueError(f"image folder {root} has no class sub-folders, but the training set is labelled "
+                         f"with classes {list(class_names)}; expected root/class_name/*.png|jpg")
+    folder_labels = (_labels_by_name(root, [name for name, _ in groups], class_names) if class_names is not None
+                     else list(range(len(groups))))
+    pixels, labels, bad = [], [], []
+    for label, (name, files) in zip(folder_labels, groups):
+        readable = 0
         for path in files:
-            pixels.append(_load_image(path, size, channels))
+            try:
+                pixels.append(_load_image(path, size, channels))
+            except UnreadableImageError:
+                if not skip_bad_files:
+                    raise
+                bad.append(path)
+                continue
             labels.append(label)
+            readable += 1
+        if readable == 0:
+            where = f"class folder {root / name}" if labelled else f"image folder {root}"
+            raise ValueError(f"{where}: none of its {len(files)} image files is readable; every class needs "
+                             "at least one readable image")
+    if bad:
+        shown = ", ".join(str(p) for p in bad[:SHOWN_BAD_FILES]) + (", ..." if len(bad) > SHOWN_BAD_FILES else "")
+        warnings.warn(f"image folder {root}: skipped {len(bad)} unreadable image file(s): {shown}",
+                      UserWarning, stacklevel=2)
     images = uint8_to_signed(np.stack(pixels)).permute(0, 3, 1, 2).contiguous()  # (N, H, W, C) -> (N, C, H, W)
+    names = tuple(class_names) if class_names is not None else tuple(name for name, _ in groups)
     return ImageDataset(
         images=images,
         labels=torch.tensor(labels, dtype=torch.int64) if labelled else None,
-        num_classes=len(groups) if labelled else 0,
+        num_classes=len(names) if labelled else 0,
         name=root.name or "folder",
-        class_names=tuple(name for name, _ in groups) if labelled else None,
+        class_names=names if labelled else None,
     )

@@ -258,6 +258,64 @@ def test_image_folder_unlabelled_and_errors(tmp_path):
         load_image_folder(tmp_path / "two", size=4)
 
 
+def _truncated_png(path: Path) -> None:
+    """A real noise PNG cut in the middle of its pixel data: PIL opens it and fails only on decode."""
+    from PIL import Image
+
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+@pytest.mark.parametrize("bad", ["garbage", "truncated"])
+def test_image_folder_unreadable_file_names_the_path(tmp_path, bad):
+    pytest.importorskip("PIL")
+    from lzn.data import UnreadableImageError
+
+    (tmp_path / "a").mkdir()
+    _png(tmp_path / "a" / "ok.png", (1, 2, 3), (4, 4))
+    if bad == "garbage":
+        (tmp_path / "a" / "x.png").write_bytes(b"\x00garbage" * 20)
+    else:
+        _truncated_png(tmp_path / "a" / "x.png")
+    with pytest.raises(UnreadableImageError) as info:
+        load_image_folder(tmp_path, size=4)
+    assert isinstance(info.value, ValueError)
+    assert str(tmp_path / "a" / "x.png") in str(info.value) and "data.skip_bad_files=true" in str(info.value)
+
+
+def test_image_folder_skips_unreadable_files_with_one_warning(tmp_path):
+    pytest.importorskip("PIL")
+    import warnings
+
+    for cls in ("a", "b"):
+        (tmp_path / cls).mkdir()
+        _png(tmp_path / cls / "ok.png", (9, 9, 9), (4, 4))
+    (tmp_path / "a" / "junk.jpg").write_bytes(b"junk")
+    _truncated_png(tmp_path / "b" / "cut.png")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        data = load_image_folder(tmp_path, size=4, skip_bad_files=True)
+    assert len(caught) == 1 and issubclass(caught[0].category, UserWarning)
+    msg = str(caught[0].message)
+    assert "skipped 2 unreadable" in msg and "junk.jpg" in msg and "cut.png" in msg
+    assert len(data) == 2 and data.labels.tolist() == [0, 1]
+    (tmp_path / "a" / "ok.png").unlink()  # class a now holds only an unreadable file
+    with pytest.raises(ValueError, match=r"class folder .*a: none of its 1 image files is readable"):
+        load_image_folder(tmp_path, size=4, skip_bad_files=True)
+
+
+def test_image_folder_class_names_of_a_labelled_training_set(tmp_path):
+    pytest.importorskip("PIL")
+    _png(tmp_path / "flat.png", (0, 0, 0), (4, 4))
+    with pytest.raises(ValueError, match="has no class sub-folders, but the training set is labelled"):
+        load_image_folder(tmp_path, size=4, class_names=("a", "b"))
+    (tmp_path / "b").mkdir()
+    _png(tmp_path / "b" / "y.png", (0, 0, 0), (4, 4))
+    data = load_image_folder(tmp_path, size=4, class_names=("a", "b"))
+    assert data.labels.tolist() == [1] and data.num_classes == 2 and data.class_names == ("a", "b")
+
+
 # ------------------------------------------------------------------------------------------------
 # arrays
 
@@ -289,6 +347,27 @@ def test_arrays_rejects_bad_content(tmp_path, images, labels, match):
     np.savez(tmp_path / "bad.npz", **arrays)
     with pytest.raises(ValueError, match=match):
         load_arrays(tmp_path / "bad.npz")
+
+
+def test_arrays_class_names(tmp_path):
+    images = np.zeros((3, 4, 4), np.uint8)
+    np.savez(tmp_path / "n.npz", images=images, labels=np.array([0, 2, 0]), class_names=np.array(["x", "y", "z"]))
+    data = load_arrays(tmp_path / "n.npz")
+    assert data.class_names == ("x", "y", "z") and data.num_classes == 3
+    np.savez(tmp_path / "n.npz", images=images, labels=np.array([0, 1, 0]), class_names=np.array(["x", "y", "z"]))
+    assert load_arrays(tmp_path / "n.npz").num_classes == 3  # the names declare the classes, not max + 1
+    np.savez(tmp_path / "n.npz", images=images, labels=np.array([0, 3, 0]), class_names=np.array(["x", "y", "z"]))
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 3\) for 3 classes, found 3"):
+        load_arrays(tmp_path / "n.npz")
+    np.savez(tmp_path / "n.npz", images=images, labels=np.array([0, 1, 0]), class_names=np.array([[1, 2]]))
+    with pytest.raises(ValueError, match="class_names must be a 1-D array of strings"):
+        load_arrays(tmp_path / "n.npz")
+    np.savez(tmp_path / "n.npz", images=images, class_names=np.array(["x"]))
+    with pytest.raises(ValueError, match="'class_names' but no 'labels'"):
+        load_arrays(tmp_path / "n.npz")
+    np.savez(tmp_path / "n.npz", images=images, labels=np.array([0, -1, -3]))
+    with pytest.raises(ValueError, match=r"labels must be integers >= 0, found \[-3, -1\]"):
+        load_arrays(tmp_path / "n.npz")
 
 
 def test_arrays_missing_file_wrong_key_and_unknown_loader(tmp_path):

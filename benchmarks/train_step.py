@@ -14,7 +14,8 @@ import time
 
 import torch
 
-from lzn.recipes.common import data_info, load_data
+from lzn.data import load_split
+from lzn.recipes.common import data_info
 from lzn.recipes.runner import RECIPES, resolve_config
 
 LRS = {"generation": "{encoder: 1.0e-3, decoder: 1.0e-3}", "joint": "{encoder: 1.0e-3, decoder: 1.0e-3, "
@@ -24,7 +25,7 @@ LRS = {"generation": "{encoder: 1.0e-3, decoder: 1.0e-3}", "joint": "{encoder: 1
 def build(name: str, batch: int):  # type: ignore[no-untyped-def]
     sets = [f"batch_size={batch}", f"train.lr={LRS.get(name, '1.0e-3')}"]
     cfg = resolve_config(name, "digits", sets=sets)
-    data = load_data(cfg.data, "train")
+    data = load_split(cfg.data, "train")
     torch.manual_seed(0)
     rec = RECIPES[name](cfg, data_info(data))
     rec.attach_data(data)

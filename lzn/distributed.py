@@ -54,6 +54,12 @@ def is_main() -> bool:
     return rank() == 0
 
 
+def launched_rank() -> int:
+    """This process's rank as torchrun launched it (``RANK``), valid before joining the process group
+    and after leaving it: the command line prints results on rank 0 only."""
+    return int(os.environ.get("RANK", "0"))
+
+
 def gather_with_grad(x: Tensor) -> Tensor:
     """All-gather (B, ...) from every rank -> (world * B, ...), rank-major, gradients routed back."""
     if world_size() == 1:

@@ -1,21 +1,36 @@
 """``lzn`` command line: thin commands over the library.
 
     lzn train RECIPE --preset NAME [--config FILE.yaml] [--set key=value ...] --out RUN_DIR
-    lzn sample RUN_DIR [--num N | --labels 0,1,2] [--out FILE.png]
-    lzn classify RUN_DIR --data NAME [--root PATH] [--split test]
-    lzn embed RUN_DIR --data NAME [--root PATH] --out FILE.npy [--head]
-    lzn reconstruct RUN_DIR [--out FILE.png]
+    lzn sample RUN_DIR [--num N | --labels 0,1,2 | --labels cat,dog] [--out FILE.png]
+    lzn classify RUN_DIR [--data NAME] [--root PATH] [--split test] [--out FILE.npy]
+    lzn embed RUN_DIR [--data NAME] [--root PATH] --out FILE.npy [--head]
+    lzn reconstruct RUN_DIR [--out DIR]
     lzn demo [--out DIR]          the joint recipe on digits, then samples, reconstructions, accuracy
     lzn zones [--out DIR]         the 2-D picture of anchors, zones and latents
+
+Expected failures (bad input, missing files or packages) end in one line ``lzn COMMAND: error: ...``
+and exit code 2; ``LZN_DEBUG=1`` shows the traceback. Under torchrun only rank 0 prints.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
+import math
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
+
+
+def _say(*args: Any) -> None:
+    """print on rank 0 only (torchrun starts one copy of the command per process)."""
+    from lzn.distributed import launched_rank
+
+    if launched_rank() == 0:
+        print(*args, flush=True)
 
 
 def _zones(args: argparse.Namespace) -> int:
@@ -23,47 +38,74 @@ def _zones(args: argparse.Namespace) -> int:
 
     from lzn.viz import compute_zone_map, plot_zone_map
 
-    if args.anchors < 1:
-        raise ValueError(f"--anchors must be at least 1, got {args.anchors}")
     gen = torch.Generator().manual_seed(args.seed)
     anchors = torch.randn(args.anchors, 2, generator=gen) * args.spread
     zmap = compute_zone_map(anchors, per_anchor=args.per_anchor, grid=args.grid, steps=args.steps, generator=gen)
     path = plot_zone_map(zmap, f"{args.out}/zones.png")
     lat = zmap.latents
-    print(f"anchors: {args.anchors} in 2-D (seed {args.seed}); latents per anchor: {args.per_anchor}")
-    print(f"pooled latents: mean ({lat[:, 0].mean():+.3f}, {lat[:, 1].mean():+.3f}), "
-          f"var ({lat[:, 0].var():.3f}, {lat[:, 1].var():.3f})  [N(0, I) expected]")
-    print(f"latents that flow back to another anchor: {zmap.wrong_zone_rate:.2%}")
-    print(f"zone picture: {path.resolve()}")
+    _say(f"anchors: {args.anchors} in 2-D (seed {args.seed}); latents per anchor: {args.per_anchor}")
+    _say(f"pooled latents: mean ({lat[:, 0].mean():+.3f}, {lat[:, 1].mean():+.3f}), "
+         f"var ({lat[:, 0].var():.3f}, {lat[:, 1].var():.3f})  [N(0, I) expected]")
+    _say(f"latents that flow back to another anchor: {zmap.wrong_zone_rate:.2%}")
+    _say(f"zone picture: {path.resolve()}")
     return 0
+
+
+def _print_results(results: dict[str, Any]) -> None:
+    for key, value in results.items():
+        _say(f"{key}: {value:.4f}" if isinstance(value, float) else f"{key}: {value}")
 
 
 def _train(args: argparse.Namespace) -> int:
     from lzn.recipes.runner import resolve_config, train
 
     cfg = resolve_config(args.recipe, args.preset, args.config, args.set)
-    results = train(args.recipe, cfg, args.out)
-    for key, value in results.items():
-        print(f"{key}: {value:.4f}" if isinstance(value, float) else f"{key}: {value}")
-    print(f"run folder: {Path(args.out).resolve()}")
+    _print_results(train(args.recipe, cfg, args.out))
+    _say(f"run folder: {Path(args.out).resolve()}")
     return 0
 
 
 def _load(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     from lzn.recipes.runner import load_run
 
-    rec, cfg = load_run(args.run_dir, args.device)
-    return rec, cfg
+    return load_run(args.run_dir, args.device)
 
 
-def _data(args: argparse.Namespace, cfg):  # type: ignore[no-untyped-def]
+def _data(args: argparse.Namespace, rec, cfg):  # type: ignore[no-untyped-def]
+    """The data set to run on: the run's own (``--root`` to move it), or ``--data NAME``."""
     import dataclasses
 
-    from lzn.recipes.common import load_data
+    from lzn.data import DataConfig, load_split
 
-    data_cfg = dataclasses.replace(cfg.data, name=args.data or cfg.data.name,
-                                   root=args.root if args.root is not None else cfg.data.root)
-    return load_data(data_cfg, args.split)
+    if args.data is None or args.data == cfg.data.name:
+        data_cfg = cfg.data if args.root is None else dataclasses.replace(cfg.data, root=args.root)
+    else:
+        data_cfg = DataConfig(name=args.data, root=args.root, size=cfg.data.size, channels=cfg.data.channels)
+    return load_split(data_cfg, args.split, class_names=rec.info.class_names)
+
+
+def _labels(text: str, names: Sequence[str] | None, k: int) -> list[int]:
+    """``--labels 0,1,2`` or class names ``cat,dog`` -> class indices, checked against the k classes."""
+    out = []
+    for item in (t.strip() for t in text.split(",")):
+        if names is not None and item in names:
+            out.append(list(names).index(item))
+        elif item.isdigit() and int(item) < k:
+            out.append(int(item))
+        else:
+            valid = f"0..{k - 1}" + (f" or names {', '.join(names)}" if names else "")
+            raise ValueError(f"--labels expects comma-separated classes ({valid}), got {item!r}")
+    return out
+
+
+def _npy_path(out: str) -> Path:
+    """``--out x`` writes ``x.npy`` (numpy's convention), and the message names that file."""
+    path = Path(out)
+    if path.suffix != ".npy":
+        path = path.with_name(path.name + ".npy")
+    if path.is_dir():
+        raise ValueError(f"--out {out} is a directory; expected a .npy file path")
+    return path
 
 
 def _sample(args: argparse.Namespace) -> int:
@@ -71,77 +113,90 @@ def _sample(args: argparse.Namespace) -> int:
 
     from lzn.viz import save_image_grid
 
+    out = Path(args.out) if args.out else Path(args.run_dir) / "samples" / "lzn-sample.png"
+    if out.is_dir():
+        raise ValueError(f"--out {args.out} is a directory; expected a .png file path")
     rec, _ = _load(args)
     model = getattr(rec, "lzn", None)
     if model is None or model.decoder is None:
         raise ValueError(f"{args.run_dir} holds a {rec.name!r} run, which has no image decoder to sample from")
     labels = None
     if args.labels:
-        labels = torch.tensor([int(v) for v in args.labels.split(",")], device=rec.device)
+        names = rec.info.class_names
+        labels = torch.tensor(_labels(args.labels, names, rec.info.num_classes), device=rec.device)
     gen = torch.Generator(device=rec.device).manual_seed(args.seed)
     with torch.no_grad():
-        out = model.generate(num=None if labels is not None else args.num, labels=labels, sampler=args.sampler,
+        res = model.generate(num=None if labels is not None else args.num, labels=labels, sampler=args.sampler,
                              steps=args.steps, generator=gen)
-    path = save_image_grid(out.images, args.out or Path(args.run_dir) / "samples" / "lzn-sample.png")
-    if out.labels is not None:
-        print(f"labels: {','.join(str(int(v)) for v in out.labels)}")
-    print(f"samples: {Path(path).resolve()}")
+    path = save_image_grid(res.images, out)
+    if res.labels is not None:
+        names = rec.info.class_names
+        shown = [f"{int(v)} ({names[int(v)]})" if names and names[int(v)] != str(int(v)) else str(int(v))
+                 for v in res.labels]
+        _say(f"labels: {','.join(shown)}")
+    _say(f"samples: {Path(path).resolve()}")
     return 0
 
 
 def _classify(args: argparse.Namespace) -> int:
     import torch
 
+    from lzn.atomic import atomic_save_npy
+
+    out = _npy_path(args.out) if args.out else None
     rec, cfg = _load(args)
     if not hasattr(rec, "classify"):
         raise ValueError(f"{args.run_dir} holds a {rec.name!r} run, which cannot classify (use joint, nogen or classifier)")
-    data = _data(args, cfg)
     kwargs = {} if args.noise_scale is None else {"noise_scale": args.noise_scale}
     if kwargs and not hasattr(cfg, "eval_noise_scale"):
         raise ValueError(f"--noise-scale applies to LZN label decoding (joint, nogen), not to a {rec.name!r} run")
+    data = _data(args, rec, cfg)
     with torch.no_grad():
         pred = rec.classify(data.images, **kwargs)
     if data.labels is not None:
-        print(f"accuracy: {(pred == data.labels).float().mean().item():.4f} on {len(pred)} images")
-    if args.out:
-        import numpy as np
-
-        np.save(args.out, pred.numpy())
-        print(f"predictions: {Path(args.out).resolve()}")
+        acc = (pred == data.labels).float().mean().item()
+        _say(f"{args.split} accuracy: {acc:.4f} on {len(pred)} images")
+    if out is not None:
+        atomic_save_npy(out, pred.numpy())
+        _say(f"predictions: {out.resolve()}")
     return 0
 
 
 def _embed(args: argparse.Namespace) -> int:
-    import numpy as np
     import torch
 
+    from lzn.atomic import atomic_save_npy
     from lzn.eval import extract_features
 
+    out = _npy_path(args.out)
     rec, cfg = _load(args)
     encoder = rec.modules.get("encoder")
     if encoder is None:
         raise ValueError(f"{args.run_dir} holds a {rec.name!r} run, which has no image encoder")
-    data = _data(args, cfg)
+    data = _data(args, rec, cfg)
     fn = encoder if args.head else encoder.features
     with torch.no_grad():
         feats = extract_features(fn, data.images, device=rec.device)
-    np.save(args.out, feats.numpy())
-    print(f"embeddings {tuple(feats.shape)}: {Path(args.out).resolve()}")
+    atomic_save_npy(out, feats.numpy())
+    _say(f"embeddings {tuple(feats.shape)}: {out.resolve()}")
     return 0
 
 
 def _reconstruct(args: argparse.Namespace) -> int:
     import torch
 
+    out = Path(args.out) if args.out else Path(args.run_dir)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {args.out} is an existing file; expected a folder for reconstructions.png")
     rec, cfg = _load(args)
     if not hasattr(rec, "reconstruction"):
         raise ValueError(f"{args.run_dir} holds a {rec.name!r} run, which has no decoder to reconstruct with")
-    data = _data(args, cfg)
-    out = Path(args.out) if args.out else Path(args.run_dir)
+    data = _data(args, rec, cfg)
     with torch.no_grad():
         res = rec.reconstruction(data, out)
-    print(f"reconstruction L2 per image: {res['recon_l2']:.4f}")
-    print(f"reconstructions (original above reconstruction): {(out / 'reconstructions.png').resolve()}")
+    _say(f"reconstruction L2 per image: {res['recon_l2']:.4f}")
+    _say(f"reconstructions (each original followed by its reconstruction, left to right): "
+         f"{(out / 'reconstructions.png').resolve()}")
     return 0
 
 
@@ -151,31 +206,67 @@ def _demo(args: argparse.Namespace) -> int:
     from lzn.recipes.runner import resolve_config, train
 
     start = time.time()
-    print("lzn demo: the joint recipe (generation + classification, spec §4.3) on scikit-learn's digits")
+    _say("lzn demo: the joint recipe (generation + classification, spec §4.3) on scikit-learn's digits")
     cfg = resolve_config("joint", "digits", None, args.set)
     results = train("joint", cfg, args.out)
     out = Path(args.out).resolve()
     alpha = cfg.eval_noise_scale  # type: ignore[attr-defined]
-    print(f"test accuracy: {results['test_accuracy']:.3f}  (label decoder, paper protocol, test latents at "
-          f"alpha = {alpha:g}; at alpha = 1: {results['test_accuracy_alpha_1']:.3f})")
-    print(f"reconstruction L2 per image: {results['recon_l2']:.3f}")
-    print(f"class-conditional samples (one row per class): {out / 'samples.png'}")
-    print(f"reconstructions: {out / 'reconstructions.png'}")
-    print(f"model (save_pretrained): {out / 'model'}")
-    print(f"metrics: {out / 'metrics.csv'}")
-    print(f"done in {time.time() - start:.0f} s")
+    _say(f"test accuracy: {results['test_accuracy']:.3f}  (label decoder, paper protocol, test latents at "
+         f"alpha = {alpha:g}; at alpha = 1: {results['test_accuracy_alpha_1']:.3f})")
+    _say(f"reconstruction L2 per image: {results['recon_l2']:.3f}")
+    _say(f"class-conditional samples (one row per class): {out / 'samples.png'}")
+    _say(f"reconstructions: {out / 'reconstructions.png'}")
+    _say(f"model (save_pretrained): {out / 'model'}")
+    _say(f"metrics: {out / 'metrics.csv'}")
+    _say(f"done in {time.time() - start:.0f} s")
     return 0
 
 
+# ---- argument types: bad values fail in argparse with exit code 2 and one line -----------------
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _non_negative(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}") from None
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
+    return value
+
+
+def _positive(text: str) -> float:
+    value = _non_negative(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
+    return value
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        """One line and exit code 2, like every other expected failure (no usage block)."""
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lzn", description="Latent Zoning Networks")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = _Parser(prog="lzn", description="Latent Zoning Networks")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     t = sub.add_parser("train", help="train a recipe (generation, representation, joint, rf, simclr, classifier, nogen)")
     t.add_argument("recipe")
     t.add_argument("--preset", default=None, help="digits | fashion | cifar10 | imagenet")
-    t.add_argument("--config", default=None, help="YAML file of config overrides")
-    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one key (repeatable)")
+    t.add_argument("--config", default=None, help="YAML file of config overrides (merged into the preset)")
+    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one key, merged into mappings (repeatable), e.g. train.lr.encoder=1e-4")
     t.add_argument("--out", required=True, help="run folder (resumed if it holds checkpoints)")
     t.set_defaults(func=_train)
 
@@ -187,26 +278,26 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     s = run_cmd("sample", "sample a grid of images from a trained run", _sample)
-    s.add_argument("--num", type=int, default=64)
-    s.add_argument("--labels", default=None, help="comma-separated classes, e.g. 0,1,2 (class-conditional)")
-    s.add_argument("--sampler", default="euler", help="euler | heun | dopri5")
-    s.add_argument("--steps", type=int, default=20)
+    s.add_argument("--num", type=_positive_int, default=64)
+    s.add_argument("--labels", default=None, help="comma-separated classes, by index or name: 0,1,2 or cat,dog")
+    s.add_argument("--sampler", default="euler", choices=["euler", "heun", "dopri5"])
+    s.add_argument("--steps", type=_positive_int, default=20)
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--out", default=None, help="PNG path")
+    s.add_argument("--out", default=None, help="PNG path (default: RUN_DIR/samples/lzn-sample.png)")
     for name, help_, func in (("classify", "classify a data set with a trained run", _classify),
                               ("embed", "write embeddings of a data set to .npy", _embed),
-                              ("reconstruct", "reconstruct training images (latent, invert, regenerate)", _reconstruct)):
+                              ("reconstruct", "reconstruct images (latent, invert, regenerate)", _reconstruct)):
         p = run_cmd(name, help_, func)
         p.add_argument("--data", default=None, help="data set name (default: the run's)")
         p.add_argument("--root", default=None, help="data path (default: the run's)")
-        p.add_argument("--split", default="test" if name != "reconstruct" else "train")
+        p.add_argument("--split", default="test" if name != "reconstruct" else "train", choices=["train", "test"])
         p.add_argument("--out", default=None, required=name == "embed",
-                       help="output file (.npy) or folder")
+                       help="folder for reconstructions.png" if name == "reconstruct" else "output .npy file")
         if name == "embed":
             p.add_argument("--head", action="store_true", help="anchors instead of backbone features")
         if name == "classify":
-            p.add_argument("--noise-scale", type=float, default=None,
-                           help="alpha of the test latents (default: the run's eval_noise_scale)")
+            p.add_argument("--noise-scale", type=_non_negative, default=None,
+                           help="alpha of the test latents, >= 0 (default: the run's eval_noise_scale)")
 
     d = sub.add_parser("demo", help="train the joint recipe on digits (CPU, minutes) and report")
     d.add_argument("--out", default="runs/demo")
@@ -215,26 +306,96 @@ def build_parser() -> argparse.ArgumentParser:
 
     z = sub.add_parser("zones", help="draw random 2-D anchors, their zones and their latents to a PNG")
     z.add_argument("--out", default="runs/zones", help="output folder (default: runs/zones)")
-    z.add_argument("--anchors", type=int, default=6, help="number of anchors (default: 6)")
-    z.add_argument("--spread", type=float, default=1.0, help="std of the random anchors (default: 1.0)")
-    z.add_argument("--per-anchor", type=int, default=200, help="latents drawn per anchor (default: 200)")
-    z.add_argument("--grid", type=int, default=240, help="raster size of the zone map (default: 240)")
-    z.add_argument("--steps", type=int, default=100, help="Euler steps of each flow (default: 100)")
+    z.add_argument("--anchors", type=_positive_int, default=6, help="number of anchors (default: 6)")
+    z.add_argument("--spread", type=_positive, default=1.0, help="std of the random anchors (default: 1.0)")
+    z.add_argument("--per-anchor", type=_positive_int, default=200, help="latents drawn per anchor (default: 200)")
+    z.add_argument("--grid", type=_positive_int, default=240, help="raster size of the zone map (default: 240)")
+    z.add_argument("--steps", type=_positive_int, default=100, help="Euler steps of each flow (default: 100)")
     z.add_argument("--seed", type=int, default=0)
     z.set_defaults(func=_zones)
     return parser
 
 
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is at the time of the message (it may be replaced)."""
+
+    @property  # type: ignore[override]
+    def stream(self):  # type: ignore[no-untyped-def]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:  # type: ignore[no-untyped-def]
+        pass
+
+
+class _RankZeroFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        from lzn.distributed import launched_rank
+
+        return launched_rank() == 0
+
+
+def _setup_output(command: str) -> None:
+    """Library messages (logger ``lzn``) as one line each on stderr, rank 0 only; deprecation notices
+    from the libraries underneath are for developers, not for users of the command."""
+    from lzn.distributed import launched_rank
+
+    logger = logging.getLogger("lzn")
+    for old in [h for h in logger.handlers if isinstance(h, _StderrHandler)]:
+        logger.removeHandler(old)
+    handler = _StderrHandler()
+    handler.setFormatter(logging.Formatter(f"lzn {command}: %(message)s"))
+    handler.addFilter(_RankZeroFilter())
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+
+    def show(message, category, filename, lineno, file=None, line=None):  # type: ignore[no-untyped-def]
+        if launched_rank() == 0:
+            print(f"lzn {command}: warning: {' '.join(str(message).split())}", file=sys.stderr)
+
+    warnings.showwarning = show
+    if not sys.warnoptions:
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", category=FutureWarning)
+
+
+EXPECTED_ERRORS = (ValueError, OSError, ImportError, KeyError, RuntimeError)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exit_:  # --help, or a bad argument (one line, code 2): a code, not an exception
+        return exit_.code if isinstance(exit_.code, int) else 2
+    _setup_output(args.command)
     try:
         return int(args.func(args))
-    except (ValueError, RuntimeError, FileNotFoundError, KeyError) as err:
+    except EXPECTED_ERRORS as err:
         if os.environ.get("LZN_DEBUG"):
             raise
-        msg = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        print(f"lzn {args.command}: error: {msg}", file=sys.stderr)
+        _print_error(args.command, err)
         return 2
+    except KeyboardInterrupt:
+        print(f"lzn {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+def _print_error(command: str, err: BaseException) -> None:
+    from lzn.distributed import launched_rank
+
+    if launched_rank() != 0:
+        return
+    if isinstance(err, ImportError) and "pip install" not in str(err):
+        name = (getattr(err, "name", None) or "").split(".")[0] or "a missing package"
+        msg = f"this needs the package {name!r}, which is not installed: pip install {name}"
+    elif isinstance(err, KeyError):
+        msg = str(err.args[0]) if err.args else "KeyError"
+    else:
+        msg = str(err).strip()
+    lines = [line.strip() for line in msg.splitlines() if line.strip()]
+    print(f"lzn {command}: error: {' '.join(lines) if len(lines) <= 3 else lines[0]}"
+          if lines else f"lzn {command}: error: {type(err).__name__}", file=sys.stderr)
 
 
 if __name__ == "__main__":

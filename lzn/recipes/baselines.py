@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lzn import distributed
+from lzn import checks, distributed
 from lzn.data import ImageDataset
 from lzn.recipes.common import DataInfo, NetConfig, Recipe, RecipeConfig, build_net
 from lzn.recipes.generation import GenerationRecipe
@@ -37,6 +37,10 @@ class RFRecipe(GenerationRecipe):
 @dataclass
 class SimCLRConfig(RepresentationConfig):
     temperature: float = 0.5
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        checks.positive("temperature", self.temperature)
 
 
 class SimCLRRecipe(RepresentationRecipe):
@@ -104,10 +108,10 @@ class ClassifierRecipe(Recipe):
     def classify(self, images: Tensor, batch_size: int = 2000) -> Tensor:
         return torch.cat([self.logits(c.to(self.device)).argmax(1).cpu() for c in images.split(batch_size)])
 
-    def evaluate(self, test: ImageDataset | None, run_dir: Any) -> dict[str, float]:
-        if test is None or test.labels is None:
+    def evaluate(self, data: ImageDataset, run_dir: Any, split: str = "test") -> dict[str, float]:
+        if data.labels is None:
             return {}
-        return {"test_accuracy": float((self.classify(test.images) == test.labels).float().mean())}
+        return {f"{split}_accuracy": float((self.classify(data.images) == data.labels).float().mean())}
 
 
 @dataclass

@@ -7,6 +7,7 @@ the library (models, core, data); the training loop knows nothing about them.
 
 from __future__ import annotations
 
+import difflib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -14,23 +15,12 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from lzn import distributed
-from lzn.data import ImageDataset, batch_at, load_dataset, random_flip
-from lzn.models import build
+from lzn import checks, distributed
+from lzn.data import DataConfig, ImageDataset, batch_at, random_flip
+from lzn.models import FlowConfig, build
+from lzn.models.registry import network_arguments
+from lzn.recipes.config import ConfigError
 from lzn.training import StepOutput, TrainConfig
-
-
-@dataclass
-class DataConfig:
-    """Which data set (``lzn.data.load_dataset``) and how to read it."""
-
-    name: str = "digits"  # digits | fashion | cifar10 | folder | arrays
-    root: str | None = None  # folder or file for fashion / cifar10 / folder / arrays
-    size: int | None = None  # resize to size x size (digits, folder)
-    channels: int | None = None  # image folders: 1 or 3
-    train_split: str = "train"
-    test_split: str | None = "test"  # None: no held-out evaluation
-    flip: bool = False  # random horizontal flip of training images (CIFAR-10: true, spec §4.1.2)
 
 
 @dataclass
@@ -39,6 +29,14 @@ class NetConfig:
 
     name: str = "small_encoder"
     kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        from lzn.models.registry import NETWORKS
+
+        if self.name not in NETWORKS:
+            close = difflib.get_close_matches(self.name, list(NETWORKS), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else f"; choose one of {', '.join(sorted(NETWORKS))}"
+            raise ValueError(f"name: unknown network {self.name!r}{hint}")
 
 
 @dataclass
@@ -49,6 +47,7 @@ class DataInfo:
     size: int
     num_classes: int
     num_train: int
+    class_names: list[str] | None = None  # index = label; folder sub-folder names, .npz class_names
 
 
 def default_train() -> TrainConfig:
@@ -67,44 +66,48 @@ class RecipeConfig:
     sample_every: int = 0  # write a sample grid every N steps (0: only at the end)
     train: TrainConfig = field(default_factory=default_train)
 
+    def __post_init__(self) -> None:
+        """Values checked for meaning; subclasses extend this (messages start with the key)."""
+        checks.at_least("batch_size", self.batch_size, 1)
+        checks.at_least("latent_dim", self.latent_dim, 1)
+        checks.at_least("eval_batch_size", self.eval_batch_size, 1)
+        checks.at_least("sample_every", self.sample_every, 0)
 
-def load_data(cfg: DataConfig, split: str) -> ImageDataset:
-    kwargs: dict[str, Any] = {}
-    if cfg.name in ("digits",):
-        kwargs.update(split=split, size=cfg.size)
-    elif cfg.name in ("fashion", "cifar10"):
-        kwargs.update(split=split)
-        if cfg.root is not None:
-            kwargs["root"] = cfg.root
-    elif cfg.name == "folder":
-        if cfg.root is None or cfg.size is None:
-            raise ValueError("data.name=folder needs data.root (a folder of class subfolders) and data.size")
-        kwargs.update(root=cfg.root, size=cfg.size)
-        if cfg.channels is not None:
-            kwargs["channels"] = cfg.channels
-    elif cfg.name == "arrays":
-        if cfg.root is None:
-            raise ValueError("data.name=arrays needs data.root (a .npz with images and labels, or a .npy)")
-        kwargs.update(path=cfg.root)
-    data = load_dataset(cfg.name, **kwargs)
-    if len(data.images) == 0:
-        raise ValueError(f"data set {cfg.name!r} ({split}) is empty")
-    return data
+
+def check_flow(flow: FlowConfig, name: str = "flow") -> None:
+    """Step counts and time offsets of a latent-flow config (spec §2.10)."""
+    checks.at_least(f"{name}.steps", flow.steps, 1)
+    checks.at_least(f"{name}.label_steps", flow.label_steps, 1)
+    if flow.eps is not None:
+        checks.in_range(f"{name}.eps", flow.eps, 0.0, 0.5)
+    checks.in_range(f"{name}.label_eps", flow.label_eps, 0.0, 0.5)
 
 
 def data_info(data: ImageDataset) -> DataInfo:
     _, c, h, w = data.images.shape
     if h != w:
         raise ValueError(f"images must be square, got {h}x{w}; set data.size to resize")
-    return DataInfo(channels=c, size=h, num_classes=data.num_classes, num_train=len(data.images))
+    names = list(data.class_names) if data.class_names is not None else None
+    return DataInfo(channels=c, size=h, num_classes=data.num_classes, num_train=len(data.images), class_names=names)
 
 
-def build_net(net: NetConfig, info: DataInfo, latent_dim: int, num_classes: int = 0) -> nn.Module:
+def build_net(net: NetConfig, info: DataInfo, latent_dim: int, num_classes: int = 0, key: str = "encoder") -> nn.Module:
+    """The network of config section ``key``; unknown ``kwargs`` keys and values the network refuses
+    are config errors naming ``key.kwargs...``."""
+    known = network_arguments(net.name)
+    for name in net.kwargs:
+        if name not in known:
+            close = difflib.get_close_matches(name, known, n=1)
+            hint = f"did you mean '{key}.kwargs.{close[0]}'?" if close else f"{net.name} takes: {', '.join(known)}"
+            raise ConfigError(f"unknown config key '{key}.kwargs.{name}'; {hint}")
     kwargs: dict[str, Any] = {"image_channels": info.channels, "image_size": info.size, "latent_dim": latent_dim}
     if num_classes:
         kwargs["num_classes"] = num_classes
     kwargs.update(net.kwargs)
-    return build(net.name, **kwargs)
+    try:
+        return build(net.name, **kwargs)
+    except ValueError as err:
+        raise ConfigError(f"{key}: {err}") from None
 
 
 def step_generator(device: torch.device) -> torch.Generator:
@@ -162,5 +165,7 @@ class Recipe(ABC):
         """The loss of one training step on this process's ``batch`` (spec §4.x.x of the recipe)."""
 
     # task methods used by evaluation and the CLI; a recipe implements those that apply
-    def evaluate(self, test: ImageDataset | None, run_dir: Any) -> dict[str, float]:
+    def evaluate(self, data: ImageDataset, run_dir: Any, split: str = "test") -> dict[str, float]:
+        """Metrics on ``data``; accuracy-like keys carry the split's name (``test_accuracy``, or
+        ``train_accuracy`` for a data set without a held-out split)."""
         return {}

@@ -1,12 +1,19 @@
 """Typed configs from dataclasses plus overrides (YAML files, ``--set key=value``), checked strictly.
 
-An unknown key names the closest valid one; a value of the wrong type names the expected type.
+Overrides merge: a section (a nested dataclass) or a mapping-valued key (``train.lr``, ``encoder.kwargs``)
+takes the override's keys one by one and keeps the others; any other value is replaced. An unknown key
+names the closest valid one; a value of the wrong type names the expected type; a value that is the
+right type but meaningless (a NaN learning rate) is refused by the dataclass's own checks, with the key.
+
+Why not OmegaConf: its structured configs cannot type ``lr: dict[str, float] | float`` (unions with
+containers) or ``Literal`` choices, both of which our configs use; this file is the part we need.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import types
 import typing
 from pathlib import Path
@@ -95,7 +102,7 @@ def _name(hint: Any) -> str:
 
 
 def merge(config: T, overrides: dict[str, Any], prefix: str = "") -> T:
-    """A copy of dataclass ``config`` with nested ``overrides`` applied and type-checked."""
+    """A copy of dataclass ``config`` with nested ``overrides`` merged in, type-checked and validated."""
     if not isinstance(overrides, dict):
         raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {overrides!r}")
     cls = type(config)
@@ -109,15 +116,44 @@ def merge(config: T, overrides: dict[str, Any], prefix: str = "") -> T:
         current = getattr(config, key)
         if dataclasses.is_dataclass(current) and isinstance(value, dict):
             changes[key] = merge(current, value, prefix=f"{prefix}{key}.")
+        elif isinstance(current, dict) and isinstance(value, dict):
+            changes[key] = _coerce(_merged(current, value), hints[key], f"{prefix}{key}")
         else:
             changes[key] = _coerce(value, hints[key], f"{prefix}{key}")
-    return dataclasses.replace(config, **changes)  # type: ignore[type-var]
+    try:
+        return dataclasses.replace(config, **changes)  # type: ignore[type-var]
+    except ConfigError:
+        raise
+    except (ValueError, TypeError) as err:  # the dataclass's own checks name the field first
+        raise ConfigError(f"{prefix}{err}") from None
+
+
+def _merged(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``override`` merged in key by key (recursively for mappings)."""
+    out = dict(base)
+    for k, v in override.items():
+        out[k] = _merged(out[k], v) if isinstance(out.get(k), dict) and isinstance(v, dict) else v
+    return out
+
+
+# PyYAML implements YAML 1.1, where a float needs a dot: `1e-4` and `5E-5` would be strings. This
+# resolver reads the forms people type (1e-4, 5E-5, 1.5e3, .5) as floats; plain integers stay ints.
+_FLOAT = re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+|\.[0-9][0-9_]*(?:[eE][-+]?[0-9]+)?)$")
+
+
+def yaml_load(text: str) -> Any:
+    """``yaml.safe_load`` that also reads ``1e-4``, ``5E-5`` and ``.5`` as floats."""
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    Loader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT, list("-+0123456789."))
+    return yaml.load(text, Loader=Loader)  # noqa: S506 - a SafeLoader subclass
 
 
 def parse_set(items: list[str]) -> dict[str, Any]:
     """``["train.lr.encoder=1e-4", "batch_size=64"]`` -> nested dict, values parsed as YAML scalars."""
-    import yaml
-
     out: dict[str, Any] = {}
     for item in items:
         if "=" not in item:
@@ -129,20 +165,32 @@ def parse_set(items: list[str]) -> dict[str, Any]:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"--set {key}: {part!r} is set to a value and also used as a section")
-        node[parts[-1]] = yaml.safe_load(raw)
+        if not all(parts):
+            raise ConfigError(f"--set expects a dotted key such as train.lr.encoder, got {key.strip()!r}")
+        import yaml
+
+        try:
+            node[parts[-1]] = yaml_load(raw)
+        except yaml.YAMLError as err:
+            raise ConfigError(f"--set {key}: {raw!r} is not a valid YAML value ({str(err).splitlines()[0]})") from None
     return out
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
+    """A YAML file holding a mapping of config keys (floats as in :func:`yaml_load`)."""
     import yaml
 
     p = Path(path)
+    if p.is_dir():
+        raise ConfigError(f"config file {p} is a directory; expected a YAML file of config keys")
     if not p.is_file():
         raise ConfigError(f"config file {p} does not exist (expected a YAML mapping of config keys)")
     try:
-        data = yaml.safe_load(p.read_text()) or {}
+        data = yaml_load(p.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {p} is not UTF-8 text; expected a YAML mapping of config keys") from None
     except yaml.YAMLError as err:
-        raise ConfigError(f"config file {p} is not valid YAML: {err}") from None
+        raise ConfigError(f"config file {p} is not valid YAML: {' '.join(str(err).split())}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file {p} must hold a YAML mapping of config keys, got {type(data).__name__}")
     return data

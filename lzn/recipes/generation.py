@@ -8,15 +8,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import Tensor
 
+from lzn import checks
 from lzn.core import rectified_flow
 from lzn.data import ImageDataset
 from lzn.models import FlowConfig, LatentZoningNetwork
-from lzn.recipes.common import DataInfo, NetConfig, Recipe, RecipeConfig, build_net
+from lzn.recipes.common import DataInfo, NetConfig, Recipe, RecipeConfig, build_net, check_flow
 from lzn.training import StepOutput
 
 
@@ -27,9 +28,16 @@ class GenerationConfig(RecipeConfig):
     flow: FlowConfig = field(default_factory=FlowConfig)  # DPM-Solver++ 3M, 20 steps (spec §2.10)
     noise_scale: float = 1.0  # alpha of the start point (spec §2.4)
     class_conditional: bool = False  # decoder also sees the one-hot label (RF baseline / CS3)
-    sampler: str = "euler"  # evaluation sampler: euler | heun | dopri5 (paper: dopri5)
+    sampler: Literal["euler", "heun", "dopri5"] = "euler"  # evaluation sampler (paper: dopri5)
     sampler_steps: int = 20  # euler / heun steps
     recon_images: int = 64  # images in the reconstruction metric (spec §4.1.8 uses the eval batch)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_flow(self.flow)
+        checks.non_negative("noise_scale", self.noise_scale)
+        checks.at_least("sampler_steps", self.sampler_steps, 1)
+        checks.at_least("recon_images", self.recon_images, 1)
 
 
 class GenerationRecipe(Recipe):
@@ -47,8 +55,10 @@ class GenerationRecipe(Recipe):
             self.modules["encoder"] = build_net(cfg.encoder, info, cfg.latent_dim)
         if self.wants_decoder():
             q = cfg.latent_dim if self.wants_encoder() else 0  # a decoder without an encoder gets no latent
-            self.modules["decoder"] = build_net(cfg.decoder, info, q, self.classes)
-        self.lzn = LatentZoningNetwork(self.modules.get("encoder"), self.modules.get("decoder"), None, cfg.flow)
+            self.modules["decoder"] = build_net(cfg.decoder, info, q, self.classes, key="decoder")
+        names = tuple(info.class_names) if (self.classes and info.class_names and "decoder" in self.modules) else None
+        self.lzn = LatentZoningNetwork(self.modules.get("encoder"), self.modules.get("decoder"), None, cfg.flow,
+                                       class_names=names)
 
     def wants_encoder(self) -> bool:
         return True
@@ -63,7 +73,8 @@ class GenerationRecipe(Recipe):
 
     def step(self, batch: Any, step: int) -> StepOutput:
         x, y = batch
-        latent = self.lzn.latents_from_anchors(self.modules["encoder"](x), noise_scale=self.cfg.noise_scale)
+        latent = self.lzn.latents_from_anchors(self.modules["encoder"](x), noise_scale=self.cfg.noise_scale,
+                                               allow_nonfinite=True)  # a diverged step: NaN loss, skipped
         loss = self.rf_loss(x, latent, y)
         return StepOutput(loss, {"rf": loss.detach()}, batch_size=x.shape[0])
 
@@ -81,7 +92,8 @@ class GenerationRecipe(Recipe):
         out = model.generate(num=None if labels is not None else num, labels=labels, sampler=self.cfg.sampler,
                              steps=self.cfg.sampler_steps, generator=gen)
         nrow = per if labels is not None else None
-        return save_image_grid(out.images, path, nrow=nrow)
+        names = list(model.class_names) if (labels is not None and model.class_names) else None
+        return save_image_grid(out.images, path, nrow=nrow, row_labels=names)
 
     def reconstruction(self, data: ImageDataset, run_dir: Path | None) -> dict[str, float]:
         """Per-image L2 reconstruction error in [-1, 1] units (spec §4.1.8), one repeat."""
@@ -98,7 +110,7 @@ class GenerationRecipe(Recipe):
             save_image_grid(pairs, Path(run_dir) / "reconstructions.png", nrow=8)
         return {"recon_l2": float((rec - x).flatten(1).norm(dim=1).mean())}
 
-    def evaluate(self, test: ImageDataset | None, run_dir: Any) -> dict[str, float]:
+    def evaluate(self, data: ImageDataset, run_dir: Any, split: str = "test") -> dict[str, float]:
         out = {}
         if self.train_data is not None:
             out.update(self.reconstruction(self.train_data, run_dir))  # spec: against the training set

@@ -14,7 +14,7 @@ from typing import Any, ClassVar, Literal
 import torch
 from torch import Tensor
 
-from lzn import distributed
+from lzn import checks, distributed
 from lzn.core import zones
 from lzn.data import ImageDataset
 from lzn.models import LabelAnchors, LatentZoningNetwork
@@ -34,6 +34,15 @@ class JointConfig(GenerationConfig):
     eval_noise_scale: float = 1.0  # alpha of test latents for `test_accuracy` (paper's plain metric: 1)
     eval_alphas: list[float] = field(default_factory=lambda: [0.0, 0.5, 1.0])  # also reported (spec §4.3.6)
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        checks.non_negative("rf_weight", self.rf_weight)
+        checks.non_negative("align_weight", self.align_weight)
+        checks.in_range("cutoff", self.cutoff, 0.0, 1.0)
+        checks.non_negative("eval_noise_scale", self.eval_noise_scale)
+        for i, alpha in enumerate(self.eval_alphas):
+            checks.non_negative(f"eval_alphas[{i}]", alpha)
+
 
 class JointRecipe(GenerationRecipe):
     name: ClassVar[str] = "joint"
@@ -46,8 +55,9 @@ class JointRecipe(GenerationRecipe):
             raise ValueError("the joint recipe needs a labelled data set with at least 2 classes")
         super().__init__(cfg, info)
         self.modules["label_anchors"] = LabelAnchors(info.num_classes, cfg.latent_dim)
+        names = tuple(info.class_names) if info.class_names else None
         self.lzn = LatentZoningNetwork(self.modules["encoder"], self.modules.get("decoder"),
-                                       self.modules["label_anchors"], cfg.flow)
+                                       self.modules["label_anchors"], cfg.flow, class_names=names)
 
     def wants_decoder(self) -> bool:
         return self.cfg.rf_weight > 0  # "no gen": encoder and label anchors only
@@ -55,7 +65,8 @@ class JointRecipe(GenerationRecipe):
     def step(self, batch: Any, step: int) -> StepOutput:
         x, y = batch
         cfg, la = self.cfg, self.modules["label_anchors"]
-        latent = self.lzn.latents_from_anchors(self.modules["encoder"](x), noise_scale=cfg.noise_scale)
+        latent = self.lzn.latents_from_anchors(self.modules["encoder"](x), noise_scale=cfg.noise_scale,
+                                               allow_nonfinite=True)  # a diverged step: NaN loss, skipped
         metrics: dict[str, float | Tensor] = {}
         loss = x.new_zeros(())
         if cfg.rf_weight > 0:
@@ -87,14 +98,14 @@ class JointRecipe(GenerationRecipe):
         assert data.labels is not None
         return float((self.classify(data.images, noise_scale) == data.labels).float().mean())
 
-    def evaluate(self, test: ImageDataset | None, run_dir: Any) -> dict[str, float]:
+    def evaluate(self, data: ImageDataset, run_dir: Any, split: str = "test") -> dict[str, float]:
         out = {}
-        if test is not None and test.labels is not None:
-            out["test_accuracy"] = self.accuracy(test, self.cfg.eval_noise_scale)
+        if data.labels is not None:
+            out[f"{split}_accuracy"] = self.accuracy(data, self.cfg.eval_noise_scale)
             for alpha in self.cfg.eval_alphas:
-                out[f"test_accuracy_alpha_{alpha:g}"] = self.accuracy(test, alpha)
+                out[f"{split}_accuracy_alpha_{alpha:g}"] = self.accuracy(data, alpha)
         if self.cfg.rf_weight > 0:
-            out.update(super().evaluate(test, run_dir))
+            out.update(super().evaluate(data, run_dir, split))
         return out
 
     def sample_grid(self, path: Path, num: int = 100, seed: int = 0) -> Path:

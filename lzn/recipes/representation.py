@@ -12,12 +12,12 @@ from typing import Any, ClassVar, Literal
 import torch
 from torch import Tensor
 
-from lzn import distributed
+from lzn import checks, distributed
 from lzn.core import zones
 from lzn.data import ImageDataset, TwoViewAugment, TwoViewConfig
 from lzn.eval import extract_features, knn_accuracy, linear_probe_accuracy
 from lzn.models import FlowConfig, LatentZoningNetwork
-from lzn.recipes.common import DataInfo, NetConfig, Recipe, RecipeConfig, build_net, step_generator
+from lzn.recipes.common import DataInfo, NetConfig, Recipe, RecipeConfig, build_net, check_flow, step_generator
 from lzn.training import StepOutput
 
 
@@ -31,6 +31,14 @@ class RepresentationConfig(RecipeConfig):
     augment: dict[str, Any] = field(default_factory=dict)  # TwoViewConfig overrides; crop = image size
     knn_k: int = 20
     probe_epochs: int = 200
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_flow(self.flow)
+        checks.non_negative("noise_scale", self.noise_scale)
+        checks.in_range("cutoff", self.cutoff, 0.0, 1.0)
+        checks.at_least("knn_k", self.knn_k, 1)
+        checks.at_least("probe_epochs", self.probe_epochs, 1)
 
 
 class RepresentationRecipe(Recipe):
@@ -51,7 +59,8 @@ class RepresentationRecipe(Recipe):
         x, _ = batch
         v1, v2 = self.views(x)
         encoder = self.modules["encoder"]
-        latent = self.lzn.latents_from_anchors(encoder(v1), noise_scale=self.cfg.noise_scale)  # (B, q)
+        latent = self.lzn.latents_from_anchors(encoder(v1), noise_scale=self.cfg.noise_scale,
+                                               allow_nonfinite=True)  # (B, q); NaN steps are skipped
         anchors2 = distributed.gather_with_grad(encoder(v2))  # (n, q), rank-major
         b = x.shape[0]
         targets = torch.arange(b, device=x.device) + distributed.global_offset(b)
@@ -59,9 +68,13 @@ class RepresentationRecipe(Recipe):
         loss = zones.alignment_loss(probs, cutoff=self.cfg.cutoff, form=self.cfg.align_form)
         return StepOutput(loss, {"assign": (probs[-1] > 0.5).float().mean()}, batch_size=b)
 
-    def evaluate(self, test: ImageDataset | None, run_dir: Any) -> dict[str, float]:
-        """kNN and linear-probe accuracy of the backbone features ("no head", spec §4.2.6)."""
-        if test is None or test.labels is None or self.train_data is None or self.train_data.labels is None:
+    def evaluate(self, data: ImageDataset, run_dir: Any, split: str = "test") -> dict[str, float]:
+        """kNN and linear-probe accuracy of the backbone features on held-out data ("no head", spec
+        §4.2.6). Without a held-out split there is nothing honest to report (a kNN of the training set
+        against itself finds each image), so nothing is."""
+        test = data
+        if split == self.cfg.data.train_split or test.labels is None or self.train_data is None \
+                or self.train_data.labels is None:
             return {}
         fn = self.modules["encoder"].features
         train_f = extract_features(fn, self.train_data.images, device=self.device)

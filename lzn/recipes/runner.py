@@ -7,7 +7,9 @@ Run folder: ``run.yaml`` (recipe, data facts, resolved config), ``checkpoints/``
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
+import logging
 import os
 from contextlib import nullcontext
 from importlib import resources
@@ -19,12 +21,15 @@ import torch
 from lzn import distributed
 from lzn.atomic import atomic_write_text
 from lzn.recipes.baselines import ClassifierRecipe, NoGenRecipe, RFRecipe, SimCLRRecipe
-from lzn.recipes.common import DataInfo, Recipe, RecipeConfig, data_info, load_data
-from lzn.recipes.config import ConfigError, load_yaml, merge, parse_set
+from lzn.data import DataConfig, ImageDataset, check_labels, has_split, load_split
+from lzn.recipes.common import DataInfo, Recipe, RecipeConfig, data_info
+from lzn.recipes.config import ConfigError, load_yaml, merge, parse_set, yaml_load
 from lzn.recipes.generation import GenerationRecipe
 from lzn.recipes.joint import JointRecipe
 from lzn.recipes.representation import RepresentationRecipe
 from lzn.training import Trainer, latest_checkpoint, load_checkpoint
+
+log = logging.getLogger("lzn")
 
 RECIPES: dict[str, type[Recipe]] = {
     "generation": GenerationRecipe,
@@ -39,7 +44,7 @@ PRESETS = ("digits", "fashion", "cifar10", "imagenet")
 RUN_FILE = "run.yaml"
 # keys that may change when a run is resumed (e.g. to train longer); everything else must match
 RESUMABLE_CHANGES = {"train.steps", "train.budgets", "train.log_every", "train.checkpoint_every", "train.progress",
-                     "train.tensorboard", "train.keep_last", "sample_every"}
+                     "train.tensorboard", "train.keep_last", "train.device", "sample_every"}
 
 
 def recipe_class(name: str) -> type[Recipe]:
@@ -53,9 +58,7 @@ def preset_overrides(preset: str, recipe: str) -> dict[str, Any]:
     if preset not in PRESETS:
         raise ConfigError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
     text = resources.files("lzn.recipes").joinpath("presets", f"{preset}.yaml").read_text()
-    import yaml
-
-    data = yaml.safe_load(text) or {}
+    data = yaml_load(text) or {}
     out: dict[str, Any] = {}
     _deep_update(out, data.get("common", {}))
     _deep_update(out, data.get(recipe, {}))
@@ -94,10 +97,17 @@ def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def _check_existing_run(run_dir: Path, recipe: str, config: dict[str, Any]) -> None:
+    """A folder holding checkpoints must have been started with this recipe and config (up to the
+    keys in RESUMABLE_CHANGES). A folder without checkpoints has nothing to protect: it starts anew."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(f"--out {run_dir} is an existing file; expected a run folder (new, or one to resume)")
     path = run_dir / RUN_FILE
+    has_checkpoints = latest_checkpoint(run_dir) is not None
     if not path.exists():
-        if (run_dir / "checkpoints").exists():
+        if has_checkpoints:
             raise ConfigError(f"{run_dir} has checkpoints but no {RUN_FILE}; refusing to reuse it")
+        return
+    if not has_checkpoints:
         return
     old = load_yaml(path)
     if old.get("recipe") != recipe:
@@ -109,6 +119,41 @@ def _check_existing_run(run_dir: Path, recipe: str, config: dict[str, Any]) -> N
                           "resume with the same settings or choose another --out")
 
 
+def _check_out_dir(run_dir: Path, data: DataConfig) -> None:
+    """The run folder must not lie inside an image folder it trains on (it would be read as data)."""
+    if data.name != "folder":
+        return
+    here = run_dir.resolve()
+    for key, root in (("data.root", data.root), ("data.test_root", data.test_root)):
+        if root and (here == Path(root).resolve() or Path(root).resolve() in here.parents):
+            raise ConfigError(f"--out {run_dir} lies inside the image folder {key}={root}; its files would be "
+                              "read as data (an extra class): choose a run folder outside it")
+
+
+def _check_resumable(run_dir: Path, state: dict[str, Any], trainer: Trainer) -> None:
+    """A checkpoint further than the new step budget (of the run or of a module) cannot be shortened."""
+    done = int(state["step"])
+    if done > trainer.total_steps:
+        raise ConfigError(f"{run_dir} has already trained {done} steps, more than the {trainer.total_steps} asked "
+                          f"for now; a run cannot be shortened: choose another --out, or set train.steps >= {done} "
+                          "to continue it")
+    old = state.get("config", {})
+    old_budgets = old.get("budgets") or {}
+    old_total = old.get("steps") if old.get("steps") is not None else max(old_budgets.values(), default=done)
+    for name, budget in trainer.budgets.items():
+        trained = min(done, int(old_budgets.get(name, old_total)))
+        if trained > budget:
+            raise ConfigError(f"module {name!r} of {run_dir} has trained {trained} steps, more than its new budget "
+                              f"of {budget} (train.budgets / train.steps); choose another --out")
+
+
+def _check_optional_packages(cfg: RecipeConfig) -> None:
+    """Optional packages a config needs, checked before anything is written."""
+    if cfg.train.tensorboard and importlib.util.find_spec("tensorboard") is None:
+        raise ConfigError("train.tensorboard=true needs the tensorboard package: pip install 'lzn[tensorboard]' "
+                          "(or set train.tensorboard=false)")
+
+
 def _write_run_file(run_dir: Path, recipe: str, info: DataInfo, config: dict[str, Any]) -> None:
     import yaml
 
@@ -118,17 +163,33 @@ def _write_run_file(run_dir: Path, recipe: str, info: DataInfo, config: dict[str
 
 
 def pick_device(requested: str | None) -> torch.device:
-    if requested:
-        return torch.device(requested)
-    if torch.cuda.is_available():
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-    return torch.device("cpu")
+    """``requested`` (cpu, cuda, cuda:1), checked against this machine; default: CUDA if present."""
+    if not requested:
+        if torch.cuda.is_available():
+            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        return torch.device("cpu")
+    try:
+        dev = torch.device(requested)
+    except RuntimeError:
+        raise ConfigError(f"unknown device {requested!r}; expected cpu, cuda or cuda:N") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            why = "this torch build has no CUDA" if torch.version.cuda is None else "no CUDA device is visible"
+            raise ConfigError(f"device {requested!r} requested, but {why} (torch {torch.__version__}); use cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ConfigError(f"device {requested!r} requested, but only {torch.cuda.device_count()} CUDA devices exist")
+    elif dev.type != "cpu":
+        raise ConfigError(f"device {requested!r} is not supported; expected cpu, cuda or cuda:N")
+    return dev
 
 
 def train(recipe: str, cfg: RecipeConfig, run_dir: str | Path) -> dict[str, Any]:
-    """Train ``recipe`` with ``cfg`` in ``run_dir`` (resuming if it holds a checkpoint); returns results.
+    """Train ``recipe`` with ``cfg`` in ``run_dir`` and return its results (also in ``results.json``).
 
-    Under torchrun this joins the process group and leaves it at the end."""
+    Everything (config, data, networks, optional packages, an existing checkpoint) is checked before
+    the first write. An existing run folder resumes from its newest checkpoint; a finished run with the
+    same step budget is left untouched and its stored results are returned; a larger budget continues
+    it; a smaller one is refused. Under torchrun this joins the process group and leaves it at the end."""
     joined = not distributed.is_active() and distributed.init_from_env()
     try:
         return _train(recipe, cfg, run_dir)
@@ -142,21 +203,21 @@ def _train(recipe: str, cfg: RecipeConfig, run_dir: str | Path) -> dict[str, Any
     device = pick_device(cfg.train.device)
     cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, device=str(device)))
     config = dataclasses.asdict(cfg)
-    _check_existing_run(run_dir, recipe, config)
-    train_data = load_data(cfg.data, cfg.data.train_split)
-    test_data = load_data(cfg.data, cfg.data.test_split) if cfg.data.test_split else None
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(f"--out {run_dir} is an existing file; expected a run folder (new, or one to resume)")
+    _check_out_dir(run_dir, cfg.data)
+    _check_optional_packages(cfg)
+    train_data = load_split(cfg.data, cfg.data.train_split)
+    check_labels(train_data)
+    eval_split, eval_data = _evaluation_data(cfg.data, train_data)
+    if eval_split is not None and eval_split != cfg.data.train_split:
+        check_labels(train_data, eval_data)
     info = data_info(train_data)
     torch.manual_seed(cfg.train.seed)  # identical initial weights on every rank
     rec = recipe_class(recipe)(cfg, info)  # type: ignore[arg-type]
     for m in rec.modules.values():
         m.to(device)
     rec.attach_data(train_data)
-    latest = latest_checkpoint(run_dir)
-    if latest is not None:
-        load_checkpoint(latest)  # a corrupted checkpoint fails here, before anything is written
-    if distributed.is_main():
-        run_dir.mkdir(parents=True, exist_ok=True)
-        _write_run_file(run_dir, recipe, info, config)
     hooks = []
     if cfg.sample_every and hasattr(rec, "sample_grid"):
         def sample_hook(trainer: Trainer, step: int) -> None:
@@ -166,15 +227,53 @@ def _train(recipe: str, cfg: RecipeConfig, run_dir: str | Path) -> dict[str, Any
 
         hooks.append((cfg.sample_every, sample_hook))
     trainer = Trainer(rec.modules, rec.step, rec.batches, cfg.train, run_dir, hooks=hooks)
+    _check_existing_run(run_dir, recipe, config)  # after every check of the new config itself
+    latest = latest_checkpoint(run_dir)
+    if latest is not None:
+        state = load_checkpoint(latest)  # a corrupted checkpoint fails here, before anything is written
+        _check_resumable(run_dir, state, trainer)
+        stored = run_dir / "results.json"
+        if int(state["step"]) == trainer.total_steps and stored.is_file():
+            log.info("%s already finished (%d steps); nothing to do. To train longer, raise train.steps.",
+                     run_dir, trainer.total_steps)
+            return json.loads(stored.read_text())
+    if eval_split == cfg.data.train_split:
+        log.warning("data set %r has no %r split (give data.test_root, data.holdout, or a root with train/ and "
+                    "test/): results are measured on the training set and named train_*", cfg.data.name,
+                    cfg.data.test_split)
+    if distributed.is_main():
+        run_dir.mkdir(parents=True, exist_ok=True)
+        _write_run_file(run_dir, recipe, info, config)
     last = trainer.fit()
     results: dict[str, Any] = {"recipe": recipe, "steps": trainer.step, "final_loss": last.get("loss")}
+    if eval_split is not None:
+        results["evaluated_on"] = eval_split
     with trainer.ema_weights() if trainer.emas else nullcontext(), torch.no_grad():
-        results.update(rec.evaluate(test_data, run_dir if distributed.is_main() else None))
+        _check_finite_weights(rec.modules)
+        if eval_split is not None:
+            results.update(rec.evaluate(eval_data, run_dir if distributed.is_main() else None, split=eval_split))
         if distributed.is_main() and getattr(rec, "lzn", None) is not None:
             rec.lzn.save_pretrained(str(run_dir / "model"))  # type: ignore[attr-defined]
     if distributed.is_main():
         atomic_write_text(run_dir / "results.json", json.dumps(results, indent=2) + "\n")
     return results
+
+
+def _evaluation_data(data: DataConfig, train_data: ImageDataset) -> tuple[str | None, ImageDataset | None]:
+    """The held-out split when the data has one; otherwise the training set, named "train" so that no
+    training-set figure is ever reported as a test figure; None when ``data.test_split`` is null."""
+    if data.test_split is None:
+        return None, None
+    if has_split(data, data.test_split):
+        return data.test_split, load_split(data, data.test_split, class_names=train_data.class_names)
+    return data.train_split, train_data
+
+
+def _check_finite_weights(modules: dict[str, torch.nn.Module]) -> None:
+    bad = sorted(n for n, m in modules.items() for p in m.parameters() if not bool(torch.isfinite(p).all()))
+    if bad:
+        raise RuntimeError(f"training produced NaN or infinite weights in {sorted(set(bad))}; nothing was exported "
+                           "(lower train.lr, or check the data for extreme values)")
 
 
 def load_run(run_dir: str | Path, device: str | None = None) -> tuple[Recipe, RecipeConfig]:

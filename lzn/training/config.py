@@ -9,6 +9,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from lzn import checks
+
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -47,15 +49,24 @@ class TrainConfig:
     tensorboard: bool = False
 
     def __post_init__(self) -> None:
+        """Values checked for meaning; each message starts with the field name (spec §4.0)."""
         if self.steps is None and not self.budgets:
-            raise ValueError("TrainConfig needs `steps` or at least one module budget")
+            raise ValueError("steps is missing: TrainConfig needs `steps` or at least one module budget")
+        checks.each(checks.positive, "lr", self.lr)
+        checks.each(checks.in_range, "ema_decay", self.ema_decay, 0.0, 1.0)
         if self.amp not in (None, *AMP_DTYPES):
-            raise ValueError(f"amp must be None, 'bf16' or 'fp16', got {self.amp!r}")
-        for name in ("log_every", "keep_last", "checkpoint_every"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise ValueError(f"{name} must be >= 1, got {value}")
-        if (self.steps is not None and self.steps < 0) or any(b < 0 for b in self.budgets.values()):
-            raise ValueError(f"steps and budgets must be >= 0, got {self.steps} and {self.budgets}")
-        if self.grad_clip is not None and self.grad_clip <= 0:
-            raise ValueError(f"grad_clip must be positive or None, got {self.grad_clip}")
+            raise ValueError(f"amp must be null, 'bf16' or 'fp16', got {self.amp!r}")
+        for name in ("log_every", "keep_last"):
+            checks.at_least(name, getattr(self, name), 1)
+        if self.checkpoint_every is not None:
+            checks.at_least("checkpoint_every", self.checkpoint_every, 1)
+        if self.steps is not None:
+            checks.at_least("steps", self.steps, 0)
+        checks.each(checks.at_least, "budgets", self.budgets, 0)
+        checks.at_least("warmup_steps", self.warmup_steps, 0)
+        checks.in_range("warmup_start", self.warmup_start, 0.0, 1.0, closed_high=True)
+        if self.warmup_start == 0:
+            raise ValueError("warmup_start must be > 0 (the first step's LR factor), got 0")
+        if self.grad_clip is not None:
+            checks.positive("grad_clip", self.grad_clip)
+        checks.at_least("seed", self.seed, 0)

@@ -8,6 +8,7 @@ rewritten from it whenever a new column appears, so its header is always the uni
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import time
@@ -16,9 +17,8 @@ from typing import Any
 
 import torch
 
-from lzn.atomic import atomic_write_text
-
 from lzn import distributed
+from lzn.atomic import append_text, atomic_write_text
 
 
 class MetricsWindow:
@@ -58,6 +58,23 @@ class MetricsWindow:
         self.reset()
         return out
 
+    def state(self, device: torch.device | str = "cpu") -> dict[str, dict[str, float]]:
+        """Sums and counts so far, summed over ranks (collective), for a checkpoint; no reset.
+
+        Restored on one rank with :meth:`load_state`, the next logged row averages the same steps as
+        an uninterrupted run would (throughput, a timing, starts afresh)."""
+        keys = sorted(self.sums)
+        packed = torch.tensor([self.sums[k] for k in keys] + [self.counts[k] for k in keys], dtype=torch.float64)
+        if distributed.world_size() > 1:
+            packed = distributed.all_reduce_sum(packed.to(device)).cpu()
+        values = packed.tolist()
+        return {"sums": dict(zip(keys, values[: len(keys)])), "counts": dict(zip(keys, values[len(keys):]))}
+
+    def load_state(self, state: dict[str, dict[str, float]]) -> None:
+        self.reset()
+        self.sums = {k: float(v) for k, v in state.get("sums", {}).items()}
+        self.counts = {k: int(v) for k, v in state.get("counts", {}).items()}
+
 
 class MetricsWriter:
     """Appends rows to ``metrics.jsonl`` / ``metrics.csv`` (and TensorBoard if asked)."""
@@ -79,13 +96,11 @@ class MetricsWriter:
 
     def write(self, row: dict[str, Any]) -> None:
         self.rows.append(row)
-        with self.jsonl.open("a") as f:
-            f.write(json.dumps(row) + "\n")
+        append_text(self.jsonl, json.dumps(row) + "\n")
         if any(k not in self.columns for k in row):
             self._rewrite()
         else:
-            with self.csv.open("a", newline="") as f:
-                csv.DictWriter(f, self.columns).writerow(row)
+            append_text(self.csv, _csv_text(self.columns, [row], header=False))
         if self.tb is not None:
             for k, v in row.items():
                 if k != "step" and isinstance(v, (int, float)):
@@ -111,11 +126,8 @@ class MetricsWriter:
 
     def _rewrite(self) -> None:
         self.columns = list(dict.fromkeys(k for row in self.rows for k in row))
-        _atomic_text(self.jsonl, "".join(json.dumps(r) + "\n" for r in self.rows))
-        with self.csv.open("w", newline="") as f:
-            writer = csv.DictWriter(f, self.columns)
-            writer.writeheader()
-            writer.writerows(self.rows)
+        atomic_write_text(self.jsonl, "".join(json.dumps(r) + "\n" for r in self.rows))
+        atomic_write_text(self.csv, _csv_text(self.columns, self.rows, header=True))
 
 
 class ProgressBar:
@@ -145,5 +157,10 @@ class ProgressBar:
             self.bar.close()
 
 
-def _atomic_text(path: Path, text: str) -> None:
-    atomic_write_text(path, text)
+def _csv_text(columns: list[str], rows: list[dict[str, Any]], header: bool) -> str:
+    buf = io.StringIO(newline="")
+    writer = csv.DictWriter(buf, columns)
+    if header:
+        writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()

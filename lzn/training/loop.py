@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from lzn import distributed
+from lzn.atomic import atomic_write_text
 from lzn.training import checkpoint as ckpt
 from lzn.training.config import AMP_DTYPES, StepFn, StepOutput, TrainConfig
 from lzn.training.ema import EMA
@@ -114,15 +115,17 @@ class Trainer:
             "config": asdict(self.config),
         }
 
-    def save_checkpoint(self) -> Path | None:
-        """Write ``checkpoints/step-N.pt`` (main rank only) and prune to ``keep_last``."""
+    def save_checkpoint(self, **extra: Any) -> Path | None:
+        """Write ``checkpoints/step-N.pt`` (main rank only; ``extra`` entries are stored beside the
+        trainer's state) and prune to ``keep_last``."""
         if not distributed.is_main():
             return None
-        path = ckpt.save_checkpoint(self.state_dict(), ckpt.checkpoint_path(self.run_dir, self.step))
+        path = ckpt.save_checkpoint({**self.state_dict(), **extra}, ckpt.checkpoint_path(self.run_dir, self.step))
         ckpt.prune_checkpoints(self.run_dir, self.config.keep_last)
         return path
 
-    def load_checkpoint(self, path: str | Path) -> None:
+    def load_checkpoint(self, path: str | Path) -> dict[str, Any]:
+        """Restore modules, EMAs, optimizer and counters; returns the checkpoint's full state."""
         state = ckpt.load_checkpoint(path)
         try:
             for n, m in self.modules.items():
@@ -135,21 +138,30 @@ class Trainer:
         except (KeyError, RuntimeError, ValueError) as exc:
             raise ckpt.CheckpointError(f"checkpoint {path} does not match this trainer: {exc}") from exc
         self._freeze_due(self.step)
+        return state
 
     # ---- the loop --------------------------------------------------------------------------------
 
     def fit(self) -> dict[str, Any]:
         """Train until ``total_steps``, resuming from the newest checkpoint in ``run_dir`` if any.
-        Returns the last logged metrics row."""
+        Returns the last logged metrics row (on the main rank; also when there was nothing left to
+        train, from ``metrics.jsonl``).
+
+        Resume is exact on CPU: weights, optimizer, EMA, data order, random draws and the logged rows
+        (the partial logging window is stored in the checkpoint) equal an uninterrupted run's; only
+        the timing column ``items_per_s`` differs."""
         latest = ckpt.latest_checkpoint(self.run_dir)
-        if latest is not None:
-            self.load_checkpoint(latest)
-        main, cfg, last = distributed.is_main(), self.config, {}
-        writer = MetricsWriter(self.run_dir, cfg.tensorboard, resume_step=self.step) if main else None
-        if main:
-            (self.run_dir / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
-        bar = ProgressBar(self.total_steps, self.step, enabled=cfg.progress and main)
         window = MetricsWindow()
+        if latest is not None:
+            state = self.load_checkpoint(latest)
+            if distributed.is_main() and "window" in state:  # summed over ranks when saved
+                window.load_state(state["window"])
+        main, cfg = distributed.is_main(), self.config
+        writer = MetricsWriter(self.run_dir, cfg.tensorboard, resume_step=self.step) if main else None
+        last: dict[str, Any] = next((r for r in reversed(writer.rows) if "loss" in r), {}) if writer else {}
+        if main:
+            atomic_write_text(self.run_dir / "train_config.json", json.dumps(asdict(cfg), indent=2) + "\n")
+        bar = ProgressBar(self.total_steps, self.step, enabled=cfg.progress and main)
         try:
             while self.step < self.total_steps:
                 values, items = self._iteration(self.step)
@@ -162,7 +174,7 @@ class Trainer:
                         writer.write(last)
                 bar.update(1, **{k_: v for k_, v in last.items() if k_ in ("loss", "items_per_s")})
                 if (cfg.checkpoint_every and k % cfg.checkpoint_every == 0) or k == self.total_steps:
-                    self.save_checkpoint()
+                    self.save_checkpoint(window=window.state(self.device))  # window.state: collective
                 for every, fn in self.hooks:
                     if k % every == 0:
                         fn(self, k)

@@ -1,4 +1,4 @@
-"""Pictures: zone maps and image grids (needs the ``viz`` extra: matplotlib, pillow)."""
+"""Pictures: zone maps (matplotlib) and image grids (PIL)."""
 
 from lzn.viz.grid import image_grid, save_image_grid
 from lzn.viz.zones_plot import ZoneMap, compute_zone_map, plot_zone_map

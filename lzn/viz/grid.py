@@ -31,9 +31,27 @@ def image_grid(images: Tensor, nrow: int | None = None, padding: int = 1, min_ce
     return grid.permute(1, 2, 0)  # (C, H', W') -> (H', W', C)
 
 
-def save_image_grid(images: Tensor, path: str | Path, nrow: int | None = None) -> Path:
-    """Write ``image_grid(images, nrow)`` to ``path`` as PNG; returns the path. ``nrow`` = images per row."""
-    from PIL import Image
+def save_image_grid(images: Tensor, path: str | Path, nrow: int | None = None,
+                    row_labels: list[str] | None = None) -> Path:
+    """Write ``image_grid(images, nrow)`` to ``path`` as PNG; returns the path. ``nrow`` = images per
+    row; ``row_labels`` (one per row, e.g. class names) are written in a margin left of the rows."""
+    from PIL import Image, ImageDraw, ImageFont
 
-    picture = Image.fromarray(image_grid(images, nrow).numpy())
+    grid = image_grid(images, nrow)
+    picture = Image.fromarray(grid.numpy())
+    if row_labels:
+        ncol = nrow or max(1, math.ceil(math.sqrt(images.shape[0])))
+        rows = math.ceil(images.shape[0] / ncol)
+        if len(row_labels) != rows:
+            raise ValueError(f"row_labels has {len(row_labels)} entries for {rows} rows")
+        font = ImageFont.load_default()
+        draw = ImageDraw.Draw(picture)
+        width = max(int(draw.textlength(t, font=font)) for t in row_labels) + 8
+        labelled = Image.new("RGB", (picture.width + width, picture.height), "white")
+        labelled.paste(picture, (width, 0))
+        draw = ImageDraw.Draw(labelled)
+        row_h = (picture.height - 1) / rows
+        for r, text in enumerate(row_labels):
+            draw.text((4, int((r + 0.5) * row_h)), text, fill="black", font=font, anchor="lm")
+        picture = labelled
     return atomic_write(path, lambda f: picture.save(f, format="PNG"))

@@ -22,6 +22,7 @@ def test_torchrun_two_processes(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo", "PYTHONPATH": str(ROOT)}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("final_loss:") == 1 and proc.stdout.count("run folder:") == 1  # rank 0 prints
     res = json.loads((out / "results.json").read_text())
     assert res["steps"] == 3 and 0.0 <= res["test_accuracy"] <= 1.0
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]

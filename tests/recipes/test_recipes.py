@@ -8,7 +8,8 @@ import json
 import pytest
 import torch
 
-from lzn.recipes.common import data_info, load_data
+from lzn.data import load_split
+from lzn.recipes.common import data_info
 from lzn.recipes.runner import RECIPES, load_run, resolve_config, train
 from tests.recipes.tiny import sets
 
@@ -16,7 +17,7 @@ from tests.recipes.tiny import sets
 @pytest.mark.parametrize("name", sorted(RECIPES))
 def test_step_gives_finite_gradients_to_every_parameter(name):
     cfg = resolve_config(name, "digits", sets=sets(name))
-    data = load_data(cfg.data, "train")
+    data = load_split(cfg.data, "train")
     rec = RECIPES[name](cfg, data_info(data))
     rec.attach_data(data)
     torch.manual_seed(0)

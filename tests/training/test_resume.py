@@ -77,5 +77,33 @@ def test_fit_on_a_finished_run_does_nothing(tmp_path):
     make_trainer(tmp_path, steps=3).fit()
     before = (tmp_path / "metrics.jsonl").read_text()
     trainer = make_trainer(tmp_path, steps=3)
-    assert trainer.fit() == {} and trainer.step == 3
+    last = json.loads(before.splitlines()[-1])
+    assert trainer.fit() == last and trainer.step == 3  # the last logged row, not an empty one
     assert (tmp_path / "metrics.jsonl").read_text() == before
+
+
+def _rows(run_dir: Path) -> list[dict]:
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in r.items() if k != "items_per_s"} for r in rows]  # a timing, never replayed
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_logged_rows_replay_when_the_checkpoint_is_between_log_steps(tmp_path):
+    settings = dict(steps=8, log_every=4, checkpoint_every=3)
+    make_trainer(tmp_path / "straight", **settings).fit()
+    run = tmp_path / "killed"
+    pid = os.fork()  # killed right after the checkpoint at step 3, in the middle of the 1..4 window
+    if pid == 0:
+        try:
+            trainer = make_trainer(run, **settings)
+            trainer.hooks = [(3, lambda tr, step: os.kill(os.getpid(), signal.SIGKILL))]
+            trainer.fit()
+        finally:
+            os._exit(1)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFSIGNALED(status)
+    assert not (run / "metrics.jsonl").exists() or _rows(run) == []
+    make_trainer(run, **settings).fit()
+    straight = _rows(tmp_path / "straight")
+    assert [r["step"] for r in straight] == [4, 8]
+    assert _rows(run) == straight  # bit-identical rows: the window of steps 1..3 came with the checkpoint

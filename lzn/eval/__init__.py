@@ -1,5 +1,30 @@
 """Metrics as functions of (features or predictions, labels) -> numbers."""
 
+from lzn.eval.features import (
+    FeatureExtractor,
+    custom_extractor,
+    fast_extractor,
+    inception_extractor,
+    resize_bilinear_tf1,
+)
+from lzn.eval.fid import feature_statistics, fid, frechet_distance, generation_metrics, kid
+from lzn.eval.precision_recall import knn_radii, precision_recall
 from lzn.eval.probe import extract_features, knn_accuracy, linear_probe_accuracy
 
-__all__ = ["extract_features", "knn_accuracy", "linear_probe_accuracy"]
+__all__ = [
+    "FeatureExtractor",
+    "custom_extractor",
+    "extract_features",
+    "fast_extractor",
+    "feature_statistics",
+    "fid",
+    "frechet_distance",
+    "generation_metrics",
+    "inception_extractor",
+    "kid",
+    "knn_accuracy",
+    "knn_radii",
+    "linear_probe_accuracy",
+    "precision_recall",
+    "resize_bilinear_tf1",
+]

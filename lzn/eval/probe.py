@@ -1,4 +1,4 @@
-"""Representation quality: k-nearest-neighbour and linear-probe accuracy on frozen features (spec §4.2.6)."""
+"""Representation quality: k-nearest-neighbour and linear-probe accuracy on frozen features (method.md §8.3)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Throughput of the two-view SimCLR augmentation (spec §4.2.2) on CPU.
+"""Throughput of the two-view SimCLR augmentation (docs/method.md §6.2) on CPU.
 
 Workload: ``TwoViewAugment(TwoViewConfig.for_size(S))`` on a batch of 256 random images in [-1, 1],
 for CIFAR-like 3x32x32 and Fashion-MNIST-like 1x28x28 inputs (crops to the input size, 3-tap blur).

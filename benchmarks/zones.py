@@ -1,12 +1,12 @@
 """Speed and memory of the latent-zone core against a naive broadcast implementation (issue: foundation).
 
-Workload (the CS2 training step of spec §4.2.4): anchors A1, A2 (n, q) with gradients, Euler latents of
+Workload (the CS2 training step of docs/method.md §6.4): anchors A1, A2 (n, q) with gradients, Euler latents of
 all n samples over A1 (20 steps), reverse Euler flow over A2 (20 steps) recording the target
 probabilities, log-form alignment loss, backward.
 
 * ``ours``: lzn.core.zones (matmul logits, custom backward that recomputes the responsibilities).
 * ``naive``: (B, n, q) differences per velocity evaluation, each evaluation wrapped in non-reentrant
-  activation checkpointing, which is how the paper's release keeps memory in check (spec §2.8).
+  activation checkpointing, which is how the paper's release keeps memory in check (docs/method.md §2.8).
 
 Each measurement runs in a fresh subprocess; peak memory is the peak resident set size minus the
 resident size just before the workload. Prints one JSON object, then a one-line summary.

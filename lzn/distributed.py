@@ -1,8 +1,8 @@
 """The only module that touches torch.distributed. Without a process group every function is the
 identity (one process, rank 0 of 1), so the same code runs on a laptop and under torchrun.
 
-Spec §2.7: anchors are gathered from all workers *with* gradients, concatenated in rank order, so
-local sample j on rank r owns global anchor r * B + j (§3.6); class counts are all-reduced (§3.4).
+method.md §4: anchors are gathered from all workers *with* gradients, concatenated in rank order, so
+local sample j on rank r owns global anchor r * B + j (§4.1); class counts are all-reduced (§3.4, §4.3).
 """
 
 from __future__ import annotations
@@ -97,7 +97,7 @@ def all_true(flag: bool, device: torch.device | str = "cpu") -> bool:
 
 
 def global_offset(local_batch: int) -> int:
-    """Index of this rank's first sample in the rank-major gathered batch (spec §3.6)."""
+    """Index of this rank's first sample in the rank-major gathered batch (method.md §4.1)."""
     return rank() * local_batch
 
 
@@ -105,7 +105,7 @@ def average_gradients(params: Iterable[nn.Parameter]) -> None:
     """Replace each ``.grad`` by its mean over ranks, in place (one flat all-reduce).
 
     With anchors gathered by ``gather_with_grad``, the mean of the per-rank gradients is the gradient
-    of the global-mean loss (spec §2.7). Parameters without a gradient on this rank count as zero, so
+    of the global-mean loss (method.md §4.2). Parameters without a gradient on this rank count as zero, so
     every rank must pass the same parameter list in the same order.
     """
     if world_size() == 1:

@@ -17,3 +17,19 @@ def test_zones_benchmark_worker_runs_and_both_implementations_agree():
         assert rec["seconds"] > 0
         losses.append(rec["loss"])
     assert abs(losses[0] - losses[1]) < 1e-4 * max(1.0, abs(losses[1]))
+
+
+def test_context_benchmark_runs_on_an_exported_model(tmp_path):
+    from lzn.cli.main import main
+    from tests.recipes.tiny import sets
+
+    args = ["train", "joint", "--preset", "digits", "--out", str(tmp_path / "run")]
+    for item in sets("joint"):
+        args += ["--set", item]
+    assert main(args) == 0
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks/context.py"), "--model", str(tmp_path / "run/model"),
+                          "--batches", "1", "400", "--banks", "30", "--seeds", "1"],
+                         check=True, capture_output=True, text=True, cwd=ROOT)
+    rows = json.loads(out.stdout[: out.stdout.rindex("}") + 1])["rows"]
+    assert {(r["context"], r["batch"]) for r in rows} == {("batch", 1), ("batch", 400), ("reference", 1)}
+    assert out.stdout.strip().splitlines()[-1].startswith("summary:")

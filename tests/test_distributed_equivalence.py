@@ -1,5 +1,5 @@
 """Two gloo processes with gathered anchors give the same parameter gradients as one process on the
-concatenated batch (spec §2.7, §3.6, §8.6 item 7)."""
+concatenated batch (method.md §4.1, §4.2)."""
 
 from __future__ import annotations
 

@@ -206,7 +206,7 @@ def _demo(args: argparse.Namespace) -> int:
     from lzn.recipes.runner import resolve_config, train
 
     start = time.time()
-    _say("lzn demo: the joint recipe (generation + classification, spec §4.3) on scikit-learn's digits")
+    _say("lzn demo: the joint recipe (case study 3: generation + classification) on scikit-learn's digits")
     cfg = resolve_config("joint", "digits", None, args.set)
     results = train("joint", cfg, args.out)
     out = Path(args.out).resolve()

@@ -1,4 +1,4 @@
-"""Image-side rectified flow (spec §1 image clock, §4.1.5 step 4, §4.1.7 generation, §4.1.8 inversion).
+"""Image-side rectified flow (method.md §1.2 image clock, §5.3 training loss, §5.9 generation, §8.1 inversion).
 
 Clock: s in [0, 1], s = 0 at Gaussian image noise xi, s = 1 at the data image (never the latent
 clock t). x_s = s x + (1 - s) xi, target velocity u = x - xi. The flow is integrated over
@@ -39,7 +39,7 @@ def _per_sample(s: Tensor, x: Tensor) -> Tensor:
 
 
 def interpolate(x_data: Tensor, noise: Tensor, s: Tensor) -> Tensor:
-    """x_s = s x_data + (1 - s) noise; x_data, noise (B, ...), s (B,) -> (B, ...) (spec §4.1.5)."""
+    """x_s = s x_data + (1 - s) noise; x_data, noise (B, ...), s (B,) -> (B, ...) (method.md §5.3)."""
     _check_batch("x_data", x_data)
     if noise.shape != x_data.shape:
         raise ValueError(f"noise shape {tuple(noise.shape)} must equal x_data shape {tuple(x_data.shape)}")
@@ -60,7 +60,7 @@ def sample_s(
     device: torch.device | str | None = None,
     dtype: torch.dtype = torch.float32,
 ) -> Tensor:
-    """Training times s ~ U[S_MIN, 1], shape (batch,) (spec §4.1.5 step 4)."""
+    """Training times s ~ U[S_MIN, 1], shape (batch,) (method.md §5.3)."""
     u = torch.rand(batch, generator=generator, device=device, dtype=dtype)
     return S_MIN + (1 - S_MIN) * u
 
@@ -73,7 +73,7 @@ def rf_loss(
     s: Tensor | None = None,
     generator: torch.Generator | None = None,
 ) -> Tensor:
-    """L_RF = mean_b mean_{C,H,W} (x - xi - v_hat(x_s, s))^2, a 0-dim tensor (spec §4.1.5 step 4).
+    """L_RF = mean_b mean_{C,H,W} (x - xi - v_hat(x_s, s))^2, a 0-dim tensor (method.md §5.3).
 
     Missing s is drawn first by :func:`sample_s`, then missing noise ~ N(0, I), both from
     ``generator`` on x_data's device.
@@ -109,7 +109,7 @@ def sample(
     rtol: float = 1e-5,
     atol: float = 1e-5,
 ) -> Tensor:
-    """Generate: integrate dx/ds = velocity_fn(x, s) from s = S_MIN (x = noise) to s = 1 (spec §4.1.7).
+    """Generate: integrate dx/ds = velocity_fn(x, s) from s = S_MIN (x = noise) to s = 1 (method.md §5.9).
 
     dopri5 (scipy RK45 equivalent, rtol = atol = 1e-5) for headline results; euler with ``steps`` = N
     uses s_k = S_MIN + k (1 - S_MIN) / N. noise (B, ...) -> images (B, ...).
@@ -126,7 +126,7 @@ def invert(
     rtol: float = 1e-5,
     atol: float = 1e-5,
 ) -> Tensor:
-    """Encode images to noise: integrate the same ODE backward from s = 1 to s = S_MIN (spec §4.1.8).
+    """Encode images to noise: integrate the same ODE backward from s = 1 to s = S_MIN (method.md §8.1).
 
     Use the same sampler as :func:`sample`; ``sample(v, invert(v, x))`` reconstructs x up to solver
     error. x_data (B, ...) -> noise (B, ...).

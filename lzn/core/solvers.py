@@ -1,4 +1,4 @@
-"""ODE integrators over any velocity callable ``f(x, s) -> dx/ds`` (spec §4.1.7, §4.1.8, §8.5).
+"""ODE integrators over any velocity callable ``f(x, s) -> dx/ds`` (method.md §5.9, §8.1).
 
 ``x`` is a batched tensor of any shape, ``s`` is handed to ``f`` as a 0-dim tensor of ``x``'s dtype
 and device. Every method integrates forward (s1 > s0) or backward (s1 < s0, used for inversion);
@@ -66,7 +66,7 @@ def _at(s: float, x: Tensor) -> Tensor:
 
 
 def euler(f: Velocity, x0: Tensor, s0: float, s1: float, steps: int) -> Tensor:
-    """Fixed-step Euler: x += h f(x, s_k) with s_k = s0 + k h, h = (s1 - s0) / steps (spec §4.1.7)."""
+    """Fixed-step Euler: x += h f(x, s_k) with s_k = s0 + k h, h = (s1 - s0) / steps (method.md §5.9)."""
     _check(x0, s0, s1)
     s0, s1 = float(s0), float(s1)
     h = (s1 - s0) / _check_steps(steps)
@@ -124,7 +124,7 @@ def dopri5_with_stats(
     first_step: float | None = None,
     max_steps: int = 100_000,
 ) -> tuple[Tensor, SolverStats]:
-    """Adaptive Dormand-Prince 5(4) with FSAL, the step-size controller of scipy's RK45 (spec §4.1.7).
+    """Adaptive Dormand-Prince 5(4) with FSAL, the step-size controller of scipy's RK45 (method.md §5.9).
 
     Error of a trial step: RMS over all elements of h * sum_j E_j K_j / (atol + rtol max(|x|, |x_new|));
     accepted when < 1. One step size for the whole batch, as scipy on the flattened array. Raises

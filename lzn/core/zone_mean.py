@@ -1,4 +1,4 @@
-"""The posterior-mean kernel of the latent flow, with a memory-light backward (spec §2.3, §2.8, §8.1).
+"""The posterior-mean kernel of the latent flow, with a memory-light backward (method.md §2.2, §2.3, §2.8).
 
 For points x (B, q), anchors A (n, q), time t and log mixture weights log pi (n,):
 

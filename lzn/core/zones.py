@@ -1,6 +1,6 @@
-"""Latent zones: the two atomic operations of LZN (spec §2 latent computation, §3 latent alignment).
+"""Latent zones: the two atomic operations of LZN (method.md §2 latent computation, §3 latent alignment).
 
-Clock: the latent flow's time is t, with t = 0 at the anchors and t = 1 at N(0, I) (spec §1).
+Clock: the latent flow's time is t, with t = 0 at the anchors and t = 1 at N(0, I) (method.md §1.2).
 Shapes: B points, n anchors, q latent dimensions. Every function is differentiable w.r.t. anchors,
 noise and latents, and never builds a (B, n, q) tensor (see ``zone_mean``).
 
@@ -69,7 +69,7 @@ def _check_steps(steps: int) -> None:
 
 
 def check_noise_scale(noise_scale: float) -> float:
-    """noise_scale (alpha of the start point, spec §2.4) as a float; a finite number >= 0."""
+    """noise_scale (alpha of the start point, method.md §2.4) as a float; a finite number >= 0."""
     ok = isinstance(noise_scale, numbers.Real) and not isinstance(noise_scale, bool)
     value = float(noise_scale) if ok else math.nan
     if not ok or not math.isfinite(value) or value < 0.0:
@@ -129,7 +129,7 @@ def _mean(x: Tensor, anchors: Tensor, sq: Tensor, logw: Tensor | None, t: float)
 
 
 # ---------------------------------------------------------------------------------------------------
-# pointwise quantities (spec §2.3)
+# pointwise quantities (method.md §2.2-§2.3)
 
 
 def _pointwise(x: Tensor, anchors: Tensor, t: float | Tensor, log_weights: Tensor | None):  # type: ignore[no-untyped-def]
@@ -143,14 +143,14 @@ def _pointwise(x: Tensor, anchors: Tensor, t: float | Tensor, log_weights: Tenso
 
 
 def posteriors(x: Tensor, anchors: Tensor, t: float | Tensor, log_weights: Tensor | None = None) -> Tensor:
-    """Responsibilities w_l(x, t) of spec §2.3: (B, q), (n, q) -> (B, n), rows sum to 1."""
+    """Responsibilities w_l(x, t) of method.md §2.2: (B, q), (n, q) -> (B, n), rows sum to 1."""
     with _no_autocast(x):
         tv, _, xc, a, logw = _pointwise(x, anchors, t, log_weights)
         return torch.softmax(zone_logits(xc, a, tv, logw), dim=1)
 
 
 def velocity(x: Tensor, anchors: Tensor, t: float | Tensor, log_weights: Tensor | None = None) -> Tensor:
-    """Closed-form flow-matching velocity dx/dt = (x - abar(x, t)) / t (spec §2.3): -> (B, q)."""
+    """Closed-form flow-matching velocity dx/dt = (x - abar(x, t)) / t (method.md §2.3): -> (B, q)."""
     with _no_autocast(x):
         tv, centre, xc, a, logw = _pointwise(x, anchors, t, log_weights)
         # d/dt [x - (1 - t) c] = v + c, so the velocity in plain coordinates is the centred one minus c
@@ -158,7 +158,7 @@ def velocity(x: Tensor, anchors: Tensor, t: float | Tensor, log_weights: Tensor 
 
 
 # ---------------------------------------------------------------------------------------------------
-# latent computation: anchors -> latents (spec §2.4-2.6)
+# latent computation: anchors -> latents (method.md §2.4-§2.6)
 
 
 def latents(
@@ -177,8 +177,8 @@ def latents(
 
     anchors (n, q) is the anchor set of the flow; ``index`` (B,) picks each sample's own anchor
     (default: all n rows, B = n); ``noise`` (B, q) is z in the start point (1 - g) a_i + g * noise_scale * z.
-    solver "euler" integrates to t = 1 (spec §2.5, default eps 1e-4); "dpm3" is DPM-Solver++ 3M on a
-    uniform grid from eps to 1 - eps (spec §2.6, default eps 1e-3).
+    solver "euler" integrates to t = 1 (method.md §2.5, default eps 1e-4); "dpm3" is DPM-Solver++ 3M on a
+    uniform grid from eps to 1 - eps (method.md §2.6, default eps 1e-3).
 
     NaN / inf anchors or noise raise (one host sync); ``allow_nonfinite=True`` skips that check and
     lets them through to non-finite latents (training, where the loop skips a non-finite loss).
@@ -210,14 +210,14 @@ def latents(
 
 
 def _euler_plan(steps: int, g: float) -> Plan:
-    """x_{j+1} = x_j + h (x_j - m_j) / t_j on t_j = g + j h, h = (1 - g) / steps (spec §2.5)."""
+    """x_{j+1} = x_j + h (x_j - m_j) / t_j on t_j = g + j h, h = (1 - g) / steps (method.md §2.5)."""
     h = (1.0 - g) / steps
     return [(g + j * h, 1.0 + h / (g + j * h), {j: -h / (g + j * h)}) for j in range(steps)]
 
 
 def _dpm3_plan(steps: int, g: float) -> Plan:
     """DPM-Solver++ 3M, data prediction abar, alpha_t = 1 - t, sigma_t = t, uniform grid on [g, 1 - g]
-    (spec §2.6), as linear-multistep coefficients; python floats, so the schedule is float64."""
+    (method.md §2.6), as linear-multistep coefficients; python floats, so the schedule is float64."""
     ts = [g + i * (1.0 - 2.0 * g) / steps for i in range(steps + 1)]
     lam = [math.log((1.0 - t) / t) for t in ts]
     plan: Plan = []
@@ -248,7 +248,7 @@ def _dpm3_plan(steps: int, g: float) -> Plan:
 
 
 # ---------------------------------------------------------------------------------------------------
-# latent alignment: latents -> anchors with per-step assignment probabilities (spec §3)
+# latent alignment: latents -> anchors with per-step assignment probabilities (method.md §3)
 
 
 def flow_back(
@@ -259,7 +259,7 @@ def flow_back(
     log_weights: Tensor | None = None,
     targets: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """Reverse Euler flow from t = 1 to t = 0 over ``anchors`` (spec §3.2).
+    """Reverse Euler flow from t = 1 to t = 0 over ``anchors`` (method.md §3.2).
 
     Returns (end points (B, q), probs). probs are the responsibilities recorded *before* each step
     (t = 1, 1 - 1/steps, ..., 1/steps): (steps, B, n), or with ``targets`` (B,) only the target's,
@@ -296,7 +296,7 @@ def _reverse(latents: Tensor, anchors: Tensor, steps: int, log_weights: Tensor |
 
 
 def alignment_loss(target_probs: Tensor, *, cutoff: float = 0.2, form: Literal["prob", "log"] = "prob") -> Tensor:
-    """Max over late recorded steps of the correct anchor's probability, negated (spec §3.3).
+    """Max over late recorded steps of the correct anchor's probability, negated (method.md §3.3).
 
     target_probs (steps, B); the first floor(cutoff * steps) recorded steps are dropped. form "prob":
     -mean M; "log": -mean log M (M clamped at the dtype's smallest normal so the loss stays finite).
@@ -316,7 +316,7 @@ def alignment_loss(target_probs: Tensor, *, cutoff: float = 0.2, form: Literal["
 
 
 def nearest(points: Tensor, anchors: Tensor) -> Tensor:
-    """Index of the nearest anchor in squared Euclidean distance (label decoding, spec §3.5): -> (B,) long."""
+    """Index of the nearest anchor in squared Euclidean distance (label decoding, method.md §3.5): -> (B,) long."""
     _check_anchors(anchors)
     _check_points("points", points, anchors)
     with torch.no_grad():

@@ -1,4 +1,4 @@
-"""Batched image augmentations with per-sample random parameters (spec §4.1.2 flip, §4.2.2 SimCLR views).
+"""Batched image augmentations with per-sample random parameters (method.md §5.2 flip, §6.2 SimCLR views).
 
 Every function takes images (B, C, H, W) in [-1, 1] on any device and a ``torch.Generator``; the
 random parameters of all B samples are drawn at once on the generator's device (so a seeded generator
@@ -47,7 +47,7 @@ def _check_p(name: str, p: float) -> None:
 
 
 def random_flip(images: Tensor, generator: torch.Generator, p: float = 0.5) -> Tensor:
-    """Mirror each image left-right with probability ``p`` (the only train transform of spec §4.1.2)."""
+    """Mirror each image left-right with probability ``p`` (the only train transform of method.md §5.2)."""
     _check_images(images)
     _check_p("p", p)
     flip = _rand(generator, images.shape[0], like=images) < p  # (B,)

@@ -1,6 +1,6 @@
 """Per-image colour operations on [0, 1] images (B, C, H, W), C = 1 or 3, with per-image factors (B,).
 
-They follow torchvision's functional definitions (used by the SimCLR colour jitter of spec §4.2.2):
+They follow torchvision's functional definitions (used by the SimCLR colour jitter of method.md §6.2):
 blends clamp to [0, 1]; luma weights (0.2989, 0.587, 0.114); hue shifts go through HSV. On one-channel
 images saturation and hue are no-ops and the grey image is the image itself.
 """

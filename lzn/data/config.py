@@ -44,7 +44,7 @@ class DataConfig:
     holdout: float = 0.0  # folder / arrays: seeded fraction of `root` held out as the test split
     holdout_seed: int = 0
     skip_bad_files: bool = False  # folder: skip unreadable image files (one warning with the count) instead of failing
-    flip: bool = False  # random horizontal flip of training images (CIFAR-10: true, spec §4.1.2)
+    flip: bool = False  # random horizontal flip of training images (CIFAR-10: true, method.md §5.2)
 
     def __post_init__(self) -> None:
         if self.name not in LOADERS:

@@ -1,4 +1,4 @@
-"""In-memory image data set (spec §4.0: pixels scaled to [-1, 1]) and the pixel conversions loaders share.
+"""In-memory image data set (method.md §9.6: pixels scaled to [-1, 1]) and the pixel conversions loaders share.
 
 Every loader in :mod:`lzn.data.datasets` returns an :class:`ImageDataset`: the whole split as one float32
 tensor ``images`` (N, C, H, W) in [-1, 1] and int64 ``labels`` (N,) or ``None`` when unlabelled. The data

@@ -1,6 +1,6 @@
 """Data set loaders, all in memory, none downloads anything; ``load_dataset`` picks one by name.
 
-Each loader returns an :class:`ImageDataset` with images (N, C, H, W) float32 in [-1, 1] (spec §4.0).
+Each loader returns an :class:`ImageDataset` with images (N, C, H, W) float32 in [-1, 1] (method.md §9.6).
 
 * ``digits``: scikit-learn's bundled handwritten digits (no file needed), 1 797 images 8x8, 10 classes.
 * ``fashion``: Fashion-MNIST IDX files (:mod:`lzn.data.fashion`).

@@ -3,8 +3,8 @@
 Class names are the sub-folder names sorted, label = position in that order (the torchvision
 ImageFolder convention), unless the training set's ``class_names`` are given: then each sub-folder
 takes the label of its name among those (a test folder may hold fewer classes, never unknown ones). A
-root with image files and no sub-folders is an unlabelled set (e.g. the 30 000 CelebA-HQ images of spec
-§4.1.2). Every image is resized so that its shorter side is ``size`` (bicubic), then centre-cropped to
+root with image files and no sub-folders is an unlabelled set (e.g. the 30 000 CelebA-HQ images of method.md
+§5.2). Every image is resized so that its shorter side is ``size`` (bicubic), then centre-cropped to
 size x size. A file PIL cannot decode fully is an :class:`UnreadableImageError` naming it, or, with
 ``skip_bad_files``, skipped with one warning for the whole folder.
 """

@@ -1,4 +1,4 @@
-"""Deterministic data order, a pure function of (step, seed, rank) (spec §4.0 "Data order").
+"""Deterministic data order, a pure function of (step, seed, rank) (method.md §9.6).
 
 Epoch e uses ``perm = torch.randperm(N, generator=torch.Generator().manual_seed(seed + e))``, cut
 (drop_last) to ``I * G`` items, with ``G`` the global batch and ``I = N // G`` iterations per epoch.

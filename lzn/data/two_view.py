@@ -1,7 +1,7 @@
-"""Two independently augmented views of each image, SimCLR v2 style (spec §4.2.2, used by CS2).
+"""Two independently augmented views of each image, SimCLR v2 style (method.md §6.2, used by case study 2).
 
 Pipeline per view: random resized crop -> horizontal flip -> colour jitter (with probability) ->
-random grayscale -> Gaussian blur. The defaults are the spec's ImageNet values (crop 224, kernel 23,
+random grayscale -> Gaussian blur. The defaults are the release's ImageNet values (crop 224, kernel 23,
 blur always); ``TwoViewConfig.for_size(32)`` keeps them but crops to 32 and blurs with a kernel of about
 a tenth of the crop (3 taps), the usual scaling for small images.
 """
@@ -32,7 +32,7 @@ class TwoViewConfig:
     grayscale_p: float = 0.2
     blur_kernel_size: int | None = None  # None: odd, about crop_size / 10, at least 3 (23 at 224)
     blur_sigma: tuple[float, float] = (0.1, 2.0)
-    blur_p: float = 1.0  # the release blurs every view (spec §4.2.2)
+    blur_p: float = 1.0  # the release blurs every view (method.md §6.2)
 
     def __post_init__(self) -> None:
         if self.crop_size < 1:
@@ -47,7 +47,7 @@ class TwoViewConfig:
 
     @classmethod
     def for_size(cls, size: int, **overrides: object) -> TwoViewConfig:
-        """The spec's values with crops of ``size`` pixels (and the blur kernel scaled with them)."""
+        """The ImageNet values with crops of ``size`` pixels (and the blur kernel scaled with them)."""
         return cls(crop_size=size, **overrides)  # type: ignore[arg-type]
 
     @property

@@ -1,4 +1,4 @@
-"""Time embeddings and the conditioning MLP shared by every latent-conditioned decoder (spec §4.1.3).
+"""Time embeddings and the conditioning MLP shared by every latent-conditioned decoder (method.md §5.4).
 
 The decoder's conditioning vector is MLP([LZN latent, one-hot label, time embedding]) with the MLP
 Linear(in -> hidden) -> SiLU -> Linear(hidden -> hidden); every residual block then applies its own

@@ -1,4 +1,4 @@
-"""Pure-PyTorch FIR resampling for the 256^2 NCSN++ networks (spec §8.5).
+"""Pure-PyTorch FIR resampling for the 256^2 NCSN++ networks (method.md §5.6).
 
 The release compiles StyleGAN2's ``upfirdn2d`` CUDA extension; the same operation is a zero-insertion
 up-sampling, a constant padding, a true 2-D convolution with a small FIR kernel and a decimation, all of

@@ -1,6 +1,6 @@
-"""Labels as a data type: encoder, decoder and class-conditional latents (spec §3.4, §3.5, §4.3).
+"""Labels as a data type: encoder, decoder and class-conditional latents (method.md §3.4, §3.5, §7).
 
-The label encoder is a learnable (num_classes, q) anchor matrix initialised N(0, 1) (§4.3.2); it is an
+The label encoder is a learnable (num_classes, q) anchor matrix initialised N(0, 1) (§7.2); it is an
 ordinary parameter, so DDP all-reduces its gradient like any other (no dummy inputs needed).
 """
 
@@ -35,7 +35,7 @@ class LabelAnchors(nn.Module):
             )
 
     def class_log_weights(self, labels: Tensor, counts: Tensor | None = None) -> Tensor:
-        """log pi from class counts of a batch (zero-count classes included -> -inf), spec §3.4: (K,)."""
+        """log pi from class counts of a batch (zero-count classes included -> -inf), method.md §3.4: (K,)."""
         if counts is None:
             counts = torch.bincount(labels, minlength=self.num_classes).to(self.weight.dtype)
         return torch.log(counts / counts.sum())
@@ -48,14 +48,14 @@ class LabelAnchors(nn.Module):
 
     def alignment_probs(self, latents: Tensor, labels: Tensor, *, steps: int = 100,
                         log_weights: Tensor | None = None) -> Tensor:
-        """Per-step probability of each latent's true class on the reverse flow (§4.3.3 step 5): (steps, B)."""
+        """Per-step probability of each latent's true class on the reverse flow (§7.3 step 5): (steps, B)."""
         self.check_labels(labels)
         _, probs = zones.flow_back(latents, self.weight, steps=steps, log_weights=log_weights, targets=labels)
         return probs
 
     def conditional_latents(self, labels: Tensor, noise: Tensor, *, steps: int = 100, eps: float = 1e-4,
                             noise_scale: float = 1.0) -> Tensor:
-        """Class-conditional latents (§4.3.5): forward Euler flow from each label's anchor: (B, q)."""
+        """Class-conditional latents (§7.5): forward Euler flow from each label's anchor: (B, q)."""
         self.check_labels(labels)
         return zones.latents(self.weight, noise, index=labels, steps=steps, solver="euler", eps=eps,
                              noise_scale=noise_scale)

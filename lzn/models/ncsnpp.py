@@ -1,4 +1,4 @@
-"""NCSN++ / DDPM++ U-Net decoder and encoder at the paper's CIFAR-10 and 256^2 settings (spec §4.1.3-§4.1.4).
+"""NCSN++ / DDPM++ U-Net decoder and encoder at the paper's CIFAR-10 and 256^2 settings (method.md §5.4-§5.5).
 
 ``NCSNppDecoder`` is the image rectified-flow velocity network v(x_s, s | latent, label): score-SDE's
 NCSN++ with BigGAN residual blocks, whose conditioning MLP consumes [latent, one-hot label, time
@@ -31,12 +31,12 @@ from lzn.models.ncsnpp_layers import (
     group_norm,
 )
 
-TIME_SCALE = 999.0  # the decoder sees 999 s (spec §4.1.3, §8.3.2)
+TIME_SCALE = 999.0  # the decoder sees 999 s (method.md §5.4)
 
 
 @dataclass(frozen=True)
 class NCSNppConfig:
-    """Shape of the NCSN++ decoder / encoder (spec §4.1.3, §4.1.4, Appendix A).
+    """Shape of the NCSN++ decoder / encoder (method.md §5.4, §5.5).
 
     Level i works at resolution image_size / 2^i with nf * ch_mult[i] channels. ``fir_taps = None``
     resamples by nearest / 2x2 average; ``progressive`` adds score-SDE's output_skip and input_skip
@@ -197,7 +197,7 @@ class _UpLevel(nn.Module):
 
 
 class NCSNppDecoder(nn.Module):
-    """Latent-conditioned NCSN++ rectified-flow velocity network (spec §4.1.3).
+    """Latent-conditioned NCSN++ rectified-flow velocity network (method.md §5.4).
 
     forward(x (B, C, S, S), s (B,), latent (B, latent_dim) | None, labels (B,) | None) -> velocity
     (B, C, S, S). s is the image RF clock (0 = noise, 1 = data), clamped to [0, 1]; the network sees
@@ -269,7 +269,7 @@ class NCSNppDecoder(nn.Module):
 
 class _LatentHead(nn.Sequential):
     """(B, C, R, R) -> (B, q): 1x1 conv -> head_channels, SiLU, flatten (channel-major), Linear ->
-    head_hidden, SiLU, Linear -> q (spec §4.1.4 "latent transformation" head). PyTorch default init."""
+    head_hidden, SiLU, Linear -> q (method.md §5.5 "latent transformation" head). PyTorch default init."""
 
     def __init__(self, cfg: NCSNppConfig, channels: int, resolution: int) -> None:
         super().__init__(
@@ -283,7 +283,7 @@ class _LatentHead(nn.Sequential):
 
 
 class NCSNppEncoder(nn.Module):
-    """NCSN++ down path + middle block with latent heads: (B, C, S, S) -> anchors (B, latent_dim) (spec §4.1.4).
+    """NCSN++ down path + middle block with latent heads: (B, C, S, S) -> anchors (B, latent_dim) (method.md §5.5).
 
     The anchor is the sum of the heads on every skip feature map (stem, residual and down-sampling
     block outputs) and on the middle-block output, restricted to resolutions <= head_max_resolution.
@@ -340,11 +340,11 @@ def _config(setting: str, overrides: dict[str, Any]) -> NCSNppConfig:
 def ncsnpp_decoder(
     setting: str = "cifar10", latent_dim: int = 200, num_classes: int | None = None, **overrides: Any
 ) -> NCSNppDecoder:
-    """Decoder at a paper setting ("cifar10" or "256", spec §4.1.3); latent_dim 0 = plain RF baseline."""
+    """Decoder at a paper setting ("cifar10" or "256", method.md §5.4); latent_dim 0 = plain RF baseline."""
     cfg = _config(setting, {**overrides, "latent_dim": latent_dim, "num_classes": num_classes or 0})
     return NCSNppDecoder(cfg)
 
 
 def ncsnpp_encoder(setting: str = "cifar10", latent_dim: int = 200, **overrides: Any) -> NCSNppEncoder:
-    """Encoder at a paper setting ("cifar10" or "256", spec §4.1.4)."""
+    """Encoder at a paper setting ("cifar10" or "256", method.md §5.5)."""
     return NCSNppEncoder(_config(setting, {**overrides, "latent_dim": latent_dim}))

@@ -1,7 +1,7 @@
-"""Building blocks of the NCSN++ / DDPM++ U-Net (spec §4.1.3-§4.1.4), after score-SDE's architecture.
+"""Building blocks of the NCSN++ / DDPM++ U-Net (method.md §5.4-§5.5), after score-SDE's architecture.
 
 * ``ddpm_init_``: DDPM "fan_avg uniform" variance scaling; scale 0 means 1e-10 (near-zero last convs).
-* ``Upsample2x`` / ``Downsample2x``: 2x resampling without a conv, FIR (spec §8.5) or nearest / average.
+* ``Upsample2x`` / ``Downsample2x``: 2x resampling without a conv, FIR (method.md §5.6) or nearest / average.
 * ``BigGANResBlock``: GN -> SiLU -> [resample] -> conv3x3 -> + Dense(SiLU(cond)) -> GN -> SiLU ->
   Dropout -> conv3x3 (init_scale), plus a (resampled, 1x1-projected) shortcut, summed and scaled 1/sqrt(2).
 * ``AttnBlock``: single-head self-attention over H*W positions with 1x1 q, k, v and output projections.
@@ -51,7 +51,7 @@ def ddpm_linear_(layer: nn.Linear, init_scale: float = 1.0) -> nn.Linear:
 
 
 def group_norm(channels: int) -> nn.GroupNorm:
-    """GroupNorm with min(C // 4, 32) groups and eps 1e-6 (spec §4.1.3)."""
+    """GroupNorm with min(C // 4, 32) groups and eps 1e-6 (method.md §5.4)."""
     groups = min(channels // 4, 32)
     if groups < 1 or channels % groups:
         raise ValueError(f"NCSN++ GroupNorm needs C // 4 >= 1 dividing C (min(C // 4, 32) groups), got C = {channels}")
@@ -92,7 +92,7 @@ class BigGANResBlock(nn.Module):
     """BigGAN-style residual block with optional resampling inside (score-SDE's ResnetBlockBigGANpp).
 
     x (B, cin, H, W), cond (B, cond_dim) or None -> (B, cout, H', W'), H' = H, 2H or H/2 by ``resample``.
-    ``cond_dim = None`` builds the block without the conditioning Dense (encoder, spec §4.1.4).
+    ``cond_dim = None`` builds the block without the conditioning Dense (encoder, method.md §5.5).
     """
 
     def __init__(

@@ -1,11 +1,13 @@
 """``LatentZoningNetwork``: an image encoder, an image decoder and optional label anchors composed
-through the latent-zone core (spec §0, §4). Every task is a method:
+through the latent-zone core (method.md §1, §5-§7). Every task is a method:
 
-* ``latents(images)``: image encoder + latent flow over the batch's anchors (§2; batch-relative);
-* ``embed(images)``: the encoder's backbone features, or the anchors with ``head=True`` (§4.2.6);
-* ``generate(...)``: latent from N(0, I) or from a label's zone, then the decoder's rectified flow (§4.1.7, §4.3.5);
-* ``classify(images)``: latents of a test batch flowed back over the label anchors (§4.3.6);
-* ``reconstruct(images)``: latent from the batch, invert the image flow, regenerate (§4.1.8).
+* ``latents(images)``: image encoder + latent flow over the model's reference bank of anchors plus each
+  image's own (§2.9; the same for an image alone or in any batch), or over the batch's anchors
+  (``context="batch"``, the paper's protocol, §2);
+* ``embed(images)``: the encoder's backbone features, or the anchors with ``head=True`` (§8.3);
+* ``generate(...)``: latent from N(0, I) or from a label's zone, then the decoder's rectified flow (§5.9, §7.5);
+* ``classify(images)``: latents of a test batch flowed back over the label anchors (§8.2);
+* ``reconstruct(images)``: latent from the batch, invert the image flow, regenerate (§8.1).
 
 Networks follow two small protocols. Encoders: ``forward(x) -> (B, q)`` anchors, ``features(x)``, and
 attributes ``image_channels``, ``image_size``, ``latent_dim``. Decoders: ``forward(x_s, s, latent, labels)``
@@ -27,12 +29,13 @@ from torch import Tensor, nn
 
 from lzn import distributed
 from lzn.core import rectified_flow, zones
+from lzn.core.reference import latents_with_reference
 from lzn.models.label_anchors import LabelAnchors
 
 
 @dataclass
 class FlowConfig:
-    """How latents are computed (spec §2.10). Defaults: case studies 1 and 3."""
+    """How latents are computed (method.md §2.7). Defaults: case studies 1 and 3."""
 
     solver: Literal["euler", "dpm3"] = "dpm3"
     steps: int = 20
@@ -48,6 +51,7 @@ class GenerationOutput(NamedTuple):
 
 
 Labels = Union[Tensor, Sequence[int], np.ndarray]  # 1-D class indices: a tensor, list / tuple or array of ints
+Context = Literal["reference", "batch"]  # the anchor set of an inference latent (method.md §2.9)
 
 
 def _dtype_name(dtype: torch.dtype) -> str:
@@ -87,6 +91,8 @@ class LatentZoningNetwork(nn.Module):
         self.flow = flow or FlowConfig()
         self.latent_dim = next(iter(used.values()), 0)
         self.class_names = self._check_class_names(class_names)
+        self.reference: Tensor | None
+        self.register_buffer("reference", None)  # (R, q) anchors: see build_reference / set_reference
 
     def _check_class_names(self, names: Sequence[str] | None) -> tuple[str, ...] | None:
         if names is None:
@@ -233,7 +239,7 @@ class LatentZoningNetwork(nn.Module):
 
     def latents_from_anchors(self, anchors: Tensor, noise: Tensor | None = None, noise_scale: float = 1.0,
                              generator: torch.Generator | None = None, *, allow_nonfinite: bool = False) -> Tensor:
-        """Latents of local anchors (B, q) over the anchors of every process (spec §2.7): (B, q).
+        """Latents of local anchors (B, q) over the anchors of every process (method.md §4.1): (B, q).
 
         Non-finite anchors raise (after the gather, so every process raises alike); training passes
         ``allow_nonfinite=True`` so that a diverged step gives a NaN loss the loop skips everywhere."""
@@ -246,10 +252,79 @@ class LatentZoningNetwork(nn.Module):
                              eps=self.flow.eps, noise_scale=noise_scale, allow_nonfinite=allow_nonfinite)
 
     def latents(self, images: Tensor, noise: Tensor | None = None, noise_scale: float = 1.0,
-                generator: torch.Generator | None = None) -> Tensor:
-        """Latents of a batch of images; the batch (across processes) is the anchor set: (B, q)."""
+                generator: torch.Generator | None = None, context: Context | None = None) -> Tensor:
+        """Latents of images (B, q). ``context`` picks the anchor set (method.md §2.9): "reference" (the
+        default when the model has a reference bank) flows each image over the bank plus its own anchor,
+        so its latent does not depend on the rest of the batch; "batch" (the default without a bank, and
+        the paper's protocol) flows it over the anchors of the whole batch, across processes."""
         zones.check_noise_scale(noise_scale)
-        return self.latents_from_anchors(self.anchors(images), noise, noise_scale, generator)
+        return self._latents(self.anchors(images), noise, noise_scale, generator, self._context(context))
+
+    # ---- the reference bank: inference that does not depend on the batch ----------------------
+
+    def set_reference(self, anchors: Tensor | None) -> None:
+        """Use ``anchors`` (R, q) as the reference bank of inference latents; None removes it."""
+        if anchors is None:
+            self.reference = None
+            return
+        if not isinstance(anchors, Tensor) or anchors.dim() != 2 or anchors.shape[1] != self.latent_dim \
+                or anchors.shape[0] < 1:
+            got = tuple(anchors.shape) if isinstance(anchors, Tensor) else type(anchors).__name__
+            raise ValueError(f"reference anchors must be a (R >= 1, {self.latent_dim}) tensor, got {got}")
+        if not bool(torch.isfinite(anchors).all()):
+            raise ValueError("reference anchors contain NaN or inf values")
+        self.reference = anchors.detach().to(device=self.device, dtype=self.dtype).clone()
+
+    @torch.no_grad()
+    def build_reference(self, images: Tensor, labels: Labels | None = None, size: int = 2000,
+                        batch_size: int = 2000, seed: int = 0) -> Tensor:
+        """Set the reference bank to the anchors of ``size`` of ``images`` (training images), drawn
+        class-balanced when ``labels`` are given (round-robin over classes, seeded); returns it (R, q)."""
+        self.check_images(images)
+        encoder = self._need("encoder")
+        size = _positive_int("size", size)
+        gen = torch.Generator().manual_seed(seed)
+        n = images.shape[0]
+        if labels is None:
+            index = torch.randperm(n, generator=gen)[:size]
+        else:
+            labels = torch.as_tensor(labels).cpu()
+            if labels.shape != (n,) or labels.is_floating_point() or labels.dtype == torch.bool:
+                raise ValueError(f"labels must be {n} integer class indices (one per image), got {labels.dtype} "
+                                 f"{tuple(labels.shape)}")
+            per_class = [torch.nonzero(labels == k).flatten() for k in torch.unique(labels).tolist()]
+            per_class = [c[torch.randperm(len(c), generator=gen)] for c in per_class]
+            longest = max(len(c) for c in per_class)
+            grid = torch.full((longest, len(per_class)), -1, dtype=torch.long)  # (rank in class, class)
+            for k, c in enumerate(per_class):
+                grid[: len(c), k] = c
+            index = grid.flatten()
+            index = index[index >= 0][:size]  # round-robin: one of each class, then the next of each ...
+        picked = images[index.to(images.device)]
+        anchors = torch.cat([encoder(chunk.to(self.device)) for chunk in picked.split(batch_size)])  # (R, q)
+        self.set_reference(anchors)
+        assert self.reference is not None
+        return self.reference
+
+    def _context(self, context: Context | None) -> Context:
+        if context is None:
+            return "reference" if self.reference is not None else "batch"
+        if context not in ("reference", "batch"):
+            raise ValueError(f"context must be 'reference' or 'batch', got {context!r}")
+        if context == "reference" and self.reference is None:
+            raise ValueError("this model has no reference bank: call model.build_reference(train_images, labels) "
+                             "first, or use context='batch' (the paper's batch protocol)")
+        return context
+
+    def _latents(self, anchors: Tensor, noise: Tensor | None, noise_scale: float,
+                 generator: torch.Generator | None, context: Context) -> Tensor:
+        if context == "batch":
+            return self.latents_from_anchors(anchors, noise, noise_scale, generator)
+        assert self.reference is not None
+        if noise is None:
+            noise = torch.randn(anchors.shape, generator=generator, device=anchors.device, dtype=anchors.dtype)
+        return latents_with_reference(anchors, self.reference, noise, steps=self.flow.steps, solver=self.flow.solver,
+                                      eps=self.flow.eps, noise_scale=noise_scale)
 
     def embed(self, images: Tensor, head: bool = False) -> Tensor:
         """Representation: backbone features (default) or anchors (``head=True``)."""
@@ -286,7 +361,7 @@ class LatentZoningNetwork(nn.Module):
         rtol: float = 1e-5,
         atol: float = 1e-5,
     ) -> GenerationOutput:
-        """Sample images (spec §4.1.7, §4.3.5). With ``labels`` (B,): class-conditional latents from the
+        """Sample images (method.md §5.9, §7.5). With ``labels`` (B,): class-conditional latents from the
         label zones; otherwise ``num`` latents from N(0, I), whose classes the label decoder predicts.
         ``labels`` may be a tensor, a list / tuple or a numpy array of class indices."""
         decoder = self._need("decoder")
@@ -323,24 +398,28 @@ class LatentZoningNetwork(nn.Module):
 
     @torch.no_grad()
     def classify(self, images: Tensor, noise_scale: float = 1.0, batch_size: int = 2000,
-                 generator: torch.Generator | None = None) -> Tensor:
-        """Classes of images by the paper's protocol (spec §4.3.6): each chunk of ``batch_size`` images is
-        its own anchor set; latents flow back over the label anchors with uniform weights: (B,)."""
+                 generator: torch.Generator | None = None, context: Context | None = None) -> Tensor:
+        """Classes of images (B,): latents flow back over the label anchors with uniform weights
+        (method.md §8.2). With ``context="batch"`` (the paper's protocol) each chunk of ``batch_size``
+        images is its own anchor set; with "reference" (the default when the model has a bank) each
+        image's latent is computed over the bank, and ``batch_size`` only bounds memory."""
         label_anchors, encoder = self._need("label_anchors"), self._need("encoder")
         zones.check_noise_scale(noise_scale)
         batch_size = _positive_int("batch_size", batch_size)
+        context = self._context(context)
         self.check_images(images)
         out = []
         for chunk in images.split(batch_size):  # images were checked once above
-            lat = self.latents_from_anchors(encoder(chunk), noise_scale=noise_scale, generator=generator)
+            lat = self._latents(encoder(chunk), None, noise_scale, generator, context)
             out.append(label_anchors.decode(lat, steps=self.flow.label_steps))
         return torch.cat(out)
 
     @torch.no_grad()
     def reconstruct(self, images: Tensor, labels: Labels | None = None, sampler: str = "dopri5",
                     steps: int | None = None, generator: torch.Generator | None = None,
-                    rtol: float = 1e-5, atol: float = 1e-5) -> Tensor:
-        """Latent from the batch, invert the image flow to noise, regenerate (spec §4.1.8): (B, C, H, W)."""
+                    rtol: float = 1e-5, atol: float = 1e-5, context: Context | None = None) -> Tensor:
+        """Latent of each image (``context`` as in ``latents``; the paper's metric uses "batch"), invert
+        the image flow to noise, regenerate (method.md §8.1): (B, C, H, W)."""
         self.check_images(images)
         decoder = self._need("decoder")
         if decoder.num_classes:
@@ -349,7 +428,7 @@ class LatentZoningNetwork(nn.Module):
             labels = self._as_labels(labels, images.shape[0]).to(images.device)
         latent = None
         if decoder.latent_dim:  # images were checked once above
-            latent = self.latents_from_anchors(self._need("encoder")(images), generator=generator)
+            latent = self._latents(self._need("encoder")(images), None, 1.0, generator, self._context(context))
         fn = self._velocity(latent, labels)
         noise = rectified_flow.invert(fn, images, method=sampler, steps=steps, rtol=rtol, atol=atol)
         return rectified_flow.sample(fn, noise, method=sampler, steps=steps, rtol=rtol, atol=atol)

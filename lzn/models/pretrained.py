@@ -76,5 +76,8 @@ def from_pretrained(directory: str | os.PathLike[str], map_location: str | torch
         state = load(blob)
     except Exception as err:  # safetensors raises its own error types for malformed headers
         raise ValueError(f"{w_path} could not be read as safetensors ({err})") from None
+    reference = state.pop("reference", None)  # the optional reference bank (models saved before have none)
     model.load_state_dict(state, strict=True)
+    if reference is not None:
+        model.set_reference(reference)
     return model.to(map_location)

@@ -1,9 +1,9 @@
-"""ResNet image encoders with GroupNorm instead of BatchNorm (spec §4.2.3).
+"""ResNet image encoders with GroupNorm instead of BatchNorm (method.md §6.3).
 
 The trunk is a standard ResNet (He et al. 2016; torchvision layout) in which every BatchNorm is a
 GroupNorm(32): stem conv -> GN -> ReLU (-> max-pool), four stages of basic or bottleneck blocks,
 global average pooling. The pooled trunk output is the "no_head" representation used for linear
-probing (spec §4.2.6); a two-layer projection head turns it into the LZN anchor:
+probing (method.md §8.3); a two-layer projection head turns it into the LZN anchor:
 
     Linear(F -> hidden, no bias) -> GN(32) -> ReLU -> Linear(hidden -> q, no bias) -> GN(32, q)
 
@@ -107,7 +107,7 @@ RESNET_LAYOUTS: dict[int, tuple[Block, tuple[int, int, int, int]]] = {
 
 
 class ProjectionHead(nn.Module):
-    """Anchor generator (spec §4.2.3): (B, F) -> (B, q).
+    """Anchor generator (method.md §6.3): (B, F) -> (B, q).
 
     Linear(F -> hidden, no bias) -> GN(32) -> ReLU -> Linear(hidden -> q, no bias) -> GN(32, q),
     the final GN's bias initialised to 0.
@@ -130,7 +130,7 @@ class ProjectionHead(nn.Module):
 
 
 class ResNetEncoder(nn.Module):
-    """GroupNorm ResNet image encoder (spec §4.2.3).
+    """GroupNorm ResNet image encoder (method.md §6.3).
 
     ``features(x)``: (B, C, S, S) in [-1, 1] -> pooled trunk feature (B, feature_dim), the "no_head"
     embedding; ``forward(x)``: -> anchors (B, latent_dim).
@@ -248,5 +248,5 @@ def resnet50_encoder(
     small_input: bool = False,
     checkpoint_segments: int = 0,
 ) -> ResNetEncoder:
-    """GN ResNet-50 encoder (spec §4.2.3): 2048-d features, head 2048 -> 2048 -> latent_dim."""
+    """GN ResNet-50 encoder (method.md §6.3): 2048-d features, head 2048 -> 2048 -> latent_dim."""
     return ResNetEncoder(50, latent_dim, image_channels, image_size, small_input, checkpoint_segments)

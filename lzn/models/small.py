@@ -1,13 +1,13 @@
 """Small encoder and latent-conditioned U-Net decoder that train in minutes on a CPU (8x8 to 32x32).
 
-These are scaled-down stand-ins for the NCSN++ decoder and U-Net encoder of spec §4.1.3-§4.1.4,
+These are scaled-down stand-ins for the NCSN++ decoder and U-Net encoder of method.md §5.4-§5.5,
 keeping their interfaces:
 
 * ``SmallEncoder``: (B, C, S, S) -> anchors (B, q); conv + GroupNorm + SiLU layers with stride-2
   down-sampling, global average pooling ("features"), an MLP head. Unconstrained output, optional
-  dropout (active in training mode, spec §8.3.11).
+  dropout (active in training mode, method.md §5.5).
 * ``SmallUNet``: the image rectified-flow velocity network v(x_s, s | latent, label). The condition
-  vector is ``ConditionMLP([latent, one-hot label, sinusoidal(999 s)])`` (spec §4.1.3); every residual
+  vector is ``ConditionMLP([latent, one-hot label, sinusoidal(999 s)])`` (method.md §5.4); every residual
   block adds SiLU -> Linear -> channel-wise bias of it. s is the image RF clock (0 = noise, 1 = data),
   clamped to [0, 1]. The final conv is zero-initialised, so a fresh network outputs exactly 0.
 
@@ -30,7 +30,7 @@ from lzn.models.embeddings import ConditionMLP, sinusoidal_embedding
 
 
 def group_norm(channels: int, max_groups: int = 32) -> nn.GroupNorm:
-    """GroupNorm with min(C/4, 32) groups (spec §4.1.3), lowered until it divides C."""
+    """GroupNorm with min(C/4, 32) groups (method.md §5.4), lowered until it divides C."""
     groups = max(1, min(max_groups, channels // 4))
     while channels % groups:
         groups -= 1
@@ -142,7 +142,7 @@ class SmallUNetConfig:
 
 class ResBlock(nn.Module):
     """GN -> SiLU -> conv3x3, + channel bias from SiLU -> Linear(cond), GN -> SiLU -> Dropout -> conv3x3,
-    + (1x1-projected) input; the sum is scaled by 1/sqrt(2) (skip rescale, spec §4.1.3)."""
+    + (1x1-projected) input; the sum is scaled by 1/sqrt(2) (skip rescale, method.md §5.4)."""
 
     def __init__(self, cin: int, cout: int, cond_dim: int, dropout: float = 0.0) -> None:
         super().__init__()
@@ -182,7 +182,7 @@ class SelfAttention(nn.Module):
 
 
 class SmallUNet(nn.Module):
-    """Latent-conditioned rectified-flow velocity network (small stand-in for spec §4.1.3).
+    """Latent-conditioned rectified-flow velocity network (small stand-in for method.md §5.4).
 
     forward(x (B, C, S, S), s (B,), latent (B, q) | None, labels (B,) | None) -> velocity (B, C, S, S).
     Build with a config, keyword overrides, or both: ``SmallUNet(image_size=28, latent_dim=16)``.
@@ -205,7 +205,7 @@ class SmallUNet(nn.Module):
         self.latent_dim = cfg.latent_dim
         self.num_classes = cfg.num_classes
         cond_dim = cfg.cond_dim
-        self.condition = ConditionMLP(cfg.time_dim, cond_dim, cfg.latent_dim, cfg.num_classes)  # spec §4.1.3
+        self.condition = ConditionMLP(cfg.time_dim, cond_dim, cfg.latent_dim, cfg.num_classes)  # method.md §5.4
 
         widths = [cfg.channels * m for m in cfg.channel_mult]
         self.conv_in = nn.Conv2d(cfg.image_channels, widths[0], 3, padding=1)

@@ -1,4 +1,4 @@
-"""The baselines the paper compares against, under the same loop, data and budgets (spec §4.1-4.3):
+"""The baselines the paper compares against, under the same loop, data and budgets (method.md §5-§7):
 plain rectified flow (optionally class-conditional), SimCLR (NT-Xent, same encoder and views), a
 supervised classifier (same encoder), and joint training without the generation loss ("no gen")."""
 
@@ -21,7 +21,7 @@ from lzn.training import StepOutput
 
 
 class RFRecipe(GenerationRecipe):
-    """Rectified flow with the same decoder, without the latent input (spec §4.1.6)."""
+    """Rectified flow with the same decoder, without the latent input (method.md §5.8)."""
 
     name: ClassVar[str] = "rf"
 
@@ -120,7 +120,7 @@ class NoGenConfig(JointConfig):
 
 
 class NoGenRecipe(JointRecipe):
-    """"RF+LZN (no gen)": the joint recipe without the RF loss and without a decoder (spec §4.3.4)."""
+    """"RF+LZN (no gen)": the joint recipe without the RF loss and without a decoder (method.md §7.6)."""
 
     name: ClassVar[str] = "nogen"
     config_cls: ClassVar[type[RecipeConfig]] = NoGenConfig

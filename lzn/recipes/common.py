@@ -60,10 +60,11 @@ class RecipeConfig:
     """Fields every recipe has."""
 
     data: DataConfig = field(default_factory=DataConfig)
-    batch_size: int = 256  # global batch: the anchor set of the latent flow (spec §1)
+    batch_size: int = 256  # global batch: the anchor set of the latent flow (method.md §1.6)
     latent_dim: int = 16
-    eval_batch_size: int = 2000  # anchor set size when classifying / reconstructing (spec §4.3.6)
+    eval_batch_size: int = 2000  # anchor set size when classifying / reconstructing (method.md §8.2)
     sample_every: int = 0  # write a sample grid every N steps (0: only at the end)
+    reference_size: int = 2000  # training anchors in the exported model's reference bank (0: none; method.md §2.9)
     train: TrainConfig = field(default_factory=default_train)
 
     def __post_init__(self) -> None:
@@ -72,10 +73,11 @@ class RecipeConfig:
         checks.at_least("latent_dim", self.latent_dim, 1)
         checks.at_least("eval_batch_size", self.eval_batch_size, 1)
         checks.at_least("sample_every", self.sample_every, 0)
+        checks.at_least("reference_size", self.reference_size, 0)
 
 
 def check_flow(flow: FlowConfig, name: str = "flow") -> None:
-    """Step counts and time offsets of a latent-flow config (spec §2.10)."""
+    """Step counts and time offsets of a latent-flow config (method.md §2.7)."""
     checks.at_least(f"{name}.steps", flow.steps, 1)
     checks.at_least(f"{name}.label_steps", flow.label_steps, 1)
     if flow.eps is not None:
@@ -149,7 +151,7 @@ class Recipe(ABC):
         self.train_data = data
 
     def batches(self, step: int) -> tuple[Tensor, Tensor | None]:
-        """This process's local batch of global step ``step`` (spec §4.0 data order)."""
+        """This process's local batch of global step ``step`` (method.md §9.6 data order)."""
         assert self.train_data is not None, "attach_data() first"
         data = self.train_data
         idx = batch_at(step, len(data.images), self.cfg.batch_size, seed=self.cfg.train.seed,
@@ -162,7 +164,7 @@ class Recipe(ABC):
 
     @abstractmethod
     def step(self, batch: Any, step: int) -> StepOutput:
-        """The loss of one training step on this process's ``batch`` (spec §4.x.x of the recipe)."""
+        """The loss of one training step on this process's ``batch`` (method.md §5.7, §6.4, §7.3)."""
 
     # task methods used by evaluation and the CLI; a recipe implements those that apply
     def evaluate(self, data: ImageDataset, run_dir: Any, split: str = "test") -> dict[str, float]:

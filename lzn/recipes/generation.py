@@ -1,7 +1,7 @@
-"""Case study 1: rectified flow + LZN (spec §4.1), and the shared pieces of case study 3.
+"""Case study 1: rectified flow + LZN (method.md §5), and the shared pieces of case study 3.
 
 The decoder is an RF velocity network that also sees the LZN latent of the target image; encoder and
-decoder train jointly on the unchanged RF loss (§4.1.5). At sampling time the latent is N(0, I).
+decoder train jointly on the unchanged RF loss (§5.7). At sampling time the latent is N(0, I).
 """
 
 from __future__ import annotations
@@ -25,12 +25,12 @@ from lzn.training import StepOutput
 class GenerationConfig(RecipeConfig):
     encoder: NetConfig = field(default_factory=lambda: NetConfig("small_encoder"))
     decoder: NetConfig = field(default_factory=lambda: NetConfig("small_unet"))
-    flow: FlowConfig = field(default_factory=FlowConfig)  # DPM-Solver++ 3M, 20 steps (spec §2.10)
-    noise_scale: float = 1.0  # alpha of the start point (spec §2.4)
+    flow: FlowConfig = field(default_factory=FlowConfig)  # DPM-Solver++ 3M, 20 steps (method.md §2.7)
+    noise_scale: float = 1.0  # alpha of the start point (method.md §2.4)
     class_conditional: bool = False  # decoder also sees the one-hot label (RF baseline / CS3)
     sampler: Literal["euler", "heun", "dopri5"] = "euler"  # evaluation sampler (paper: dopri5)
     sampler_steps: int = 20  # euler / heun steps
-    recon_images: int = 64  # images in the reconstruction metric (spec §4.1.8 uses the eval batch)
+    recon_images: int = 64  # images in the reconstruction metric (method.md §8.1 uses the eval batch)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -96,13 +96,14 @@ class GenerationRecipe(Recipe):
         return save_image_grid(out.images, path, nrow=nrow, row_labels=names)
 
     def reconstruction(self, data: ImageDataset, run_dir: Path | None) -> dict[str, float]:
-        """Per-image L2 reconstruction error in [-1, 1] units (spec §4.1.8), one repeat."""
+        """Per-image L2 reconstruction error in [-1, 1] units (method.md §8.1), one repeat."""
         model = self.lzn
         n = min(self.cfg.recon_images, len(data.images))
         x = data.images[:n].to(self.device)
         y = data.labels[:n].to(self.device) if (self.classes and data.labels is not None) else None
         gen = torch.Generator(device=self.device).manual_seed(0)
-        rec = model.reconstruct(x, labels=y, sampler=self.cfg.sampler, steps=self.cfg.sampler_steps, generator=gen)
+        rec = model.reconstruct(x, labels=y, sampler=self.cfg.sampler, steps=self.cfg.sampler_steps, generator=gen,
+                                context="batch")  # the paper's metric: latents over the batch
         if run_dir is not None:
             from lzn.viz import save_image_grid
 
@@ -113,7 +114,7 @@ class GenerationRecipe(Recipe):
     def evaluate(self, data: ImageDataset, run_dir: Any, split: str = "test") -> dict[str, float]:
         out = {}
         if self.train_data is not None:
-            out.update(self.reconstruction(self.train_data, run_dir))  # spec: against the training set
+            out.update(self.reconstruction(self.train_data, run_dir))  # method.md §8.1: against the training set
         if run_dir is not None:
             self.sample_grid(Path(run_dir) / "samples.png")
         return out

@@ -1,8 +1,8 @@
-"""Case study 3: joint class-conditional generation and classification (spec §4.3).
+"""Case study 3: joint class-conditional generation and classification (method.md §7).
 
 Image latents (§2) are aligned (§3, class-weighted, probability form) to learnable label anchors,
 so each label's zone contains its images' zones; the RF decoder also sees the one-hot label. With
-``rf_weight = 0`` and no decoder this is the paper's "RF+LZN (no gen)" ablation (§4.3.4).
+``rf_weight = 0`` and no decoder this is the paper's "RF+LZN (no gen)" ablation (§7.6).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from lzn import checks, distributed
 from lzn.core import zones
 from lzn.data import ImageDataset
 from lzn.models import LabelAnchors, LatentZoningNetwork
+from lzn.models.network import Context
 from lzn.recipes.common import DataInfo, RecipeConfig
 from lzn.recipes.generation import GenerationConfig, GenerationRecipe
 from lzn.training import StepOutput
@@ -28,11 +29,11 @@ class JointConfig(GenerationConfig):
     class_conditional: bool = True
     rf_weight: float = 1.0  # 0: the "no gen" ablation (no decoder is built)
     align_weight: float = 1.0
-    cutoff: float = 0.2  # fraction of recorded reverse steps dropped (spec §3.3)
+    cutoff: float = 0.2  # fraction of recorded reverse steps dropped (method.md §3.3)
     align_form: Literal["prob", "log"] = "prob"
-    class_weights: bool = True  # label mixture weights = global batch class frequencies (spec §3.4)
+    class_weights: bool = True  # label mixture weights = global batch class frequencies (method.md §3.4)
     eval_noise_scale: float = 1.0  # alpha of test latents for `test_accuracy` (paper's plain metric: 1)
-    eval_alphas: list[float] = field(default_factory=lambda: [0.0, 0.5, 1.0])  # also reported (spec §4.3.6)
+    eval_alphas: list[float] = field(default_factory=lambda: [0.0, 0.5, 1.0])  # also reported (method.md §8.2)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -74,7 +75,7 @@ class JointRecipe(GenerationRecipe):
             loss = loss + cfg.rf_weight * rf
             metrics["rf"] = rf.detach()
         logw = None
-        if cfg.class_weights:  # counts over the global batch, zero-count classes included (spec §3.4)
+        if cfg.class_weights:  # counts over the global batch, zero-count classes included (method.md §3.4)
             counts = distributed.all_reduce_sum(torch.bincount(y, minlength=la.num_classes).to(latent.dtype))
             logw = torch.log(counts / counts.sum())
         probs = la.alignment_probs(latent, y, steps=cfg.flow.label_steps, log_weights=logw)  # (steps, B)
@@ -86,17 +87,19 @@ class JointRecipe(GenerationRecipe):
 
     # ---- evaluation ------------------------------------------------------------------------------
 
-    def classify(self, images: Tensor, noise_scale: float | None = None, seed: int = 0) -> Tensor:
-        """Label-decoder classes by the paper's protocol (spec §4.3.6), anchor sets of eval_batch_size;
-        test latents at ``noise_scale`` (default: the config's eval_noise_scale)."""
+    def classify(self, images: Tensor, noise_scale: float | None = None, seed: int = 0,
+                 context: Context = "batch") -> Tensor:
+        """Label-decoder classes by the paper's protocol (method.md §8.2), anchor sets of eval_batch_size
+        (``context="reference"``: over the model's reference bank instead, image by image); test latents
+        at ``noise_scale`` (default: the config's eval_noise_scale)."""
         noise_scale = self.cfg.eval_noise_scale if noise_scale is None else noise_scale
         gen = torch.Generator(device=self.device).manual_seed(seed)
         return self.lzn.classify(images.to(self.device), noise_scale=noise_scale,
-                                 batch_size=self.cfg.eval_batch_size, generator=gen).cpu()
+                                 batch_size=self.cfg.eval_batch_size, generator=gen, context=context).cpu()
 
-    def accuracy(self, data: ImageDataset, noise_scale: float | None = None) -> float:
+    def accuracy(self, data: ImageDataset, noise_scale: float | None = None, context: Context = "batch") -> float:
         assert data.labels is not None
-        return float((self.classify(data.images, noise_scale) == data.labels).float().mean())
+        return float((self.classify(data.images, noise_scale, context=context) == data.labels).float().mean())
 
     def evaluate(self, data: ImageDataset, run_dir: Any, split: str = "test") -> dict[str, float]:
         out = {}
@@ -104,6 +107,9 @@ class JointRecipe(GenerationRecipe):
             out[f"{split}_accuracy"] = self.accuracy(data, self.cfg.eval_noise_scale)
             for alpha in self.cfg.eval_alphas:
                 out[f"{split}_accuracy_alpha_{alpha:g}"] = self.accuracy(data, alpha)
+            if self.lzn.reference is not None:  # image by image over the bank (method.md §2.9)
+                out[f"{split}_accuracy_reference"] = self.accuracy(data, self.cfg.eval_noise_scale, "reference")
+                out[f"{split}_accuracy_reference_alpha_1"] = self.accuracy(data, 1.0, "reference")
         if self.cfg.rf_weight > 0:
             out.update(super().evaluate(data, run_dir, split))
         return out

@@ -1,7 +1,7 @@
-"""Case study 2: unsupervised representation learning by aligning two views' zones (spec §4.2).
+"""Case study 2: unsupervised representation learning by aligning two views' zones (method.md §6).
 
 View-1 latents (Euler, alpha = 0.45) are flowed back over the view-2 anchors of the whole (gathered)
-batch; local sample j on rank r must land on anchor r * B + j (§3.6); log-form alignment loss.
+batch; local sample j on rank r must land on anchor r * B + j (§4.1); log-form alignment loss.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from lzn.training import StepOutput
 @dataclass
 class RepresentationConfig(RecipeConfig):
     encoder: NetConfig = field(default_factory=lambda: NetConfig("small_encoder"))
-    flow: FlowConfig = field(default_factory=lambda: FlowConfig(solver="euler", steps=20))  # spec §2.10
-    noise_scale: float = 0.45  # alpha (spec §4.2.4)
+    flow: FlowConfig = field(default_factory=lambda: FlowConfig(solver="euler", steps=20))  # method.md §2.7
+    noise_scale: float = 0.45  # alpha (method.md §6.4)
     cutoff: float = 0.2
     align_form: Literal["prob", "log"] = "log"
     augment: dict[str, Any] = field(default_factory=dict)  # TwoViewConfig overrides; crop = image size
@@ -69,8 +69,8 @@ class RepresentationRecipe(Recipe):
         return StepOutput(loss, {"assign": (probs[-1] > 0.5).float().mean()}, batch_size=b)
 
     def evaluate(self, data: ImageDataset, run_dir: Any, split: str = "test") -> dict[str, float]:
-        """kNN and linear-probe accuracy of the backbone features on held-out data ("no head", spec
-        §4.2.6). Without a held-out split there is nothing honest to report (a kNN of the training set
+        """kNN and linear-probe accuracy of the backbone features on held-out data ("no head", method.md
+        §8.3). Without a held-out split there is nothing honest to report (a kNN of the training set
         against itself finds each image), so nothing is."""
         test = data
         if split == self.cfg.data.train_split or test.labels is None or self.train_data is None \

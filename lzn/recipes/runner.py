@@ -44,7 +44,7 @@ PRESETS = ("digits", "fashion", "cifar10", "imagenet")
 RUN_FILE = "run.yaml"
 # keys that may change when a run is resumed (e.g. to train longer); everything else must match
 RESUMABLE_CHANGES = {"train.steps", "train.budgets", "train.log_every", "train.checkpoint_every", "train.progress",
-                     "train.tensorboard", "train.keep_last", "train.device", "sample_every"}
+                     "train.tensorboard", "train.keep_last", "train.device", "sample_every", "reference_size"}
 
 
 def recipe_class(name: str) -> type[Recipe]:
@@ -250,6 +250,10 @@ def _train(recipe: str, cfg: RecipeConfig, run_dir: str | Path) -> dict[str, Any
         results["evaluated_on"] = eval_split
     with trainer.ema_weights() if trainer.emas else nullcontext(), torch.no_grad():
         _check_finite_weights(rec.modules)
+        model = getattr(rec, "lzn", None)
+        if model is not None and model.encoder is not None and cfg.reference_size:  # from the EMA encoder
+            model.build_reference(train_data.images, train_data.labels, size=min(cfg.reference_size, len(train_data)),
+                                  batch_size=cfg.eval_batch_size, seed=cfg.train.seed)
         if eval_split is not None:
             results.update(rec.evaluate(eval_data, run_dir if distributed.is_main() else None, split=eval_split))
         if distributed.is_main() and getattr(rec, "lzn", None) is not None:

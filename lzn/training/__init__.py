@@ -1,4 +1,4 @@
-"""One generic training loop (spec §4.0): optimizer, warm-up, clipping, EMA, AMP, non-finite skips,
+"""One generic training loop (method.md §9): optimizer, warm-up, clipping, EMA, AMP, non-finite skips,
 staged freezing, checkpoint/resume and logging. It knows nothing about LZN."""
 
 from lzn.training.checkpoint import (

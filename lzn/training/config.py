@@ -1,4 +1,4 @@
-"""Typed settings of the training loop and what a step function returns (spec §4.0 defaults)."""
+"""Typed settings of the training loop and what a step function returns (method.md §9 defaults)."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ StepFn = Callable[[Any, int], StepOutput | Tensor]  # (batch, 0-based iteration)
 
 @dataclass
 class TrainConfig:
-    """Loop settings (spec §4.0 defaults). ``lr``/``ema_decay`` take one value for all modules or a
+    """Loop settings (method.md §9 defaults). ``lr``/``ema_decay`` take one value for all modules or a
     dict by module name; a module missing from ``budgets`` trains for ``steps``, one missing from an
     ``ema_decay`` dict has no EMA (0 disables EMA)."""
 
@@ -49,7 +49,7 @@ class TrainConfig:
     tensorboard: bool = False
 
     def __post_init__(self) -> None:
-        """Values checked for meaning; each message starts with the field name (spec §4.0)."""
+        """Values checked for meaning; each message starts with the field name (method.md §9)."""
         if self.steps is None and not self.budgets:
             raise ValueError("steps is missing: TrainConfig needs `steps` or at least one module budget")
         checks.each(checks.positive, "lr", self.lr)

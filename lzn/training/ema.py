@@ -1,4 +1,4 @@
-"""Exponential moving average of a module's weights with the warm-up decay of spec §4.0."""
+"""Exponential moving average of a module's weights with the warm-up decay of method.md §9.3."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""One generic training loop (spec §4.0). It knows nothing about LZN: a recipe hands it named modules,
+"""One generic training loop (method.md §9). It knows nothing about LZN: a recipe hands it named modules,
 a ``step_fn(batch, step) -> StepOutput`` that computes the loss, and ``batches(step) -> batch``.
 
 Conventions: ``step`` passed to ``batches``/``step_fn`` is the 0-based index of the iteration; the
@@ -60,7 +60,7 @@ class Trainer:
         self.total_steps = config.steps if config.steps is not None else max(budgets.values())
         self.budgets = {n: budgets.get(n, self.total_steps) for n in names}
         self.base_lr = {n: float(lr) for n, lr in lrs.items()}
-        self.optimizer = torch.optim.Adam(  # PyTorch defaults otherwise (spec §4.0), one group per module
+        self.optimizer = torch.optim.Adam(  # PyTorch defaults otherwise (method.md §9.1), one group per module
             [{"params": list(m.parameters()), "lr": lrs[n], "module": n} for n, m in modules.items() if _has_params(m)]
         )
         self.emas = {n: EMA(modules[n], d) for n, d in _per_module(config.ema_decay, names, "ema_decay").items() if d}
@@ -204,7 +204,7 @@ class Trainer:
         if out.loss.ndim != 0:
             raise ValueError(f"step_fn must return a scalar loss, got shape {tuple(out.loss.shape)}")
         loss = float(out.loss.detach())
-        if not distributed.all_true(math.isfinite(loss), self.device):  # spec §4.0, §8.2: skip everywhere
+        if not distributed.all_true(math.isfinite(loss), self.device):  # method.md §9.4: skip everywhere
             self.skipped["nonfinite_loss"] += 1
             return {}, None
         self.scaler.scale(out.loss).backward()
@@ -225,7 +225,7 @@ class Trainer:
                 if not self.frozen(n):
                     ema.update(self.modules[n])
             values["grad_norm"] = grad_norm
-        else:  # spec §4.0 [REC]: no optimizer, warm-up or EMA step on a non-finite gradient
+        else:  # method.md §9.4: no optimizer, warm-up or EMA step on a non-finite gradient
             self.skipped["nonfinite_grad"] += 1
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)

@@ -1,4 +1,4 @@
-"""Schedules as pure functions of a step count (spec §4.0): easy to plot, test and resume.
+"""Schedules as pure functions of a step count (method.md §9): easy to plot, test and resume.
 
 Nothing here holds state; the trainer stores only the counters these functions are evaluated at.
 """
@@ -9,7 +9,7 @@ import hashlib
 
 
 def warmup_factor(opt_steps: int, warmup_steps: int = 5000, start: float = 1 / 5000) -> float:
-    """LR multiplier for the optimizer step that follows ``opt_steps`` successful ones (spec §4.0).
+    """LR multiplier for the optimizer step that follows ``opt_steps`` successful ones (method.md §9.1).
 
     Linear from ``start`` (the first step) to 1 (step number ``warmup_steps``, i.e. after
     ``warmup_steps - 1`` successful steps), then constant. With the defaults this is
@@ -27,7 +27,7 @@ def warmup_factor(opt_steps: int, warmup_steps: int = 5000, start: float = 1 / 5
 def ema_decay(num_updates: int, decay: float) -> float:
     """EMA decay for the update that follows ``num_updates`` earlier ones: min(d, (1 + k)/(10 + k)).
 
-    Spec §4.0 / §8.3 item 10: the warm-up term dominates nominal decays close to 1 for the whole run
+    method.md §9.3: the warm-up term dominates nominal decays close to 1 for the whole run
     (k = 0 gives 0.1, so the first update moves the shadow 90% of the way to the weights).
     """
     if num_updates < 0:

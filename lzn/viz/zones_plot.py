@@ -1,4 +1,4 @@
-"""The 2-D picture of the idea: anchors, their zones, and the latents each anchor produces (spec §2.9).
+"""The 2-D picture of the idea: anchors, their zones, and the latents each anchor produces (method.md §1.5).
 
 Every point of a grid in latent space is flowed back to t = 0 over the anchors; the anchor it ends
 nearest to names its zone. Latents computed from each anchor (forward flow from fresh noise) are

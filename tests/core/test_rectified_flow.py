@@ -67,7 +67,7 @@ def test_rf_loss_matches_a_loop_over_samples():
     w = torch.randn(SHAPE[1:], generator=g)
     net = lambda x_s, s: w * x_s + s.reshape(-1, 1, 1, 1)  # noqa: E731
     ref = 0.0
-    for b in range(3):  # spec §4.1.5 step 4, transcribed
+    for b in range(3):  # method.md §5.3, transcribed
         x_s = s[b] * x[b] + (1 - s[b]) * xi[b]
         v_hat = w * x_s + s[b]
         ref += ((x[b] - xi[b] - v_hat) ** 2).mean() / 3
@@ -124,7 +124,7 @@ def test_euler_lands_on_a_single_data_point(steps):
 def test_dopri5_sample_matches_the_gaussian_closed_form():
     velocity, flow_map = gaussian_data()
     xi = torch.randn(SHAPE, dtype=F64, generator=torch.Generator().manual_seed(3))
-    out = sample(velocity, xi)  # dopri5, rtol = atol = 1e-5 (spec §4.1.7)
+    out = sample(velocity, xi)  # dopri5, rtol = atol = 1e-5 (method.md §5.9)
     ref = flow_map(xi, S_MIN, 1.0)
     back = invert(velocity, ref)
     for got, want in [(out, ref), (back, xi)]:  # RMS-controlled: RMS within 10 tolerances, max within 30

@@ -1,4 +1,4 @@
-"""lzn.core.zones against naive references, closed forms and statistical properties (spec §8.6 items 1-6)."""
+"""lzn.core.zones against naive references, closed forms and statistical properties (method.md §2.10)."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ def naive_posteriors(x, anchors, t, log_weights=None):
 def naive_velocity(x, anchors, t, log_weights=None):
     w = naive_posteriors(x, anchors, t, log_weights)
     eps_hat = (x[:, None, :] - (1 - t) * anchors[None]) / t  # (B, n, q) implied noises
-    return (w[:, :, None] * (eps_hat - anchors[None])).sum(1)  # spec §2.3, first form
+    return (w[:, :, None] * (eps_hat - anchors[None])).sum(1)  # method.md §2.3, per-anchor form
 
 
 def naive_euler_latents(anchors, noise, index, steps, g, scale=1.0, log_weights=None):
@@ -94,7 +94,7 @@ def test_unnormalised_log_weights_and_t_one_gives_prior():
 
 
 def test_zero_weight_class_is_finite():
-    # an absent class (weight 0) nearest to x must not give 0/0 (spec §2.3 [REC], §8.4 #13)
+    # an absent class (weight 0) nearest to x must not give 0/0 (method.md §2.2, §3.4)
     anchors = torch.tensor([[0.0], [10.0]])
     logw = torch.log(torch.tensor([0.0, 1.0]))
     p = zones.posteriors(torch.tensor([[0.0]]), anchors, 1e-3, logw)
@@ -111,7 +111,7 @@ def test_single_anchor_exact(steps):
     a, z = torch.randn(1, 6, generator=g) * 5, torch.randn(1, 6, generator=g)
     torch.testing.assert_close(zones.latents(a, z, steps=steps, noise_scale=0.7), 0.7 * z, atol=1e-5, rtol=0)
     gd = 1e-3
-    want = (1 - gd) * 0.7 * z + gd * a  # spec §8.6 item 1
+    want = (1 - gd) * 0.7 * z + gd * a  # method.md §2.6, one anchor
     torch.testing.assert_close(zones.latents(a, z, steps=steps, solver="dpm3", noise_scale=0.7), want, atol=1e-5, rtol=0)
 
 
@@ -127,7 +127,7 @@ def test_euler_matches_naive_and_index_selects_own_anchor():
 
 
 def test_two_anchor_theorem():
-    # spec §2.9: anchors -1, +1, g = 0.5 -> wrong-zone rate Phi(-1) and pooled latents N(0, 1)
+    # method.md §1.5 (the paper's Theorem 1): anchors -1, +1, g = 0.5 -> wrong-zone rate Phi(-1) and pooled latents N(0, 1)
     g = torch.Generator().manual_seed(4)
     anchors = torch.tensor([[-1.0], [1.0]], dtype=torch.float64)
     m = 20000
@@ -281,7 +281,7 @@ def test_gradients_match_naive_autograd():
 
 
 def test_backward_memory_does_not_grow_with_anchors():
-    # saved-for-backward bytes stay O(steps x B x q), independent of n (spec §2.8)
+    # saved-for-backward bytes stay O(steps x B x q), independent of n (method.md §2.8)
     def saved_bytes(n):
         seen: dict[tuple[int, int], int] = {}
 

@@ -1,4 +1,4 @@
-"""lzn.data augmentations: identities, invariants, determinism (spec §4.1.2 flip, §4.2.2 SimCLR views)."""
+"""lzn.data augmentations: identities, invariants, determinism (method.md §5.2 flip, §6.2 SimCLR views)."""
 
 from __future__ import annotations
 

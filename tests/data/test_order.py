@@ -1,4 +1,4 @@
-"""lzn.data.order against a loop transcription of spec §4.0's data order."""
+"""lzn.data.order against a loop transcription of the data order of method.md §9.6."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""FIR resampling (spec §8.5) against a loop-by-loop transcription of upfirdn2d."""
+"""FIR resampling (method.md §5.6) against a loop-by-loop transcription of upfirdn2d."""
 
 from __future__ import annotations
 

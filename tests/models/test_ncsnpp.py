@@ -1,4 +1,4 @@
-"""NCSN++ decoder and encoder (spec §4.1.3, §4.1.4, §8.6 item 8): exact parameter counts at the paper
+"""NCSN++ decoder and encoder (method.md §5.4, §5.5): exact parameter counts at the paper
 settings, shapes and gradients on small variants of the same code paths, input validation."""
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ SMALL: dict[str, dict[str, Any]] = {
     ],
 )
 def test_decoder_parameter_counts(setting: str, latent_dim: int, num_classes: int | None, expected: int) -> None:
-    """Spec §4.1.3 / §8.6.8. The 256^2 count includes the 128 frozen Fourier frequencies, as in score-SDE."""
+    """method.md §5.4. The 256^2 count includes the 128 frozen Fourier frequencies, as in score-SDE."""
     model = ncsnpp_decoder(setting, latent_dim=latent_dim, num_classes=num_classes)
     assert n_params(model) == expected
     assert model.latent_dim == latent_dim and model.num_classes == (num_classes or 0)
@@ -98,7 +98,7 @@ def test_small_encoder_shapes_and_gradients(setting: str) -> None:
 
 
 def test_encoder_heads_follow_head_max_resolution() -> None:
-    """Small 256 variant: maps at 32 (stem + 1 block) get no head; 16, 8, 4 and the middle do (spec §4.1.4)."""
+    """Small 256 variant: maps at 32 (stem + 1 block) get no head; 16, 8, 4 and the middle do (method.md §5.5)."""
     model = ncsnpp_encoder("256", latent_dim=8, **SMALL["256"])
     # skip maps: stem@32, block@32, down@16, block@16, down@8, block@8, down@4, block@4; then middle@4
     assert model.head_on == [False, False, True, True, True, True, True, True, True]
@@ -111,7 +111,7 @@ def test_encoder_dropout_makes_training_anchors_stochastic() -> None:
     torch.manual_seed(0)
     model = ncsnpp_encoder("cifar10", latent_dim=8, init_scale=1.0, **SMALL["cifar10"])
     x = torch.randn(2, 3, 16, 16)
-    assert not torch.equal(model.train()(x), model(x))  # spec §8.3.11
+    assert not torch.equal(model.train()(x), model(x))  # dropout active in training (method.md §5.5)
     with torch.no_grad():
         torch.testing.assert_close(model.eval()(x), model(x))
 

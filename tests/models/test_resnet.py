@@ -1,4 +1,4 @@
-"""GroupNorm ResNet encoders (spec §4.2.3): sizes, init, input mapping, checkpointing, validation."""
+"""GroupNorm ResNet encoders (method.md §6.3): sizes, init, input mapping, checkpointing, validation."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Small CPU encoder and latent-conditioned U-Net decoder (spec §4.1.3-§4.1.4 stand-ins)."""
+"""Small CPU encoder and latent-conditioned U-Net decoder (stand-ins for method.md §5.4-§5.5)."""
 
 from __future__ import annotations
 
@@ -71,7 +71,7 @@ def test_encoder_gradients_and_dropout() -> None:
     for name, p in enc.named_parameters():
         assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0, name
     torch.manual_seed(0)
-    assert not torch.equal(enc(x), enc(x))  # dropout active in training mode (spec §8.3.11)
+    assert not torch.equal(enc(x), enc(x))  # dropout active in training mode (method.md §5.5)
     enc.eval()
     assert torch.equal(enc(x), enc(x))
 

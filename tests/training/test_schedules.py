@@ -1,4 +1,4 @@
-"""Warm-up factor, EMA decay rule and per-step seeds as pure functions (spec §4.0, §8.3 item 10)."""
+"""Warm-up factor, EMA decay rule and per-step seeds as pure functions (method.md §9.1, §9.3, §9.6)."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ def test_warmup_custom_and_degenerate():
 def test_ema_decay_rule():
     assert ema_decay(0, 0.999999) == pytest.approx(0.1)
     assert ema_decay(1, 0.999999) == pytest.approx(2 / 11)
-    assert ema_decay(50_000, 0.999999) == pytest.approx(50_001 / 50_010)  # ~0.99982, spec §4.0
+    assert ema_decay(50_000, 0.999999) == pytest.approx(50_001 / 50_010)  # ~0.99982, method.md §9.3
     assert ema_decay(50_000, 0.999999) == pytest.approx(0.99982, abs=1e-5)
     assert ema_decay(10**6, 0.9999) == 0.9999  # the nominal value takes over after ~90k updates
     assert ema_decay(89_000, 0.9999) < 0.9999 < ema_decay(91_000, 1.0)

@@ -121,3 +121,24 @@ def average_gradients(params: Iterable[nn.Parameter]) -> None:
         n = p.numel()
         p.grad = flat[offset:offset + n].view_as(p).clone()
         offset += n
+
+
+def pick_device(requested: str | None) -> torch.device:
+    """``requested`` (cpu, cuda, cuda:1), checked against this machine; default: CUDA if present."""
+    if not requested:
+        if torch.cuda.is_available():
+            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        return torch.device("cpu")
+    try:
+        dev = torch.device(requested)
+    except RuntimeError:
+        raise ValueError(f"unknown device {requested!r}; expected cpu, cuda or cuda:N") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            why = "this torch build has no CUDA" if torch.version.cuda is None else "no CUDA device is visible"
+            raise ValueError(f"device {requested!r} requested, but {why} (torch {torch.__version__}); use cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"device {requested!r} requested, but only {torch.cuda.device_count()} CUDA devices exist")
+    elif dev.type != "cpu":
+        raise ValueError(f"device {requested!r} is not supported; expected cpu, cuda or cuda:N")
+    return dev

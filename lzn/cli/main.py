@@ -1,14 +1,16 @@
 """``lzn`` command line: thin commands over the library.
 
     lzn train RECIPE --preset NAME [--config FILE.yaml] [--set key=value ...] --out RUN_DIR
-    lzn sample RUN_DIR [--num N | --labels 0,1,2 | --labels cat,dog] [--out FILE.png]
-    lzn classify RUN_DIR [--data NAME] [--root PATH] [--split test] [--out FILE.npy]
-    lzn embed RUN_DIR [--data NAME] [--root PATH] --out FILE.npy [--head]
-    lzn reconstruct RUN_DIR [--out DIR]
+    lzn sample RUN_OR_MODEL [--num N | --labels 0,1,2 | --labels cat,dog] [--out FILE.png]
+    lzn classify RUN_OR_MODEL [--data NAME] [--root PATH] [--split test] [--context reference|batch] [--out FILE.npy]
+    lzn embed RUN_OR_MODEL [--data NAME] [--root PATH] --out FILE.npy [--head]
+    lzn reconstruct RUN_OR_MODEL [--out DIR]
+    lzn report RUN_DIR            one self-contained HTML page of the run
     lzn demo [--out DIR]          the joint recipe on digits, then samples, reconstructions, accuracy
     lzn zones [--out DIR]         the 2-D picture of anchors, zones and latents
 
-Expected failures (bad input, missing files or packages) end in one line ``lzn COMMAND: error: ...``
+Inference commands load the exported model (RUN_DIR/model, or a save_pretrained folder) and call
+lzn.eval; no training recipe is rebuilt. Expected failures (bad input, missing files or packages) end in one line ``lzn COMMAND: error: ...``
 and exit code 2; ``LZN_DEBUG=1`` shows the traceback. Under torchrun only rank 0 prints.
 """
 
@@ -24,13 +26,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-
-def _say(*args: Any) -> None:
-    """print on rank 0 only (torchrun starts one copy of the command per process)."""
-    from lzn.distributed import launched_rank
-
-    if launched_rank() == 0:
-        print(*args, flush=True)
+from lzn.cli import inference
+from lzn.cli.output import say
 
 
 def _zones(args: argparse.Namespace) -> int:
@@ -43,17 +40,17 @@ def _zones(args: argparse.Namespace) -> int:
     zmap = compute_zone_map(anchors, per_anchor=args.per_anchor, grid=args.grid, steps=args.steps, generator=gen)
     path = plot_zone_map(zmap, f"{args.out}/zones.png")
     lat = zmap.latents
-    _say(f"anchors: {args.anchors} in 2-D (seed {args.seed}); latents per anchor: {args.per_anchor}")
-    _say(f"pooled latents: mean ({lat[:, 0].mean():+.3f}, {lat[:, 1].mean():+.3f}), "
+    say(f"anchors: {args.anchors} in 2-D (seed {args.seed}); latents per anchor: {args.per_anchor}")
+    say(f"pooled latents: mean ({lat[:, 0].mean():+.3f}, {lat[:, 1].mean():+.3f}), "
          f"var ({lat[:, 0].var():.3f}, {lat[:, 1].var():.3f})  [N(0, I) expected]")
-    _say(f"latents that flow back to another anchor: {zmap.wrong_zone_rate:.2%}")
-    _say(f"zone picture: {path.resolve()}")
+    say(f"latents that flow back to another anchor: {zmap.wrong_zone_rate:.2%}")
+    say(f"zone picture: {path.resolve()}")
     return 0
 
 
 def _print_results(results: dict[str, Any]) -> None:
     for key, value in results.items():
-        _say(f"{key}: {value:.4f}" if isinstance(value, float) else f"{key}: {value}")
+        say(f"{key}: {value:.4f}" if isinstance(value, float) else f"{key}: {value}")
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -61,142 +58,7 @@ def _train(args: argparse.Namespace) -> int:
 
     cfg = resolve_config(args.recipe, args.preset, args.config, args.set)
     _print_results(train(args.recipe, cfg, args.out))
-    _say(f"run folder: {Path(args.out).resolve()}")
-    return 0
-
-
-def _load(args: argparse.Namespace):  # type: ignore[no-untyped-def]
-    from lzn.recipes.runner import load_run
-
-    return load_run(args.run_dir, args.device)
-
-
-def _data(args: argparse.Namespace, rec, cfg):  # type: ignore[no-untyped-def]
-    """The data set to run on: the run's own (``--root`` to move it), or ``--data NAME``."""
-    import dataclasses
-
-    from lzn.data import DataConfig, load_split
-
-    if args.data is None or args.data == cfg.data.name:
-        data_cfg = cfg.data if args.root is None else dataclasses.replace(cfg.data, root=args.root)
-    else:
-        data_cfg = DataConfig(name=args.data, root=args.root, size=cfg.data.size, channels=cfg.data.channels)
-    return load_split(data_cfg, args.split, class_names=rec.info.class_names)
-
-
-def _labels(text: str, names: Sequence[str] | None, k: int) -> list[int]:
-    """``--labels 0,1,2`` or class names ``cat,dog`` -> class indices, checked against the k classes."""
-    out = []
-    for item in (t.strip() for t in text.split(",")):
-        if names is not None and item in names:
-            out.append(list(names).index(item))
-        elif item.isdigit() and int(item) < k:
-            out.append(int(item))
-        else:
-            valid = f"0..{k - 1}" + (f" or names {', '.join(names)}" if names else "")
-            raise ValueError(f"--labels expects comma-separated classes ({valid}), got {item!r}")
-    return out
-
-
-def _npy_path(out: str) -> Path:
-    """``--out x`` writes ``x.npy`` (numpy's convention), and the message names that file."""
-    path = Path(out)
-    if path.suffix != ".npy":
-        path = path.with_name(path.name + ".npy")
-    if path.is_dir():
-        raise ValueError(f"--out {out} is a directory; expected a .npy file path")
-    return path
-
-
-def _sample(args: argparse.Namespace) -> int:
-    import torch
-
-    from lzn.viz import save_image_grid
-
-    out = Path(args.out) if args.out else Path(args.run_dir) / "samples" / "lzn-sample.png"
-    if out.is_dir():
-        raise ValueError(f"--out {args.out} is a directory; expected a .png file path")
-    rec, _ = _load(args)
-    model = getattr(rec, "lzn", None)
-    if model is None or model.decoder is None:
-        raise ValueError(f"{args.run_dir} holds a {rec.name!r} run, which has no image decoder to sample from")
-    labels = None
-    if args.labels:
-        names = rec.info.class_names
-        labels = torch.tensor(_labels(args.labels, names, rec.info.num_classes), device=rec.device)
-    gen = torch.Generator(device=rec.device).manual_seed(args.seed)
-    with torch.no_grad():
-        res = model.generate(num=None if labels is not None else args.num, labels=labels, sampler=args.sampler,
-                             steps=args.steps, generator=gen)
-    path = save_image_grid(res.images, out)
-    if res.labels is not None:
-        names = rec.info.class_names
-        shown = [f"{int(v)} ({names[int(v)]})" if names and names[int(v)] != str(int(v)) else str(int(v))
-                 for v in res.labels]
-        _say(f"labels: {','.join(shown)}")
-    _say(f"samples: {Path(path).resolve()}")
-    return 0
-
-
-def _classify(args: argparse.Namespace) -> int:
-    import torch
-
-    from lzn.atomic import atomic_save_npy
-
-    out = _npy_path(args.out) if args.out else None
-    rec, cfg = _load(args)
-    if not hasattr(rec, "classify"):
-        raise ValueError(f"{args.run_dir} holds a {rec.name!r} run, which cannot classify (use joint, nogen or classifier)")
-    kwargs = {} if args.noise_scale is None else {"noise_scale": args.noise_scale}
-    if kwargs and not hasattr(cfg, "eval_noise_scale"):
-        raise ValueError(f"--noise-scale applies to LZN label decoding (joint, nogen), not to a {rec.name!r} run")
-    data = _data(args, rec, cfg)
-    with torch.no_grad():
-        pred = rec.classify(data.images, **kwargs)
-    if data.labels is not None:
-        acc = (pred == data.labels).float().mean().item()
-        _say(f"{args.split} accuracy: {acc:.4f} on {len(pred)} images")
-    if out is not None:
-        atomic_save_npy(out, pred.numpy())
-        _say(f"predictions: {out.resolve()}")
-    return 0
-
-
-def _embed(args: argparse.Namespace) -> int:
-    import torch
-
-    from lzn.atomic import atomic_save_npy
-    from lzn.eval import extract_features
-
-    out = _npy_path(args.out)
-    rec, cfg = _load(args)
-    encoder = rec.modules.get("encoder")
-    if encoder is None:
-        raise ValueError(f"{args.run_dir} holds a {rec.name!r} run, which has no image encoder")
-    data = _data(args, rec, cfg)
-    fn = encoder if args.head else encoder.features
-    with torch.no_grad():
-        feats = extract_features(fn, data.images, device=rec.device)
-    atomic_save_npy(out, feats.numpy())
-    _say(f"embeddings {tuple(feats.shape)}: {out.resolve()}")
-    return 0
-
-
-def _reconstruct(args: argparse.Namespace) -> int:
-    import torch
-
-    out = Path(args.out) if args.out else Path(args.run_dir)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {args.out} is an existing file; expected a folder for reconstructions.png")
-    rec, cfg = _load(args)
-    if not hasattr(rec, "reconstruction"):
-        raise ValueError(f"{args.run_dir} holds a {rec.name!r} run, which has no decoder to reconstruct with")
-    data = _data(args, rec, cfg)
-    with torch.no_grad():
-        res = rec.reconstruction(data, out)
-    _say(f"reconstruction L2 per image: {res['recon_l2']:.4f}")
-    _say(f"reconstructions (each original followed by its reconstruction, left to right): "
-         f"{(out / 'reconstructions.png').resolve()}")
+    say(f"run folder: {Path(args.out).resolve()}")
     return 0
 
 
@@ -206,19 +68,19 @@ def _demo(args: argparse.Namespace) -> int:
     from lzn.recipes.runner import resolve_config, train
 
     start = time.time()
-    _say("lzn demo: the joint recipe (case study 3: generation + classification) on scikit-learn's digits")
+    say("lzn demo: the joint recipe (case study 3: generation + classification) on scikit-learn's digits")
     cfg = resolve_config("joint", "digits", None, args.set)
     results = train("joint", cfg, args.out)
     out = Path(args.out).resolve()
     alpha = cfg.eval_noise_scale  # type: ignore[attr-defined]
-    _say(f"test accuracy: {results['test_accuracy']:.3f}  (label decoder, paper protocol, test latents at "
+    say(f"test accuracy: {results['test_accuracy']:.3f}  (label decoder, paper protocol, test latents at "
          f"alpha = {alpha:g}; at alpha = 1: {results['test_accuracy_alpha_1']:.3f})")
-    _say(f"reconstruction L2 per image: {results['recon_l2']:.3f}")
-    _say(f"class-conditional samples (one row per class): {out / 'samples.png'}")
-    _say(f"reconstructions: {out / 'reconstructions.png'}")
-    _say(f"model (save_pretrained): {out / 'model'}")
-    _say(f"metrics: {out / 'metrics.csv'}")
-    _say(f"done in {time.time() - start:.0f} s")
+    say(f"reconstruction L2 per image: {results['recon_l2']:.3f}")
+    say(f"class-conditional samples (one row per class): {out / 'samples.png'}")
+    say(f"reconstructions: {out / 'reconstructions.png'}")
+    say(f"model (save_pretrained): {out / 'model'}")
+    say(f"metrics: {out / 'metrics.csv'}")
+    say(f"done in {time.time() - start:.0f} s")
     return 0
 
 
@@ -272,21 +134,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     def run_cmd(name: str, help_: str, func) -> argparse.ArgumentParser:  # type: ignore[no-untyped-def]
         p = sub.add_parser(name, help=help_)
-        p.add_argument("run_dir")
+        p.add_argument("run_dir", metavar="RUN_OR_MODEL_DIR",
+                       help="a run folder (uses its model/ and run.yaml) or a save_pretrained model folder")
         p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
         p.set_defaults(func=func)
         return p
 
-    s = run_cmd("sample", "sample a grid of images from a trained run", _sample)
-    s.add_argument("--num", type=_positive_int, default=64)
+    s = run_cmd("sample", "sample a grid of images from a trained model", inference.sample)
+    s.add_argument("--num", type=_positive_int, default=None, help="unconditional samples (default: 64)")
     s.add_argument("--labels", default=None, help="comma-separated classes, by index or name: 0,1,2 or cat,dog")
     s.add_argument("--sampler", default="euler", choices=["euler", "heun", "dopri5"])
     s.add_argument("--steps", type=_positive_int, default=20)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--out", default=None, help="PNG path (default: RUN_DIR/samples/lzn-sample.png)")
-    for name, help_, func in (("classify", "classify a data set with a trained run", _classify),
-                              ("embed", "write embeddings of a data set to .npy", _embed),
-                              ("reconstruct", "reconstruct images (latent, invert, regenerate)", _reconstruct)):
+    contexts = ["reference", "batch"]
+    for name, help_, func in (("classify", "classify a data set with a trained model", inference.classify),
+                              ("embed", "write embeddings of a data set to .npy", inference.embed),
+                              ("reconstruct", "reconstruct images (latent, invert, regenerate)", inference.reconstruct)):
         p = run_cmd(name, help_, func)
         p.add_argument("--data", default=None, help="data set name (default: the run's)")
         p.add_argument("--root", default=None, help="data path (default: the run's)")
@@ -298,6 +162,17 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "classify":
             p.add_argument("--noise-scale", type=_non_negative, default=None,
                            help="alpha of the test latents, >= 0 (default: the run's eval_noise_scale)")
+            p.add_argument("--context", choices=contexts, default=None,
+                           help="anchor set of each latent: the model's reference bank (default when it has one) "
+                                "or the batch (the paper's protocol)")
+            p.add_argument("--seed", type=int, default=0)
+        if name == "reconstruct":
+            p.add_argument("--num", type=_positive_int, default=64, help="images to reconstruct (default: 64)")
+            p.add_argument("--sampler", default=None, choices=["euler", "heun", "dopri5"],
+                           help="default: the run's sampler")
+            p.add_argument("--steps", type=_positive_int, default=None, help="euler / heun steps (default: the run's)")
+            p.add_argument("--context", choices=contexts, default=None,
+                           help="anchor set of the latents (default: batch, the paper's metric)")
 
     d = sub.add_parser("demo", help="train the joint recipe on digits (CPU, minutes) and report")
     d.add_argument("--out", default="runs/demo")

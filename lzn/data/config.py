@@ -62,6 +62,9 @@ class DataConfig:
         if self.holdout > 0 and self.test_root is not None:
             raise ValueError(f"holdout ({self.holdout}) and test_root ({self.test_root!r}) are mutually exclusive: "
                              "give one source of test images")
+        if self.name == "digits" and self.root is not None:
+            raise ValueError(f"root does not apply to digits (it ships with scikit-learn), got {self.root!r}; "
+                             "unset data.root, or choose data.name=folder or arrays for your own files")
         if self.name in FIXED_SPLITS:
             for key, unset in (("test_root", self.test_root is None), ("holdout", self.holdout == 0)):
                 if not unset:

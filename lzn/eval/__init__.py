@@ -1,4 +1,4 @@
-"""Metrics as functions of (features or predictions, labels) -> numbers."""
+"""Metrics as functions of (model, data) or (features, labels) -> numbers; nothing here needs a recipe."""
 
 from lzn.eval.features import (
     FeatureExtractor,
@@ -10,9 +10,13 @@ from lzn.eval.features import (
 from lzn.eval.fid import feature_statistics, fid, frechet_distance, generation_metrics, kid
 from lzn.eval.precision_recall import knn_radii, precision_recall
 from lzn.eval.probe import extract_features, knn_accuracy, linear_probe_accuracy
+from lzn.eval.tasks import accuracy, accuracy_sweep, reconstruction_error
 
 __all__ = [
     "FeatureExtractor",
+    "accuracy",
+    "accuracy_sweep",
+    "reconstruction_error",
     "custom_extractor",
     "extract_features",
     "fast_extractor",

@@ -51,6 +51,12 @@ def from_pretrained(directory: str | os.PathLike[str], map_location: str | torch
 
     src = Path(directory)
     cfg_path, w_path = src / CONFIG_NAME, src / WEIGHTS_NAME
+    if not cfg_path.is_file() and (src / "model" / CONFIG_NAME).is_file():
+        raise ValueError(f"{src} is a run folder; its exported model is {src / 'model'}")
+    dev = torch.device(map_location)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"map_location={str(map_location)!r}, but this torch build has no usable CUDA "
+                         f"(torch {torch.__version__}); use 'cpu'")
     for p in (cfg_path, w_path):
         if not p.is_file():
             raise ValueError(f"{p} is missing: a pretrained LZN folder holds {CONFIG_NAME} and {WEIGHTS_NAME}")

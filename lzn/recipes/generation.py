@@ -16,6 +16,7 @@ from torch import Tensor
 from lzn import checks
 from lzn.core import rectified_flow
 from lzn.data import ImageDataset
+from lzn.eval import reconstruction_error
 from lzn.models import FlowConfig, LatentZoningNetwork
 from lzn.recipes.common import DataInfo, NetConfig, Recipe, RecipeConfig, build_net, check_flow
 from lzn.training import StepOutput
@@ -97,19 +98,17 @@ class GenerationRecipe(Recipe):
 
     def reconstruction(self, data: ImageDataset, run_dir: Path | None) -> dict[str, float]:
         """Per-image L2 reconstruction error in [-1, 1] units (method.md §8.1), one repeat."""
-        model = self.lzn
         n = min(self.cfg.recon_images, len(data.images))
-        x = data.images[:n].to(self.device)
-        y = data.labels[:n].to(self.device) if (self.classes and data.labels is not None) else None
-        gen = torch.Generator(device=self.device).manual_seed(0)
-        rec = model.reconstruct(x, labels=y, sampler=self.cfg.sampler, steps=self.cfg.sampler_steps, generator=gen,
-                                context="batch")  # the paper's metric: latents over the batch
+        x = data.images[:n]
+        y = data.labels[:n] if (self.classes and data.labels is not None) else None
+        err, rec = reconstruction_error(self.lzn, x, y, sampler=self.cfg.sampler, steps=self.cfg.sampler_steps,
+                                        context="batch")  # the paper's metric: latents over the batch
         if run_dir is not None:
             from lzn.viz import save_image_grid
 
             pairs = torch.stack([x[:32], rec[:32]], dim=1).flatten(0, 1)  # (2n, C, H, W): original, reconstruction
             save_image_grid(pairs, Path(run_dir) / "reconstructions.png", nrow=8)
-        return {"recon_l2": float((rec - x).flatten(1).norm(dim=1).mean())}
+        return {"recon_l2": err}
 
     def evaluate(self, data: ImageDataset, run_dir: Any, split: str = "test") -> dict[str, float]:
         out = {}

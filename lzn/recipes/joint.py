@@ -17,6 +17,7 @@ from torch import Tensor
 from lzn import checks, distributed
 from lzn.core import zones
 from lzn.data import ImageDataset
+from lzn.eval import accuracy
 from lzn.models import LabelAnchors, LatentZoningNetwork
 from lzn.models.network import Context
 from lzn.recipes.common import DataInfo, RecipeConfig
@@ -87,19 +88,13 @@ class JointRecipe(GenerationRecipe):
 
     # ---- evaluation ------------------------------------------------------------------------------
 
-    def classify(self, images: Tensor, noise_scale: float | None = None, seed: int = 0,
-                 context: Context = "batch") -> Tensor:
-        """Label-decoder classes by the paper's protocol (method.md §8.2), anchor sets of eval_batch_size
-        (``context="reference"``: over the model's reference bank instead, image by image); test latents
-        at ``noise_scale`` (default: the config's eval_noise_scale)."""
-        noise_scale = self.cfg.eval_noise_scale if noise_scale is None else noise_scale
-        gen = torch.Generator(device=self.device).manual_seed(seed)
-        return self.lzn.classify(images.to(self.device), noise_scale=noise_scale,
-                                 batch_size=self.cfg.eval_batch_size, generator=gen, context=context).cpu()
-
     def accuracy(self, data: ImageDataset, noise_scale: float | None = None, context: Context = "batch") -> float:
+        """``lzn.eval.accuracy`` with this run's evaluation batch (the paper's protocol, method.md §8.2);
+        test latents at ``noise_scale`` (default: the config's eval_noise_scale)."""
         assert data.labels is not None
-        return float((self.classify(data.images, noise_scale, context=context) == data.labels).float().mean())
+        alpha = self.cfg.eval_noise_scale if noise_scale is None else noise_scale
+        return accuracy(self.lzn, data.images, data.labels, noise_scale=alpha, batch_size=self.cfg.eval_batch_size,
+                        context=context)
 
     def evaluate(self, data: ImageDataset, run_dir: Any, split: str = "test") -> dict[str, float]:
         out = {}

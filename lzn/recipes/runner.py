@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from lzn import distributed
+from lzn.distributed import pick_device
 from lzn.atomic import atomic_write_text
 from lzn.recipes.baselines import ClassifierRecipe, NoGenRecipe, RFRecipe, SimCLRRecipe
 from lzn.data import DataConfig, ImageDataset, check_labels, has_split, load_split
@@ -162,27 +163,6 @@ def _write_run_file(run_dir: Path, recipe: str, info: DataInfo, config: dict[str
     atomic_write_text(run_dir / RUN_FILE, text)
 
 
-def pick_device(requested: str | None) -> torch.device:
-    """``requested`` (cpu, cuda, cuda:1), checked against this machine; default: CUDA if present."""
-    if not requested:
-        if torch.cuda.is_available():
-            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-        return torch.device("cpu")
-    try:
-        dev = torch.device(requested)
-    except RuntimeError:
-        raise ConfigError(f"unknown device {requested!r}; expected cpu, cuda or cuda:N") from None
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            why = "this torch build has no CUDA" if torch.version.cuda is None else "no CUDA device is visible"
-            raise ConfigError(f"device {requested!r} requested, but {why} (torch {torch.__version__}); use cpu")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ConfigError(f"device {requested!r} requested, but only {torch.cuda.device_count()} CUDA devices exist")
-    elif dev.type != "cpu":
-        raise ConfigError(f"device {requested!r} is not supported; expected cpu, cuda or cuda:N")
-    return dev
-
-
 def train(recipe: str, cfg: RecipeConfig, run_dir: str | Path) -> dict[str, Any]:
     """Train ``recipe`` with ``cfg`` in ``run_dir`` and return its results (also in ``results.json``).
 
@@ -226,7 +206,10 @@ def _train(recipe: str, cfg: RecipeConfig, run_dir: str | Path) -> dict[str, Any
                     rec.sample_grid(run_dir / "samples" / f"step-{step:09d}.png")  # type: ignore[attr-defined]
 
         hooks.append((cfg.sample_every, sample_hook))
-    trainer = Trainer(rec.modules, rec.step, rec.batches, cfg.train, run_dir, hooks=hooks)
+    try:
+        trainer = Trainer(rec.modules, rec.step, rec.batches, cfg.train, run_dir, hooks=hooks)
+    except ValueError as err:  # per-module settings that name the wrong modules: config errors of train.*
+        raise ConfigError(f"train.{err}") from None
     _check_existing_run(run_dir, recipe, config)  # after every check of the new config itself
     latest = latest_checkpoint(run_dir)
     if latest is not None:

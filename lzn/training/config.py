@@ -61,7 +61,7 @@ class TrainConfig:
         if self.checkpoint_every is not None:
             checks.at_least("checkpoint_every", self.checkpoint_every, 1)
         if self.steps is not None:
-            checks.at_least("steps", self.steps, 0)
+            checks.at_least("steps", self.steps, 1)
         checks.each(checks.at_least, "budgets", self.budgets, 0)
         checks.at_least("warmup_steps", self.warmup_steps, 0)
         checks.in_range("warmup_start", self.warmup_start, 0.0, 1.0, closed_high=True)

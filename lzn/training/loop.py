@@ -8,6 +8,7 @@ iterations. A module with budget B is trained on iterations 0..B-1 and frozen fr
 
 from __future__ import annotations
 
+import difflib
 import json
 import math
 import random
@@ -51,7 +52,7 @@ class Trainer:
         lrs = _per_module(config.lr, names, "lr")
         missing = [n for n in names if n not in lrs and _has_params(modules[n])]
         if missing:
-            raise ValueError(f"config.lr has no learning rate for modules {missing}")
+            raise ValueError(f"lr has no learning rate for modules {missing}; give one number, or one per module of {names}")
         if any(every < 1 for every, _ in hooks):
             raise ValueError("hook periods must be >= 1")
         self.modules, self.step_fn, self.batches, self.config = dict(modules), step_fn, batches, config
@@ -258,5 +259,7 @@ def _per_module(value: dict[str, Any] | Any, names: list[str], key: str) -> dict
         return dict.fromkeys(names, value)
     unknown = sorted(set(value) - set(names))
     if unknown:
-        raise ValueError(f"config.{key} names unknown modules {unknown}; modules: {names}")
+        close = difflib.get_close_matches(unknown[0], names, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValueError(f"{key} names unknown modules {unknown}{hint}; this recipe's modules: {names}")
     return dict(value)

@@ -86,6 +86,9 @@ TRAIN_CASES = [
     (["train.lr.unknown_module=1e-3"], ["unknown_module"]),
     (["train.amp=fp8"], ["amp"]),
     (["sampler=rk4"], ["sampler", "'rk4'"]),
+    (["train.steps=0"], ["train.steps must be an integer >= 1"]),
+    (["train.lr={encodr: 1.0e-3}"], ["train.lr names unknown modules ['encodr']", "did you mean 'encoder'"]),
+    (["data.root=/somewhere"], ["data.root does not apply to digits"]),
 ]
 
 
@@ -112,7 +115,7 @@ def test_bad_settings_leave_an_existing_run_alone(run, tmp_path, capsys):
     (["train", "joint", "--preset", "digits", "--config", "{tmp}/none.yaml", "--out", "{tmp}/a"], ["does not exist"]),
     (["train", "joint", "--preset", "digits", "--set", "train.lr", "--out", "{tmp}/a"], ["key=value"]),
     (["train", "joint", "--preset", "digits", "--out", "{tmp}/file.txt"], ["is an existing file"]),
-    (["classify", "{tmp}", "--data", "digits"], ["not an lzn run folder"]),
+    (["classify", "{tmp}", "--data", "digits"], ["neither an lzn run folder", "nor a model folder"]),
 ])
 def test_bad_command_lines(tmp_path, capsys, args, needles):
     (tmp_path / "file.txt").write_text("keep me\n")
@@ -132,6 +135,11 @@ def test_bad_command_lines(tmp_path, capsys, args, needles):
     (["sample", "{run}", "--num", "0"], ["--num", "positive integer"]),
     (["sample", "{run}", "--out", "{run}"], ["is a directory"]),
     (["reconstruct", "{run}", "--out", "{run}/run.yaml"], ["is an existing file"]),
+    (["sample", "{run}", "--out", "{run}/s.jpg"], ["not a .png"]),
+    (["sample", "{run}", "--labels", ""], ["--labels is empty"]),
+    (["sample", "{run}", "--labels", "1,2", "--num", "3"], ["not both"]),
+    (["classify", "{run}", "--out", "{run}/model"], ["is a directory"]),
+    (["classify", "{run}", "--data", "digts"], ["--data must be one of"]),
 ])
 def test_bad_inference_inputs_leave_the_run_alone(run, capsys, args, needles):
     args = [a.replace("{run}", str(run)) for a in args]
@@ -200,7 +208,7 @@ def test_own_data_without_a_test_split_is_named_train(image_folder, tmp_path, ca
     assert "cat" in (out / "run.yaml").read_text()
     assert json.loads((out / "model" / "config.json").read_text())["class_names"] == ["cat", "dog"]
     before = snapshot(out)
-    fails(["classify", str(out)], capsys, "no 'test' split")
+    fails(["classify", str(out)], capsys, "no 'test' split", "use --split train")
     capsys.readouterr()
     assert main(["classify", str(out), "--split", "train"]) == 0
     assert "train accuracy:" in capsys.readouterr().out
@@ -251,3 +259,24 @@ def test_outputs_name_the_files_they_write(run, tmp_path, capsys):
     out = capsys.readouterr().out
     assert str(tmp_path / "emb.npy") in out and np.load(tmp_path / "emb.npy").shape[0] == 359
     assert (tmp_path / "emb.npy").stat().st_mode & 0o044  # group/other readable under a usual umask
+
+
+def test_inference_commands_work_from_a_bare_model_folder(run, tmp_path, capsys):
+    import shutil
+
+    model_dir = tmp_path / "exported"
+    shutil.copytree(run / "model", model_dir)
+    before = snapshot(model_dir)
+    capsys.readouterr()
+    assert main(["classify", str(model_dir), "--data", "digits"]) == 0
+    assert "test accuracy:" in capsys.readouterr().out
+    assert main(["sample", str(model_dir), "--labels", "0,1", "--steps", "2", "--out", str(tmp_path / "s.png")]) == 0
+    assert main(["embed", str(model_dir), "--data", "digits", "--out", str(tmp_path / "e.npy")]) == 0
+    fails(["classify", str(model_dir)], capsys, "bare model folder", "--data")
+    assert snapshot(model_dir) == before  # nothing written into the model folder
+
+
+def test_a_classifier_run_is_refused_by_the_model_commands(tmp_path, capsys):
+    out = tmp_path / "clf"
+    assert main(train_args("classifier", out)) == 0
+    fails(["classify", str(out)], capsys, "'classifier' run", "results.json")

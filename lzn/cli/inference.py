@@ -1,0 +1,223 @@
+"""The inference commands (sample, classify, embed, reconstruct): each loads an exported model
+(``RUN_DIR/model`` or a ``save_pretrained`` folder) and calls ``lzn.eval``; no training recipe is
+rebuilt. A run folder also supplies its data config and evaluation settings (``run.yaml``)."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lzn.cli.output import say
+from lzn.models import LatentZoningNetwork
+
+
+class Loaded:
+    """A model with where it came from: ``meta`` is the run's ``run.yaml`` (None for a bare model folder)."""
+
+    def __init__(self, model: LatentZoningNetwork, meta: dict[str, Any] | None, path: Path) -> None:
+        self.model, self.meta, self.path = model, meta, path
+
+    def setting(self, key: str, default: Any) -> Any:
+        """A value of the run's resolved config (e.g. ``eval_batch_size``), else ``default``."""
+        config = (self.meta or {}).get("config", {})
+        return config.get(key, default) if isinstance(config, dict) else default
+
+
+def load(path: str, device: str | None) -> Loaded:
+    """``path``: a model folder (config.json + model.safetensors) or a run folder with ``model/``."""
+    from lzn.distributed import pick_device
+    from lzn.recipes.config import load_yaml
+
+    p = Path(path)
+    dev = pick_device(device)
+    if (p / "config.json").is_file() and (p / "model.safetensors").is_file():
+        return Loaded(LatentZoningNetwork.from_pretrained(str(p), dev).eval(), None, p)
+    if not (p / "run.yaml").is_file():
+        raise ValueError(f"{p} is neither an lzn run folder (run.yaml) nor a model folder (config.json and "
+                         "model.safetensors); train one with `lzn train` or pass a save_pretrained folder")
+    meta = load_yaml(p / "run.yaml")
+    if not (p / "model" / "config.json").is_file():
+        if meta.get("recipe") == "classifier":
+            raise ValueError(f"{p} holds a 'classifier' run: a plain supervised classifier, not an LZN, so it exports "
+                             "no model for these commands; its test accuracy is in results.json")
+        raise ValueError(f"{p} has no exported model yet (model/ is written when training finishes); "
+                         "finish it by rerunning the same `lzn train` command")
+    return Loaded(LatentZoningNetwork.from_pretrained(str(p / "model"), dev).eval(), meta, p)
+
+
+def data(args: argparse.Namespace, loaded: Loaded):  # type: ignore[no-untyped-def]
+    """The data set to run on: the run's own (``--root`` to move it), or ``--data NAME``."""
+    import dataclasses
+
+    from lzn.data import LOADERS, DataConfig, DataNotFoundError, load_split
+
+    if args.data is not None and args.data not in LOADERS:
+        raise ValueError(f"--data must be one of {', '.join(sorted(LOADERS))}, got {args.data!r}")
+    model, run_data = loaded.model, (loaded.meta or {}).get("config", {}).get("data")
+    if args.data is None and run_data is None:
+        raise ValueError(f"{loaded.path} is a bare model folder: name the data with --data (digits, fashion, "
+                         "cifar10, folder, arrays) and --root")
+    if args.data is None or (run_data is not None and args.data == run_data.get("name")):
+        cfg = DataConfig(**run_data)
+        if args.root is not None:
+            cfg = dataclasses.replace(cfg, root=args.root)
+    else:
+        net = model.encoder if model.encoder is not None else model.decoder
+        size = getattr(net, "image_size", None) if args.data in ("digits", "folder") else None
+        channels = getattr(net, "image_channels", None) if args.data == "folder" else None
+        cfg = DataConfig(name=args.data, root=args.root, size=None if (args.data == "digits" and size == 8) else size,
+                         channels=channels)
+    try:
+        return load_split(cfg, args.split, class_names=model.class_names)
+    except DataNotFoundError as err:
+        if args.split == "train" or "split" not in str(err):
+            raise
+        raise DataNotFoundError(f"{str(err).split(': give')[0]}: use --split train, or train with a test source "
+                                "(data.test_root, data.holdout, or train/ and test/ sub-folders)") from None
+
+
+def parse_labels(text: str, names: Sequence[str] | None, k: int) -> list[int]:
+    """``--labels 0,1,2`` or class names ``cat,dog`` -> class indices, checked against the k classes."""
+    out = []
+    for item in (t.strip() for t in text.split(",")):
+        if names is not None and item in names:
+            out.append(list(names).index(item))
+        elif item.isdigit() and int(item) < k:
+            out.append(int(item))
+        else:
+            valid = f"0..{k - 1}" + (f" or names {', '.join(names)}" if names else "")
+            raise ValueError(f"--labels expects comma-separated classes ({valid}), got {item!r}")
+    return out
+
+
+def npy_path(out: str) -> Path:
+    """``--out x`` writes ``x.npy`` (numpy's convention), and the message names that file."""
+    if Path(out).is_dir():
+        raise ValueError(f"--out {out} is a directory; expected a .npy file path")
+    path = Path(out)
+    if path.suffix != ".npy":
+        path = path.with_name(path.name + ".npy")
+    if path.is_dir():
+        raise ValueError(f"--out {out} is a directory; expected a .npy file path")
+    return path
+
+
+def _classes(model: LatentZoningNetwork) -> int:
+    if model.label_anchors is not None:
+        return model.label_anchors.num_classes
+    return int(getattr(model.decoder, "num_classes", 0) or 0)
+
+
+def sample(args: argparse.Namespace) -> int:
+    from lzn.viz import save_image_grid
+
+    default = Path(args.run_dir) / "samples" / "lzn-sample.png"
+    out = Path(args.out) if args.out else default
+    if out.is_dir() or out.suffix.lower() != ".png":
+        raise ValueError(f"--out {args.out} is {'a directory' if out.is_dir() else 'not a .png'}; "
+                         "expected a .png file path")
+    if args.labels is not None and args.num is not None:
+        raise ValueError("give --num (unconditional samples) or --labels (one sample per listed class), not both")
+    if args.labels is not None and not args.labels.strip():
+        raise ValueError("--labels is empty; expected comma-separated classes such as 0,1,2 or cat,dog")
+    loaded = load(args.run_dir, args.device)
+    model = loaded.model
+    if model.decoder is None:
+        raise ValueError(f"the model at {loaded.path} has no image decoder to sample from "
+                         "(representation / nogen runs only encode)")
+    if loaded.meta is None and not args.out:
+        out = Path("lzn-sample.png")  # never write into a model folder
+    labels = None
+    if args.labels:
+        k = _classes(model)
+        if k == 0:
+            raise ValueError(f"--labels needs a model with classes; the model at {loaded.path} has none")
+        labels = parse_labels(args.labels, model.class_names, k)
+    gen = torch.Generator(device=model.device).manual_seed(args.seed)
+    res = model.generate(num=None if labels is not None else (args.num or 64), labels=labels, sampler=args.sampler,
+                         steps=args.steps, generator=gen)
+    path = save_image_grid(res.images, out)
+    if res.labels is not None:
+        names = model.class_names
+        shown = [f"{int(v)} ({names[int(v)]})" if names and names[int(v)] != str(int(v)) else str(int(v))
+                 for v in res.labels]
+        say(f"labels: {','.join(shown)}")
+    say(f"samples: {Path(path).resolve()}")
+    return 0
+
+
+def classify(args: argparse.Namespace) -> int:
+    from lzn.atomic import atomic_save_npy
+
+    out = npy_path(args.out) if args.out else None
+    loaded = load(args.run_dir, args.device)
+    model = loaded.model
+    if model.label_anchors is None or model.encoder is None:
+        raise ValueError(f"the model at {loaded.path} has no label decoder (label anchors and an image encoder); "
+                         "classify needs a joint or nogen model")
+    alpha = args.noise_scale if args.noise_scale is not None else float(loaded.setting("eval_noise_scale", 1.0))
+    batch = int(loaded.setting("eval_batch_size", 2000))
+    context = args.context or ("reference" if model.reference is not None else "batch")
+    ds = data(args, loaded)
+    gen = torch.Generator(device=model.device).manual_seed(args.seed)
+    pred = model.classify(ds.images.to(model.device), noise_scale=alpha, batch_size=batch, generator=gen,
+                          context=context).cpu()
+    how = (f"reference bank of {model.reference.shape[0]} anchors" if context == "reference" and model.reference is not None
+           else f"anchor sets of {min(batch, len(pred))} images")
+    if ds.labels is not None:
+        acc = (pred == ds.labels).float().mean().item()
+        say(f"{args.split} accuracy: {acc:.4f} on {len(pred)} images ({how}, alpha = {alpha:g})")
+    if out is not None:
+        atomic_save_npy(out, pred.numpy())
+        say(f"predictions: {out.resolve()}")
+    return 0
+
+
+def embed(args: argparse.Namespace) -> int:
+    from lzn.atomic import atomic_save_npy
+    from lzn.eval import extract_features
+
+    out = npy_path(args.out)
+    loaded = load(args.run_dir, args.device)
+    model = loaded.model
+    if model.encoder is None:
+        raise ValueError(f"the model at {loaded.path} has no image encoder to embed with")
+    ds = data(args, loaded)
+    encoder = model.encoder
+    fn = encoder if args.head else encoder.features
+    with torch.no_grad():
+        feats = extract_features(fn, ds.images, device=model.device)
+    atomic_save_npy(out, feats.numpy())
+    say(f"embeddings {tuple(feats.shape)}: {out.resolve()}")
+    return 0
+
+
+def reconstruct(args: argparse.Namespace) -> int:
+    from lzn.eval import reconstruction_error
+    from lzn.viz import save_image_grid
+
+    out = Path(args.out) if args.out else Path(args.run_dir)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {args.out} is an existing file; expected a folder for reconstructions.png")
+    loaded = load(args.run_dir, args.device)
+    model = loaded.model
+    if model.decoder is None:
+        raise ValueError(f"the model at {loaded.path} has no decoder to reconstruct with")
+    if loaded.meta is None and not args.out:
+        out = Path(".")
+    ds = data(args, loaded)
+    n = min(args.num, len(ds))
+    labels = ds.labels[:n] if ds.labels is not None else None
+    sampler = args.sampler or loaded.setting("sampler", "euler")
+    steps = args.steps or loaded.setting("sampler_steps", 20)
+    err, rec = reconstruction_error(model, ds.images[:n], labels, sampler=sampler, steps=steps,
+                                    context=args.context or "batch")
+    pairs = torch.stack([ds.images[:32], rec[:32]], dim=1).flatten(0, 1)  # (2n, C, H, W): original, reconstruction
+    path = save_image_grid(pairs, out / "reconstructions.png", nrow=8)
+    say(f"reconstruction L2 per image: {err:.4f} ({n} {args.split} images, {sampler})")
+    say(f"reconstructions (each original followed by its reconstruction, left to right): {path.resolve()}")
+    return 0

@@ -1,0 +1,61 @@
+"""Task metrics of a trained ``LatentZoningNetwork`` on data (method.md §8.1, §8.2): classification
+accuracy through the label decoder (with sweeps over the test latents' alpha, the evaluation batch and
+the anchor context) and reconstruction error. Functions of (model, tensors) -> numbers; no recipe."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from lzn.models import LatentZoningNetwork
+
+
+@torch.no_grad()
+def accuracy(model: LatentZoningNetwork, images: Tensor, labels: Tensor, *, noise_scale: float = 1.0,
+             batch_size: int = 2000, context: str | None = None, seed: int = 0) -> float:
+    """Fraction of ``images`` (N, C, H, W) whose label-decoder class equals ``labels`` (N,) (method.md
+    §8.2). ``context``: "batch" (the paper's protocol: chunks of ``batch_size`` are anchor sets),
+    "reference" (the model's bank), None (the model's default)."""
+    if labels.shape != (images.shape[0],):
+        raise ValueError(f"labels must have shape ({images.shape[0]},) to match the images, got {tuple(labels.shape)}")
+    dev = model.device
+    gen = torch.Generator(device=dev).manual_seed(seed)
+    pred = model.classify(images.to(dev), noise_scale=noise_scale, batch_size=batch_size, generator=gen,
+                          context=context)  # type: ignore[arg-type]
+    return float((pred.cpu() == labels.cpu()).float().mean())
+
+
+def accuracy_sweep(model: LatentZoningNetwork, images: Tensor, labels: Tensor, *,
+                   alphas: Sequence[float] = (0.0, 0.5, 1.0), batch_sizes: Sequence[int] = (2000,),
+                   contexts: Sequence[str] = ("batch",), seed: int = 0) -> list[dict[str, Any]]:
+    """Accuracy over a grid of alpha x evaluation batch x context (the paper's Fig. 25 protocol plus the
+    reference bank): one row per combination ({"alpha", "batch_size", "context", "accuracy"}); the
+    batch size only matters in the "batch" context, so "reference" rows use the first one."""
+    rows = []
+    for context in contexts:
+        sizes = batch_sizes if context == "batch" else batch_sizes[:1]
+        for batch in sizes:
+            for alpha in alphas:
+                acc = accuracy(model, images, labels, noise_scale=alpha, batch_size=batch, context=context, seed=seed)
+                rows.append({"alpha": float(alpha), "batch_size": int(batch), "context": context, "accuracy": acc})
+    return rows
+
+
+@torch.no_grad()
+def reconstruction_error(model: LatentZoningNetwork, images: Tensor, labels: Tensor | None = None, *,
+                         sampler: str = "dopri5", steps: int | None = None, context: str | None = "batch",
+                         seed: int = 0) -> tuple[float, Tensor]:
+    """The paper's reconstruction metric (method.md §8.1): latent of each image (over the batch by
+    default), invert the image flow to noise, regenerate; per-image L2 over all pixels in [-1, 1]
+    units, averaged. Returns (mean L2, reconstructions (N, C, H, W) on the CPU)."""
+    dev = model.device
+    gen = torch.Generator(device=dev).manual_seed(seed)
+    decoder = model.decoder
+    lab = labels.to(dev) if (labels is not None and decoder is not None and decoder.num_classes) else None
+    x = images.to(dev)
+    rec = model.reconstruct(x, labels=lab, sampler=sampler, steps=steps, generator=gen,
+                            context=context if model.encoder is not None else None)  # type: ignore[arg-type]
+    return float((rec - x).flatten(1).norm(dim=1).mean()), rec.cpu()

@@ -62,6 +62,14 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report(args: argparse.Namespace) -> int:
+    from lzn.eval import write_report
+
+    path = write_report(args.run_dir, args.out, device=args.device or "cpu", max_points=args.max_points)
+    say(f"report: {path.resolve()}")
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     import time
 
@@ -80,6 +88,9 @@ def _demo(args: argparse.Namespace) -> int:
     say(f"reconstructions: {out / 'reconstructions.png'}")
     say(f"model (save_pretrained): {out / 'model'}")
     say(f"metrics: {out / 'metrics.csv'}")
+    from lzn.eval import write_report
+
+    say(f"report (one HTML page): {write_report(out)}")
     say(f"done in {time.time() - start:.0f} s")
     return 0
 
@@ -173,6 +184,13 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--steps", type=_positive_int, default=None, help="euler / heun steps (default: the run's)")
             p.add_argument("--context", choices=contexts, default=None,
                            help="anchor set of the latents (default: batch, the paper's metric)")
+
+    r = sub.add_parser("report", help="write one self-contained HTML page of a run (config, curves, metrics, images)")
+    r.add_argument("run_dir")
+    r.add_argument("--out", default=None, help="HTML path (default: RUN_DIR/report.html)")
+    r.add_argument("--device", default=None, help="where the zone picture's latents are computed (default: cpu)")
+    r.add_argument("--max-points", type=_positive_int, default=2000, help="test images in the zone picture")
+    r.set_defaults(func=_report)
 
     d = sub.add_parser("demo", help="train the joint recipe on digits (CPU, minutes) and report")
     d.add_argument("--out", default="runs/demo")

@@ -10,6 +10,7 @@ from lzn.eval.features import (
 from lzn.eval.fid import feature_statistics, fid, frechet_distance, generation_metrics, kid
 from lzn.eval.precision_recall import knn_radii, precision_recall
 from lzn.eval.probe import extract_features, knn_accuracy, linear_probe_accuracy
+from lzn.eval.report import write_report
 from lzn.eval.tasks import accuracy, accuracy_sweep, reconstruction_error
 
 __all__ = [
@@ -31,4 +32,5 @@ __all__ = [
     "linear_probe_accuracy",
     "precision_recall",
     "resize_bilinear_tf1",
+    "write_report",
 ]

@@ -116,6 +116,7 @@ def test_bad_settings_leave_an_existing_run_alone(run, tmp_path, capsys):
     (["train", "joint", "--preset", "digits", "--set", "train.lr", "--out", "{tmp}/a"], ["key=value"]),
     (["train", "joint", "--preset", "digits", "--out", "{tmp}/file.txt"], ["is an existing file"]),
     (["classify", "{tmp}", "--data", "digits"], ["neither an lzn run folder", "nor a model folder"]),
+    (["report", "{tmp}"], ["not an lzn run folder"]),
 ])
 def test_bad_command_lines(tmp_path, capsys, args, needles):
     (tmp_path / "file.txt").write_text("keep me\n")

@@ -83,6 +83,9 @@ def _demo(args: argparse.Namespace) -> int:
     alpha = cfg.eval_noise_scale  # type: ignore[attr-defined]
     say(f"test accuracy: {results['test_accuracy']:.3f}  (label decoder, paper protocol, test latents at "
          f"alpha = {alpha:g}; at alpha = 1: {results['test_accuracy_alpha_1']:.3f})")
+    if "test_accuracy_reference" in results:
+        say(f"one image at a time over the model's reference bank: {results['test_accuracy_reference']:.3f} "
+            f"(alpha = {alpha:g}; at alpha = 1: {results['test_accuracy_reference_alpha_1']:.3f})")
     say(f"reconstruction L2 per image: {results['recon_l2']:.3f}")
     say(f"class-conditional samples (one row per class): {out / 'samples.png'}")
     say(f"reconstructions: {out / 'reconstructions.png'}")

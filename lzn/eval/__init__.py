@@ -1,5 +1,6 @@
 """Metrics as functions of (model, data) or (features, labels) -> numbers; nothing here needs a recipe."""
 
+from lzn.eval.diagnostics import normal_ks, zone_diagnostics
 from lzn.eval.features import (
     FeatureExtractor,
     custom_extractor,
@@ -11,12 +12,15 @@ from lzn.eval.fid import feature_statistics, fid, frechet_distance, generation_m
 from lzn.eval.precision_recall import knn_radii, precision_recall
 from lzn.eval.probe import extract_features, knn_accuracy, linear_probe_accuracy
 from lzn.eval.report import write_report
+from lzn.eval.suite import evaluate_model, generate_like
 from lzn.eval.tasks import accuracy, accuracy_sweep, reconstruction_error
 
 __all__ = [
     "FeatureExtractor",
     "accuracy",
     "accuracy_sweep",
+    "evaluate_model",
+    "generate_like",
     "reconstruction_error",
     "custom_extractor",
     "extract_features",
@@ -30,7 +34,9 @@ __all__ = [
     "knn_accuracy",
     "knn_radii",
     "linear_probe_accuracy",
+    "normal_ks",
     "precision_recall",
     "resize_bilinear_tf1",
     "write_report",
+    "zone_diagnostics",
 ]

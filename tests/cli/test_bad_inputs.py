@@ -292,7 +292,7 @@ def test_evaluate_writes_every_applicable_metric(run, tmp_path, capsys):
     assert main(["evaluate", str(run), "--extractor", extractor, "--num", "8", "--steps", "2",
                  "--out", str(tmp_path / "ev.json")]) == 0
     res = json.loads((tmp_path / "ev.json").read_text())
-    assert res["evaluated_on"] == "test" and {"classification", "reconstruction", "representation"} <= set(res)
+    assert res["evaluated_on"] == "test" and {"classification", "reconstruction", "representation", "zones"} <= set(res)
     contexts = {row["context"] for row in res["classification"]["sweep"]}
     assert contexts == {"batch", "reference"}  # the exported model carries a reference bank
     if extractor == "fast":

@@ -32,11 +32,13 @@ def _data(n: int = 60) -> tuple[Tensor, Tensor]:
 
 
 class SpreadEncoder(nn.Module):
-    """Stand-in encoder: a fixed random projection of the pixels, scaled so that anchors lie far apart."""
+    """Stand-in encoder: a fixed random projection of the pixels into q = 32. The anchors lie far apart
+    compared with the start noise (eps = 1e-3), but not so far that the flow turns stiff near t = 1 (with
+    anchors 50 apart, 20 solver steps miss the sharp switch of the posteriors and the round trip fails)."""
 
-    image_channels, image_size, latent_dim = 1, 8, 4
+    image_channels, image_size, latent_dim = 1, 8, 32
 
-    def __init__(self, scale: float = 20.0) -> None:
+    def __init__(self, scale: float = 0.5) -> None:
         super().__init__()
         g = torch.Generator().manual_seed(3)
         self.proj = nn.Parameter(torch.randn(64, self.latent_dim, generator=g) * scale / 8.0, requires_grad=False)
@@ -112,6 +114,7 @@ def test_separated_anchors_round_trip_and_gaussian_prior():
     images, _ = _data(400)
     net = LatentZoningNetwork(SpreadEncoder(), flow=FlowConfig(steps=20)).eval()
     out = zone_diagnostics(net, images, batch_size=200, step_factors=(1, 2, 4))
-    assert min(out["round_trip"].values()) > 0.95
-    assert out["latent_ks_mean"] < 0.1 and out["latent_cov_max_abs_dev"] < 0.25
-    assert out["latent_mean_norm"] < 0.3  # sampling scale sqrt(q / N) = 0.1
+    assert min(out["round_trip"].values()) > 0.93 and out["round_trip"]["x4"] > 0.97
+    assert out["latent_ks_mean"] < 0.1 and out["latent_cov_max_abs_dev"] < 0.3
+    assert 0.4 < out["latent_cov_eig_min"] and out["latent_cov_eig_max"] < 2.0  # q / N = 0.08: edges 0.72, 1.65
+    assert out["latent_mean_norm"] < 3 * (32 / 400) ** 0.5  # sampling scale of the mean: sqrt(q / N)

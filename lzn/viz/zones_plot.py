@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from lzn.atomic import atomic_write
 from lzn.core import zones
 
 
@@ -78,8 +79,6 @@ def plot_zone_map(zmap: ZoneMap, path: str | Path, title: str | None = None) -> 
     ax.set_aspect("equal")
     ax.legend(loc="upper right", fontsize=8)
     ax.set_title(title or f"{n} anchors, their zones and latents (wrong zone: {zmap.wrong_zone_rate:.1%})")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, bbox_inches="tight")
+    path = atomic_write(path, lambda f: fig.savefig(f, format="png", bbox_inches="tight"))
     plt.close(fig)
     return path

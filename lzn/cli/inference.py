@@ -5,7 +5,6 @@ rebuilt. A run folder also supplies its data config and evaluation settings (``r
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -88,17 +87,16 @@ def data_config(args: argparse.Namespace, loaded: Loaded):  # type: ignore[no-un
     return cfg
 
 
-def parse_labels(text: str, names: Sequence[str] | None, k: int) -> list[int]:
-    """``--labels 0,1,2`` or class names ``cat,dog`` -> class indices, checked against the k classes."""
+def parse_labels(text: str, model: LatentZoningNetwork) -> list[int]:
+    """``--labels 0,1,2`` or class names ``cat,dog`` -> class indices (``model.class_index`` each)."""
     out = []
     for item in (t.strip() for t in text.split(",")):
-        if names is not None and item in names:
-            out.append(list(names).index(item))
-        elif item.isdigit() and int(item) < k:
-            out.append(int(item))
-        else:
-            valid = f"0..{k - 1}" + (f" or names {', '.join(names)}" if names else "")
-            raise ValueError(f"--labels expects comma-separated classes ({valid}), got {item!r}")
+        try:
+            out.append(model.class_index(item))
+        except (TypeError, ValueError):
+            names = model.class_names
+            valid = f"0..{model.num_classes - 1}" + (f" or names {', '.join(names)}" if names else "")
+            raise ValueError(f"--labels expects comma-separated classes ({valid}), got {item!r}") from None
     return out
 
 
@@ -112,12 +110,6 @@ def npy_path(out: str) -> Path:
     if path.is_dir():
         raise ValueError(f"--out {out} is a directory; expected a .npy file path")
     return path
-
-
-def _classes(model: LatentZoningNetwork) -> int:
-    if model.label_anchors is not None:
-        return model.label_anchors.num_classes
-    return int(getattr(model.decoder, "num_classes", 0) or 0)
 
 
 def sample(args: argparse.Namespace) -> int:
@@ -141,10 +133,9 @@ def sample(args: argparse.Namespace) -> int:
         out = Path("lzn-sample.png")  # never write into a model folder
     labels = None
     if args.labels:
-        k = _classes(model)
-        if k == 0:
+        if model.num_classes == 0:
             raise ValueError(f"--labels needs a model with classes; the model at {loaded.path} has none")
-        labels = parse_labels(args.labels, model.class_names, k)
+        labels = parse_labels(args.labels, model)
     gen = torch.Generator(device=model.device).manual_seed(args.seed)
     res = model.generate(num=None if labels is not None else (args.num or 64), labels=labels, sampler=args.sampler,
                          steps=args.steps, generator=gen)

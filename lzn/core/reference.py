@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from lzn.core.zone_mean import zone_logits
+from lzn.core.zone_mean import Plan, integrate, zone_logits
 from lzn.core.zones import DEFAULT_EPS, Solver, _dpm3_plan, _euler_plan, _no_autocast, check_noise_scale
 
 
@@ -61,22 +61,17 @@ def latents_with_reference(
         return torch.cat(out) + (1.0 - t_end) * centre
 
 
-def _flow(own: Tensor, noise: Tensor, bank: Tensor, sq: Tensor, g: float, alpha: float, plan) -> Tensor:  # type: ignore[no-untyped-def]
-    x = (1.0 - g) * own + (g * alpha) * noise  # (B, q), the start point of zones.latents
+def _flow(own: Tensor, noise: Tensor, bank: Tensor, sq: Tensor, g: float, alpha: float, plan: Plan) -> Tensor:
+    """The plan of ``zones.latents`` with each sample's zone mean over the bank plus its own anchor."""
     own_sq = own.pow(2).sum(dim=1)  # (B,)
     r = bank.shape[0]
-    ms: dict[int, Tensor] = {}
-    for i, (t, decay, betas) in enumerate(plan):
+
+    def mean(x: Tensor, t: float) -> Tensor:
         s = 1.0 - t
         logits = torch.empty(x.shape[0], r + 1, dtype=x.dtype, device=x.device)  # (B, R + 1)
         logits[:, :r] = zone_logits(x, bank, t, None, sq)  # (B, R), ||x||^2 dropped per row
         logits[:, r] = (x * own).sum(dim=1) * (s / (t * t)) - own_sq * (0.5 * s * s / (t * t))  # own anchor
         w = torch.softmax(logits, dim=1)
-        ms[i] = w[:, :r] @ bank + w[:, r:] * own  # (B, R) @ (R, q) + (B, 1) * (B, q) -> (B, q)
-        nxt = x * decay
-        for j, beta in betas.items():
-            nxt = nxt + beta * ms[j]
-        for j in [j for j in ms if j <= i - 2]:
-            del ms[j]
-        x = nxt
-    return x
+        return w[:, :r] @ bank + w[:, r:] * own  # (B, R) @ (R, q) + (B, 1) * (B, q) -> (B, q)
+
+    return integrate((1.0 - g) * own + (g * alpha) * noise, plan, mean)  # the start point of zones.latents

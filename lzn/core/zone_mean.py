@@ -17,6 +17,7 @@ of r steps keeps r x (B, q) tensors for backward instead of r x (B, n).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -147,6 +148,23 @@ def zone_mean_vjp(
 Plan = list[tuple[float, float, dict[int, float]]]  # (t_i, alpha_i, {j: beta_ij})
 
 
+def integrate(x: Tensor, plan: Plan, mean: Callable[[Tensor, float], Tensor], keep: list[Tensor] | None = None) -> Tensor:
+    """Run a ``Plan``: x_{i+1} = alpha_i x_i + sum_j beta_ij m_j with m_j = ``mean(x_j, t_j)`` (B, q),
+    keeping only the zone means the next step still needs; ``keep`` collects every x_i (for backward)."""
+    ms: dict[int, Tensor] = {}
+    for i, (t, alpha, betas) in enumerate(plan):
+        if keep is not None:
+            keep.append(x)
+        ms[i] = mean(x, t)
+        nxt = x * alpha
+        for j, beta in betas.items():
+            nxt.add_(ms[j], alpha=beta)
+        for j in [j for j in ms if j <= i - 2]:  # the next step looks back to m_{i-1} at most
+            del ms[j]
+        x = nxt
+    return x
+
+
 class MultistepFlow(torch.autograd.Function):
     """A whole forward latent flow (Euler or DPM-Solver++ 3M, given as a ``Plan``) as one autograd node.
 
@@ -159,17 +177,9 @@ class MultistepFlow(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, x: Tensor, anchors: Tensor, sq: Tensor, log_weights: Tensor | None,  # type: ignore[override]
                 plan: Plan) -> Tensor:
-        xs, ms = [], {}
-        for i, (t, alpha, betas) in enumerate(plan):
-            xs.append(x)
-            w = torch.softmax(zone_logits(x, anchors, t, log_weights, sq), dim=1)  # (B, n)
-            ms[i] = w @ anchors  # (B, q)
-            nxt = x * alpha
-            for j, beta in betas.items():
-                nxt.add_(ms[j], alpha=beta)
-            for j in [j for j in ms if j <= i - 2]:  # the next step looks back to m_{i-1} at most
-                del ms[j]
-            x = nxt
+        xs: list[Tensor] = []
+        x = integrate(x, plan, lambda xi, t: torch.softmax(zone_logits(xi, anchors, t, log_weights, sq), dim=1)
+                      @ anchors, keep=xs)  # (B, n) @ (n, q) per step
         ctx.save_for_backward(anchors, sq, log_weights, *xs)
         ctx.plan = plan
         return x

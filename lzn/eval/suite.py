@@ -24,8 +24,7 @@ def generate_like(model: LatentZoningNetwork, num: int, labels: torch.Tensor | N
     """``num`` samples (CPU); class-conditional with classes drawn at the frequencies of ``labels`` when the
     decoder or label anchors know classes, else unconditional."""
     gen = torch.Generator(device=model.device).manual_seed(seed)
-    k = model.label_anchors.num_classes if model.label_anchors is not None else int(
-        getattr(model.decoder, "num_classes", 0) or 0)
+    k = model.num_classes
     cls = None
     if k and labels is not None:
         freq = torch.bincount(labels, minlength=k).double()

@@ -182,6 +182,11 @@ class LatentZoningNetwork(nn.Module):
             raise ValueError(f"labels must lie in [0, {k}), got range [{int(labels.min())}, {int(labels.max())}]")
         return labels.long()
 
+    @property
+    def num_classes(self) -> int:
+        """Classes the model knows: its label anchors', else its class-conditional decoder's; 0 for none."""
+        return self._num_classes()
+
     def _num_classes(self) -> int:
         if self.label_anchors is not None:
             return self.label_anchors.num_classes

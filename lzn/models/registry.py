@@ -41,7 +41,7 @@ _CONFIG_OBJECT = "config"  # a config dataclass instance cannot be written to co
 
 def constructor(name: str) -> Callable[..., nn.Module]:
     """The class or factory function registered as ``name``."""
-    _check_name(name)
+    check_name(name)
     entry = _TABLE[name]
     return getattr(importlib.import_module(entry.module), entry.attr)  # type: ignore[no-any-return]
 
@@ -53,7 +53,8 @@ def _make(name: str) -> Callable[..., nn.Module]:
 NETWORKS: dict[str, Callable[..., nn.Module]] = {name: _make(name) for name in _TABLE}
 
 
-def _check_name(name: str) -> None:
+def check_name(name: str) -> None:
+    """Refuse a network name that is not in the table, with the closest known one."""
     if name not in _TABLE:
         hint = difflib.get_close_matches(str(name), list(_TABLE), n=1)
         also = f"; did you mean {hint[0]!r}?" if hint else ""
@@ -63,7 +64,7 @@ def _check_name(name: str) -> None:
 def _arguments(name: str) -> dict[str, Any]:
     """Keyword argument -> resolved type annotation (Any where there is none): the constructor's named
     parameters first, then the fields of the config dataclass its ``**overrides`` are forwarded to."""
-    _check_name(name)
+    check_name(name)
     entry = _TABLE[name]
     ctor = constructor(name)
     params = inspect.signature(ctor).parameters.values()
@@ -120,17 +121,26 @@ def _fits(value: Any, tp: Any) -> bool:
     return True
 
 
+class UnknownArgument(ValueError):
+    """A keyword argument the network does not take; ``argument``, ``suggestion`` (the closest known
+    argument, or None) and ``known`` let a caller rephrase it (e.g. as a config key)."""
+
+    def __init__(self, network: str, argument: str, known: list[str]) -> None:
+        close = difflib.get_close_matches(argument, known, n=1)
+        self.argument, self.suggestion, self.known = argument, (close[0] if close else None), known
+        also = f"; did you mean {self.suggestion!r}?" if self.suggestion else ""
+        why = " (pass a config's fields as keywords so the model can be saved by name)" * (argument == _CONFIG_OBJECT)
+        super().__init__(f"unknown argument {argument!r} for network {network!r}{also}{why} "
+                         f"(arguments: {', '.join(known)})")
+
+
 def check_arguments(name: str, kwargs: dict[str, Any]) -> None:
-    """Refuse unknown keyword arguments (with a did-you-mean) and values of the wrong type."""
+    """Refuse unknown keyword arguments (:class:`UnknownArgument`) and values of the wrong type."""
     hints = _arguments(name)
     known = list(hints)
     for key in kwargs:
         if key not in known:
-            hint = difflib.get_close_matches(key, known, n=1)
-            also = f"; did you mean {hint[0]!r}?" if hint else ""
-            why = " (pass a config's fields as keywords so the model can be saved by name)" * (key == _CONFIG_OBJECT)
-            raise ValueError(f"unknown argument {key!r} for network {name!r}{also}{why} "
-                             f"(arguments: {', '.join(known)})")
+            raise UnknownArgument(name, key, known)
     for key, value in kwargs.items():
         if not _fits(value, hints.get(key, Any)):
             raise ValueError(f"argument {key!r} of network {name!r} must be {_type_name(hints[key])}, got {value!r}")

@@ -7,7 +7,6 @@ the library (models, core, data); the training loop knows nothing about them.
 
 from __future__ import annotations
 
-import difflib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -18,7 +17,7 @@ from torch import Tensor, nn
 from lzn import checks, distributed
 from lzn.data import DataConfig, ImageDataset, batch_at, random_flip
 from lzn.models import FlowConfig, build
-from lzn.models.registry import network_arguments
+from lzn.models.registry import UnknownArgument, check_arguments, check_name
 from lzn.recipes.config import ConfigError
 from lzn.training import StepOutput, TrainConfig
 
@@ -31,12 +30,10 @@ class NetConfig:
     kwargs: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        from lzn.models.registry import NETWORKS
-
-        if self.name not in NETWORKS:
-            close = difflib.get_close_matches(self.name, list(NETWORKS), n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else f"; choose one of {', '.join(sorted(NETWORKS))}"
-            raise ValueError(f"name: unknown network {self.name!r}{hint}")
+        try:
+            check_name(self.name)
+        except ValueError as err:
+            raise ValueError(f"name: {err}") from None
 
 
 @dataclass
@@ -96,12 +93,14 @@ def data_info(data: ImageDataset) -> DataInfo:
 def build_net(net: NetConfig, info: DataInfo, latent_dim: int, num_classes: int = 0, key: str = "encoder") -> nn.Module:
     """The network of config section ``key``; unknown ``kwargs`` keys and values the network refuses
     are config errors naming ``key.kwargs...``."""
-    known = network_arguments(net.name)
-    for name in net.kwargs:
-        if name not in known:
-            close = difflib.get_close_matches(name, known, n=1)
-            hint = f"did you mean '{key}.kwargs.{close[0]}'?" if close else f"{net.name} takes: {', '.join(known)}"
-            raise ConfigError(f"unknown config key '{key}.kwargs.{name}'; {hint}")
+    try:
+        check_arguments(net.name, net.kwargs)
+    except UnknownArgument as err:  # named as the config key it came from
+        hint = (f"did you mean '{key}.kwargs.{err.suggestion}'?" if err.suggestion
+                else f"{net.name} takes: {', '.join(err.known)}")
+        raise ConfigError(f"unknown config key '{key}.kwargs.{err.argument}'; {hint}") from None
+    except ValueError as err:
+        raise ConfigError(f"{key}: {err}") from None
     kwargs: dict[str, Any] = {"image_channels": info.channels, "image_size": info.size, "latent_dim": latent_dim}
     if num_classes:
         kwargs["num_classes"] = num_classes

@@ -100,8 +100,6 @@ def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 def _check_existing_run(run_dir: Path, recipe: str, config: dict[str, Any]) -> None:
     """A folder holding checkpoints must have been started with this recipe and config (up to the
     keys in RESUMABLE_CHANGES). A folder without checkpoints has nothing to protect: it starts anew."""
-    if run_dir.exists() and not run_dir.is_dir():
-        raise ConfigError(f"--out {run_dir} is an existing file; expected a run folder (new, or one to resume)")
     path = run_dir / RUN_FILE
     has_checkpoints = latest_checkpoint(run_dir) is not None
     if not path.exists():
@@ -257,9 +255,9 @@ def _evaluation_data(data: DataConfig, train_data: ImageDataset) -> tuple[str | 
 
 
 def _check_finite_weights(modules: dict[str, torch.nn.Module]) -> None:
-    bad = sorted(n for n, m in modules.items() for p in m.parameters() if not bool(torch.isfinite(p).all()))
+    bad = [n for n, m in modules.items() if not all(bool(torch.isfinite(p).all()) for p in m.parameters())]
     if bad:
-        raise RuntimeError(f"training produced NaN or infinite weights in {sorted(set(bad))}; nothing was exported "
+        raise RuntimeError(f"training produced NaN or infinite weights in {sorted(bad)}; nothing was exported "
                            "(lower train.lr, or check the data for extreme values)")
 
 

@@ -44,15 +44,8 @@ class MetricsWindow:
 
         Collective when distributed: every rank must call it at the same step with the same keys.
         """
-        keys = sorted(self.sums)
-        packed = torch.tensor(
-            [self.sums[k] for k in keys] + [self.counts[k] for k in keys] + [self.items], dtype=torch.float64
-        )
-        if distributed.world_size() > 1:
-            packed = distributed.all_reduce_sum(packed.to(device)).cpu()
-        values = packed.tolist()
-        sums, counts, items = values[: len(keys)], values[len(keys) : 2 * len(keys)], values[-1]
-        out = {k: s / c for k, s, c in zip(keys, sums, counts)}
+        sums, counts, items = self._reduced(device)
+        out = {k: s / counts[k] for k, s in sums.items()}
         if items:
             out["items_per_s"] = items / max(time.perf_counter() - self.start, 1e-9)
         self.reset()
@@ -63,12 +56,20 @@ class MetricsWindow:
 
         Restored on one rank with :meth:`load_state`, the next logged row averages the same steps as
         an uninterrupted run would (throughput, a timing, starts afresh)."""
+        sums, counts, _ = self._reduced(device)
+        return {"sums": sums, "counts": counts}
+
+    def _reduced(self, device: torch.device | str) -> tuple[dict[str, float], dict[str, float], float]:
+        """(sums, counts, items) summed over ranks in one all-reduce (collective when distributed)."""
         keys = sorted(self.sums)
-        packed = torch.tensor([self.sums[k] for k in keys] + [self.counts[k] for k in keys], dtype=torch.float64)
+        packed = torch.tensor(
+            [self.sums[k] for k in keys] + [self.counts[k] for k in keys] + [self.items], dtype=torch.float64
+        )
         if distributed.world_size() > 1:
             packed = distributed.all_reduce_sum(packed.to(device)).cpu()
         values = packed.tolist()
-        return {"sums": dict(zip(keys, values[: len(keys)])), "counts": dict(zip(keys, values[len(keys):]))}
+        n = len(keys)
+        return dict(zip(keys, values[:n])), dict(zip(keys, values[n:2 * n])), values[-1]
 
     def load_state(self, state: dict[str, dict[str, float]]) -> None:
         self.reset()

@@ -11,19 +11,14 @@ import torch
 from scipy import stats
 from torch import Tensor, nn
 
-from lzn import LabelAnchors, LatentZoningNetwork
+from lzn import FlowConfig, LatentZoningNetwork
 from lzn.eval import accuracy, normal_ks, zone_diagnostics
-from lzn.models import FlowConfig, build
+from tests.models.tiny import tiny_model
 
 
 @pytest.fixture
 def model() -> LatentZoningNetwork:
-    torch.manual_seed(0)
-    enc = build("small_encoder", image_channels=1, image_size=8, latent_dim=4, channels=[4, 8], hidden=16)
-    dec = build("small_unet", image_channels=1, image_size=8, latent_dim=4, num_classes=3, channels=4,
-                channel_mult=[1, 2], time_dim=8, cond_dim=8)
-    flow = FlowConfig(steps=10, label_steps=20)
-    return LatentZoningNetwork(enc, dec, LabelAnchors(3, 4), flow).eval()
+    return tiny_model(FlowConfig(steps=10, label_steps=20))
 
 
 def _data(n: int = 60) -> tuple[Tensor, Tensor]:

@@ -5,17 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lzn import LabelAnchors, LatentZoningNetwork
-from lzn.models import build
+from lzn import LatentZoningNetwork
+from tests.models.tiny import tiny_model
 
 
 @pytest.fixture
 def model() -> LatentZoningNetwork:
-    torch.manual_seed(0)
-    enc = build("small_encoder", image_channels=1, image_size=8, latent_dim=4, channels=[4, 8], hidden=16)
-    dec = build("small_unet", image_channels=1, image_size=8, latent_dim=4, num_classes=3, channels=4,
-                channel_mult=[1, 2], time_dim=8, cond_dim=8)
-    return LatentZoningNetwork(enc, dec, LabelAnchors(3, 4)).eval()
+    return tiny_model()
 
 
 def _data(n: int = 60):

@@ -101,7 +101,8 @@ def table(summary: dict[str, dict[str, dict[str, dict[str, float]]]], extractor:
 
     lines = [f"| data | claim | metric | LZN | baseline(s) |", "|---|---|---|---|---|"]
     for ds in summary:
-        for key, name, fmt in (("fid", f"FID ({extractor}, {samples} samples)", ".2f"), ("precision", "precision", ".3f"),
+        real = min(samples, len(load_split(resolve_config("rf", ds).data, "test")))
+        for key, name, fmt in (("fid", f"FID ({extractor}, {samples} samples vs {real} test images)", ".2f"), ("precision", "precision", ".3f"),
                                ("recall", "recall", ".3f"), ("recon_l2", "reconstruction L2 (lower is better)", ".3f")):
             lines.append(f"| {ds} | 1 generation | {name} | generation {cell(ds, 'generation', key, fmt)} | "
                          f"rf {cell(ds, 'rf', key, fmt)} |")

@@ -46,5 +46,5 @@ def test_paper_claims_runs_end_to_end_on_a_tiny_budget(tmp_path):
                           "--samples", "12", "--out", str(tmp_path), "--md", str(tmp_path / "t.md")],
                          check=True, capture_output=True, text=True, cwd=ROOT, timeout=600)
     table = (tmp_path / "t.md").read_text()
-    assert "| digits | 1 generation | FID (efficientnet-lite0-imagenet, 12 samples)" in table
+    assert "| digits | 1 generation | FID (efficientnet-lite0-imagenet, 12 samples vs 12 test images)" in table
     assert "class consistency" in table and out.stdout.strip().splitlines()[-1].startswith("paper_claims (quick")

@@ -30,39 +30,64 @@ from typing import Any
 import torch
 
 from lzn import LatentZoningNetwork
+from lzn.atomic import atomic_write_text
+from lzn.viz.grid import save_image_grid
 from lzn.data import load_split
 from lzn.eval import evaluate_model, fast_extractor, inception_extractor
 from lzn.recipes.runner import load_run, resolve_config, train
 
+# steps per data set (None: the preset's own budget). Fashion-MNIST's preset (3,000 steps of batch 256) costs
+# about 4 CPU-hours per seed for the eight recipes, so the full budget trains it for FASHION_STEPS: the same
+# for every recipe, LZN and baseline alike, and said in every table.
+FASHION_STEPS = 200
 BUDGETS = {
-    "quick": {"datasets": ["digits"], "seeds": [0], "steps": 300, "samples": 500},
-    "full": {"datasets": ["digits", "fashion"], "seeds": [0, 1, 2], "steps": None, "samples": 2000},
+    "quick": {"datasets": ["digits"], "seeds": [0], "steps": {"digits": 300}, "samples": 500},
+    "full": {"datasets": ["digits", "fashion"], "seeds": [0, 1, 2], "steps": {"digits": None, "fashion": FASHION_STEPS},
+             "samples": 1000, "sets": {"fashion": ["train.warmup_steps=50"]}},  # the preset warms up for 200 steps
 }
 RECIPES = ["rf", "generation", "representation", "simclr", "joint", "nogen", "classifier", "rf_cond"]
 
 
-def run(dataset: str, recipe: str, seed: int, steps: int | None, out: Path) -> Path:
+def run(dataset: str, recipe: str, seed: int, steps: int | None, out: Path, extra: list[str] | None = None) -> Path:
     name = "rf" if recipe == "rf_cond" else recipe
     sets = [f"train.seed={seed}", "train.progress=false"] + (["class_conditional=true"] if recipe == "rf_cond" else [])
+    sets += extra or []
     if steps:
         sets.append(f"train.steps={steps}")
     cfg = resolve_config(name, dataset, sets=sets)
     folder = out / dataset / f"{recipe}-s{seed}"
+    fresh, start = not (folder / "results.json").exists(), time.time()
     train(name, cfg, folder)  # a finished run is left alone and its results returned
+    if fresh:  # wall time of the training (and the recipe's own evaluation), kept for the budget's accounting
+        atomic_write_text(folder / "claims-train-seconds.txt", f"{time.time() - start:.1f}\n")
     return folder
 
 
 def measure(dataset: str, recipe: str, folder: Path, extractor: Any, samples: int, classifier) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    """The claim's figures of one finished run, cached beside it (per extractor and sample count)."""
+    cache = folder / f"claims-{extractor.name.replace('/', '_')}-{samples}.json"
+    if cache.exists():
+        return json.loads(cache.read_text())
+    start = time.time()
+    out = _measure(dataset, recipe, folder, extractor, samples, classifier)
+    out["eval_seconds"] = time.time() - start
+    atomic_write_text(cache, json.dumps(out, indent=2) + "\n")
+    return out
+
+
+def _measure(dataset: str, recipe: str, folder: Path, extractor: Any, samples: int, classifier) -> dict[str, Any]:  # type: ignore[no-untyped-def]
     results = json.loads((folder / "results.json").read_text())
+    seconds = folder / "claims-train-seconds.txt"
+    timing = {"train_seconds": float(seconds.read_text())} if seconds.exists() else {}
     if recipe == "classifier":
-        return {"accuracy_alpha_1": results["test_accuracy"], "accuracy_best": results["test_accuracy"]}
+        return {"accuracy_alpha_1": results["test_accuracy"], "accuracy_best": results["test_accuracy"], **timing}
     model = LatentZoningNetwork.from_pretrained(str(folder / "model")).eval()
     cfg = resolve_config("rf" if recipe == "rf_cond" else recipe, dataset)
     train_set, test = load_split(cfg.data, "train"), load_split(cfg.data, "test")
     ev = evaluate_model(model, train_set, test, extractor=extractor if model.decoder is not None else None,
                         num_samples=samples, sampler="euler", sampler_steps=20, eval_batch_size=cfg.eval_batch_size,
                         progress=False)
-    out: dict[str, Any] = {}
+    out: dict[str, Any] = dict(timing)
     if "generation" in ev:
         out.update({k: ev["generation"][k] for k in ("fid", "kid_mean", "precision", "recall")})
     if "reconstruction" in ev:
@@ -74,6 +99,10 @@ def measure(dataset: str, recipe: str, folder: Path, extractor: Any, samples: in
         out["accuracy_alpha_1"] = next(r["accuracy"] for r in batch if r["alpha"] == 1.0)
         best = max(batch, key=lambda r: r["accuracy"])
         out["accuracy_best"], out["best_alpha"] = best["accuracy"], best["alpha"]
+    if "classification" in ev:  # the whole sweep (alpha x context), for the diagnostics where LZN trails
+        out["sweep"] = ev["classification"]["sweep"]
+    if "zones" in ev:
+        out["zones"] = ev["zones"]
     if recipe in ("rf_cond", "joint") and classifier is not None:  # class consistency of conditional samples
         lab = torch.arange(samples) % train_set.num_classes  # every class equally often
         gen = torch.Generator().manual_seed(0)
@@ -85,7 +114,31 @@ def measure(dataset: str, recipe: str, folder: Path, extractor: Any, samples: in
     return out
 
 
+def figure(dataset: str, folders: dict[str, Path], path: Path, per_row: int = 20) -> Path | None:
+    """Samples of LZN beside its baseline, trained with the same seed and sampled with the same noise seed:
+    unconditional ``rf`` / ``generation`` rows, then class-conditional ``rf_cond`` / ``joint`` rows whose
+    columns run through the classes. Euler, 50 steps."""
+    pairs = [(r, n) for r, n in (("rf", "rf (baseline)"), ("generation", "generation (LZN)"),
+                                 ("rf_cond", "class-cond. rf (baseline)"), ("joint", "joint (LZN)")) if r in folders]
+    if not pairs:
+        return None
+    rows, labels = [], []
+    for recipe, name in pairs:
+        model = LatentZoningNetwork.from_pretrained(str(folders[recipe] / "model")).eval()
+        gen = torch.Generator().manual_seed(0)
+        with torch.no_grad():
+            if recipe in ("rf_cond", "joint"):
+                lab = (torch.arange(2 * per_row) % model.num_classes).tolist()
+                images = model.generate(labels=lab, sampler="euler", steps=50, generator=gen).images
+            else:
+                images = model.generate(num=2 * per_row, sampler="euler", steps=50, generator=gen).images
+        rows.append(images.cpu())
+        labels += [f"{dataset} {name}", ""]
+    return save_image_grid(torch.cat(rows), path, nrow=per_row, row_labels=labels)
+
+
 def summarise(per_seed: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    per_seed = [{**r, **{f"zones.{k}": v for k, v in r.get("zones", {}).items()}} for r in per_seed]
     keys = sorted({k for r in per_seed for k, v in r.items() if isinstance(v, float)})
     out = {}
     for k in keys:
@@ -94,27 +147,29 @@ def summarise(per_seed: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
     return out
 
 
-def table(summary: dict[str, dict[str, dict[str, dict[str, float]]]], extractor: str, samples: int) -> str:
+def table(summary: dict[str, dict[str, dict[str, dict[str, float]]]], extractor: str, samples: int,
+          steps: dict[str, int | None]) -> str:
     def cell(ds: str, recipe: str, key: str, fmt: str = ".3f") -> str:
         s = summary.get(ds, {}).get(recipe, {}).get(key)
         return "n/a" if s is None else f"{s['mean']:{fmt}} +- {s['sd']:{fmt}}"
 
     lines = [f"| data | claim | metric | LZN | baseline(s) |", "|---|---|---|---|---|"]
     for ds in summary:
+        label = f"{ds} ({steps.get(ds) or resolve_config('rf', ds).train.steps} steps)"
         real = min(samples, len(load_split(resolve_config("rf", ds).data, "test")))
         for key, name, fmt in (("fid", f"FID ({extractor}, {samples} samples vs {real} test images)", ".2f"), ("precision", "precision", ".3f"),
                                ("recall", "recall", ".3f"), ("recon_l2", "reconstruction L2 (lower is better)", ".3f")):
-            lines.append(f"| {ds} | 1 generation | {name} | generation {cell(ds, 'generation', key, fmt)} | "
+            lines.append(f"| {label} | 1 generation | {name} | generation {cell(ds, 'generation', key, fmt)} | "
                          f"rf {cell(ds, 'rf', key, fmt)} |")
         for key, name in (("probe", "linear probe"), ("knn", "kNN")):
-            lines.append(f"| {ds} | 2 representation | {name} | representation {cell(ds, 'representation', key)} | "
+            lines.append(f"| {label} | 2 representation | {name} | representation {cell(ds, 'representation', key)} | "
                          f"simclr {cell(ds, 'simclr', key)} |")
         for key, name in (("accuracy_alpha_1", "accuracy, alpha = 1"), ("accuracy_best", "accuracy, best alpha of {0, 0.5, 1}")):
-            lines.append(f"| {ds} | 3 joint | {name} | joint {cell(ds, 'joint', key)} | classifier "
+            lines.append(f"| {label} | 3 joint | {name} | joint {cell(ds, 'joint', key)} | classifier "
                          f"{cell(ds, 'classifier', key)}; nogen {cell(ds, 'nogen', key)} |")
-        lines.append(f"| {ds} | 3 joint | conditional FID ({extractor}) | joint {cell(ds, 'joint', 'fid', '.2f')} | "
+        lines.append(f"| {label} | 3 joint | conditional FID ({extractor}) | joint {cell(ds, 'joint', 'fid', '.2f')} | "
                      f"class-conditional rf {cell(ds, 'rf_cond', 'fid', '.2f')} |")
-        lines.append(f"| {ds} | 3 joint | class consistency | joint {cell(ds, 'joint', 'class_consistency')} | "
+        lines.append(f"| {label} | 3 joint | class consistency | joint {cell(ds, 'joint', 'class_consistency')} | "
                      f"class-conditional rf {cell(ds, 'rf_cond', 'class_consistency')} |")
     return "\n".join(lines)
 
@@ -124,33 +179,41 @@ def main() -> None:
     parser.add_argument("--budget", choices=sorted(BUDGETS), default="quick")
     parser.add_argument("--extractor", choices=["fast", "inception"], default="fast")
     parser.add_argument("--out", default="runs/paper_claims")
+    parser.add_argument("--datasets", nargs="*", default=None, choices=["digits", "fashion"],
+                        help="override the budget's data sets (run the full budget in pieces)")
     parser.add_argument("--recipes", nargs="*", default=RECIPES, choices=RECIPES)
     parser.add_argument("--steps", type=int, default=None, help="override the budget's train.steps (smoke tests)")
     parser.add_argument("--samples", type=int, default=None, help="override the budget's generated samples")
     parser.add_argument("--seeds", type=int, nargs="*", default=None, help="override the budget's seeds")
+    parser.add_argument("--figure", default=None,
+                        help="write samples of LZN beside its baseline (seed of the first run) to FIGURE-<data>.png")
     parser.add_argument("--json", default=None)
     parser.add_argument("--md", default=None)
     args = parser.parse_args()
     budget, start = dict(BUDGETS[args.budget]), time.time()
-    for key in ("steps", "samples", "seeds"):
+    for key in ("samples", "seeds", "datasets"):
         if getattr(args, key) is not None:
             budget[key] = getattr(args, key)
+    if args.steps is not None:
+        budget["steps"] = {ds: args.steps for ds in budget["datasets"]}
     extractor = fast_extractor(progress=False) if args.extractor == "fast" else inception_extractor(progress=False)
     out = Path(args.out) / args.budget
     raw: dict[str, dict[str, list[dict[str, Any]]]] = {}
     for ds in budget["datasets"]:
         for seed in budget["seeds"]:
-            folders = {r: run(ds, r, seed, budget["steps"], out) for r in args.recipes}
+            folders = {r: run(ds, r, seed, budget["steps"].get(ds), out, budget.get("sets", {}).get(ds)) for r in args.recipes}
             classifier = None
             if "classifier" in folders:
                 classifier, _ = load_run(folders["classifier"])
+            if args.figure and seed == budget["seeds"][0]:
+                figure(ds, folders, Path(f"{args.figure}-{ds}.png"))
             for recipe, folder in folders.items():
                 raw.setdefault(ds, {}).setdefault(recipe, []).append(
                     measure(ds, recipe, folder, extractor, budget["samples"], classifier))
     summary = {ds: {r: summarise(v) for r, v in recipes.items()} for ds, recipes in raw.items()}
-    md = table(summary, extractor.name, budget["samples"])
+    md = table(summary, extractor.name, budget["samples"], budget["steps"])
     report = {"budget": args.budget, "extractor": extractor.name, "samples": budget["samples"], "seeds": budget["seeds"],
-              "steps": budget["steps"] or "preset", "seconds": time.time() - start, "runs": raw, "summary": summary}
+              "steps": {ds: budget["steps"].get(ds) or "preset" for ds in budget["datasets"]}, "seconds": time.time() - start, "runs": raw, "summary": summary}
     print(json.dumps(report, indent=2))
     print(md)
     if args.json:

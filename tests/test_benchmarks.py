@@ -43,8 +43,15 @@ def test_paper_claims_runs_end_to_end_on_a_tiny_budget(tmp_path):
     if importlib.util.find_spec("efficientnet_lite_pytorch") is None:
         pytest.skip("needs the lzn[fid] weight packages (make test installs them)")
     out = subprocess.run([sys.executable, str(ROOT / "benchmarks/paper_claims.py"), "--budget", "quick", "--steps", "2",
-                          "--samples", "12", "--out", str(tmp_path), "--md", str(tmp_path / "t.md")],
+                          "--samples", "12", "--out", str(tmp_path), "--md", str(tmp_path / "t.md"),
+                          "--figure", str(tmp_path / "fig")],
                          check=True, capture_output=True, text=True, cwd=ROOT, timeout=600)
     table = (tmp_path / "t.md").read_text()
-    assert "| digits | 1 generation | FID (efficientnet-lite0-imagenet, 12 samples vs 12 test images)" in table
+    assert "| digits (2 steps) | 1 generation | FID (efficientnet-lite0-imagenet, 12 samples vs 12 test images)" in table
     assert "class consistency" in table and out.stdout.strip().splitlines()[-1].startswith("paper_claims (quick")
+    from PIL import Image
+
+    with Image.open(tmp_path / "fig-digits.png") as picture:  # 4 models x 2 rows of 20 samples
+        assert picture.height > 8 * 32 and picture.width > 20 * 32
+    cached = sorted(p.name for p in (tmp_path / "quick" / "digits" / "joint-s0").glob("claims-*"))
+    assert cached == ["claims-efficientnet-lite0-imagenet-12.json", "claims-train-seconds.txt"]

@@ -33,7 +33,7 @@ from lzn import LatentZoningNetwork
 from lzn.atomic import atomic_write_text
 from lzn.viz.grid import save_image_grid
 from lzn.data import load_split
-from lzn.eval import evaluate_model, fast_extractor, inception_extractor
+from lzn.eval import class_consistency, evaluate_model, fast_extractor, inception_extractor
 from lzn.recipes.runner import load_run, resolve_config, train
 
 # steps per data set (None: the preset's own budget). Fashion-MNIST's preset (3,000 steps of batch 256) costs
@@ -56,21 +56,32 @@ def run(dataset: str, recipe: str, seed: int, steps: int | None, out: Path, extr
         sets.append(f"train.steps={steps}")
     cfg = resolve_config(name, dataset, sets=sets)
     folder = out / dataset / f"{recipe}-s{seed}"
-    fresh, start = not (folder / "results.json").exists(), time.time()
-    train(name, cfg, folder)  # a finished run is left alone and its results returned
-    if fresh:  # wall time of the training (and the recipe's own evaluation), kept for the budget's accounting
-        atomic_write_text(folder / "claims-train-seconds.txt", f"{time.time() - start:.1f}\n")
+    before = _finished_steps(folder)
+    start = time.time()
+    train(name, cfg, folder)  # a finished run is left alone; one trained for fewer steps continues
+    if before != cfg.train.steps:  # wall time of the training (and the recipe's own evaluation), summed over parts
+        seconds = folder / "claims-train-seconds.txt"
+        earlier = float(seconds.read_text()) if seconds.exists() and before is not None else 0.0
+        atomic_write_text(seconds, f"{earlier + time.time() - start:.1f}\n")
     return folder
+
+
+def _finished_steps(folder: Path) -> int | None:
+    results = folder / "results.json"
+    return int(json.loads(results.read_text())["steps"]) if results.exists() else None
 
 
 def measure(dataset: str, recipe: str, folder: Path, extractor: Any, samples: int, classifier) -> dict[str, Any]:  # type: ignore[no-untyped-def]
     """The claim's figures of one finished run, cached beside it (per extractor and sample count)."""
     cache = folder / f"claims-{extractor.name.replace('/', '_')}-{samples}.json"
+    key = {"train_steps": _finished_steps(folder), "judged": classifier is not None}
     if cache.exists():
-        return json.loads(cache.read_text())
+        cached = json.loads(cache.read_text())
+        if all(cached.get(k) == v for k, v in key.items()):  # a run trained further, or a judge added: measure again
+            return cached
     start = time.time()
     out = _measure(dataset, recipe, folder, extractor, samples, classifier)
-    out["eval_seconds"] = time.time() - start
+    out.update(key, eval_seconds=time.time() - start)
     atomic_write_text(cache, json.dumps(out, indent=2) + "\n")
     return out
 
@@ -103,14 +114,9 @@ def _measure(dataset: str, recipe: str, folder: Path, extractor: Any, samples: i
         out["sweep"] = ev["classification"]["sweep"]
     if "zones" in ev:
         out["zones"] = ev["zones"]
-    if recipe in ("rf_cond", "joint") and classifier is not None:  # class consistency of conditional samples
-        lab = torch.arange(samples) % train_set.num_classes  # every class equally often
-        gen = torch.Generator().manual_seed(0)
-        images = torch.cat([model.generate(labels=lab[i:i + 250].tolist(), sampler="euler", steps=20,
-                                           generator=gen).images.clamp(-1, 1) for i in range(0, samples, 250)])
-        with torch.no_grad():
-            pred = classifier.classify(images)
-        out["class_consistency"] = float((pred == lab).float().mean())
+    if recipe in ("rf_cond", "joint") and classifier is not None:  # judged by the classifier baseline's run
+        out["class_consistency"] = class_consistency(model, classifier.classify, samples, sampler="euler", steps=20,
+                                                     seed=0)["class_consistency"]
     return out
 
 
@@ -139,7 +145,7 @@ def figure(dataset: str, folders: dict[str, Path], path: Path, per_row: int = 20
 
 def summarise(per_seed: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
     per_seed = [{**r, **{f"zones.{k}": v for k, v in r.get("zones", {}).items()}} for r in per_seed]
-    keys = sorted({k for r in per_seed for k, v in r.items() if isinstance(v, float)})
+    keys = sorted({k for r in per_seed for k, v in r.items() if isinstance(v, float) and k != "best_alpha"})
     out = {}
     for k in keys:
         vals = [r[k] for r in per_seed if k in r]
@@ -148,16 +154,23 @@ def summarise(per_seed: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
 
 
 def table(summary: dict[str, dict[str, dict[str, dict[str, float]]]], extractor: str, samples: int,
-          steps: dict[str, int | None]) -> str:
+          steps: dict[str, int | None], best_alphas: dict[str, dict[str, list[float]]] | None = None) -> str:
+    best_alphas = best_alphas or {}
+
     def cell(ds: str, recipe: str, key: str, fmt: str = ".3f") -> str:
         s = summary.get(ds, {}).get(recipe, {}).get(key)
         return "n/a" if s is None else f"{s['mean']:{fmt}} +- {s['sd']:{fmt}}"
 
-    lines = [f"| data | claim | metric | LZN | baseline(s) |", "|---|---|---|---|---|"]
+    def won(ds: str, recipe: str, key: str) -> str:  # which alpha was best, per seed
+        alphas = best_alphas.get(ds, {}).get(recipe, [])
+        return f" (best alpha per seed: {', '.join(f'{a:g}' for a in alphas)})" if key == "accuracy_best" and alphas else ""
+
+    lines = ["| data | claim | metric | LZN | baseline(s) |", "|---|---|---|---|---|"]
     for ds in summary:
         label = f"{ds} ({steps.get(ds) or resolve_config('rf', ds).train.steps} steps)"
         real = min(samples, len(load_split(resolve_config("rf", ds).data, "test")))
-        for key, name, fmt in (("fid", f"FID ({extractor}, {samples} samples vs {real} test images)", ".2f"), ("precision", "precision", ".3f"),
+        for key, name, fmt in (("fid", f"FID ({extractor}, {samples} samples vs {real} test images)", ".2f"),
+                               ("kid_mean", f"KID ({extractor})", ".4f"), ("precision", "precision", ".3f"),
                                ("recall", "recall", ".3f"), ("recon_l2", "reconstruction L2 (lower is better)", ".3f")):
             lines.append(f"| {label} | 1 generation | {name} | generation {cell(ds, 'generation', key, fmt)} | "
                          f"rf {cell(ds, 'rf', key, fmt)} |")
@@ -165,8 +178,9 @@ def table(summary: dict[str, dict[str, dict[str, dict[str, float]]]], extractor:
             lines.append(f"| {label} | 2 representation | {name} | representation {cell(ds, 'representation', key)} | "
                          f"simclr {cell(ds, 'simclr', key)} |")
         for key, name in (("accuracy_alpha_1", "accuracy, alpha = 1"), ("accuracy_best", "accuracy, best alpha of {0, 0.5, 1}")):
-            lines.append(f"| {label} | 3 joint | {name} | joint {cell(ds, 'joint', key)} | classifier "
-                         f"{cell(ds, 'classifier', key)}; nogen {cell(ds, 'nogen', key)} |")
+            lines.append(f"| {label} | 3 joint | {name} | joint {cell(ds, 'joint', key)}{won(ds, 'joint', key)} | "
+                         f"classifier {cell(ds, 'classifier', key)}; nogen {cell(ds, 'nogen', key)}"
+                         f"{won(ds, 'nogen', key)} |")
         lines.append(f"| {label} | 3 joint | conditional FID ({extractor}) | joint {cell(ds, 'joint', 'fid', '.2f')} | "
                      f"class-conditional rf {cell(ds, 'rf_cond', 'fid', '.2f')} |")
         lines.append(f"| {label} | 3 joint | class consistency | joint {cell(ds, 'joint', 'class_consistency')} | "
@@ -211,7 +225,9 @@ def main() -> None:
                 raw.setdefault(ds, {}).setdefault(recipe, []).append(
                     measure(ds, recipe, folder, extractor, budget["samples"], classifier))
     summary = {ds: {r: summarise(v) for r, v in recipes.items()} for ds, recipes in raw.items()}
-    md = table(summary, extractor.name, budget["samples"], budget["steps"])
+    best = {ds: {r: [x["best_alpha"] for x in v if "best_alpha" in x] for r, v in recipes.items()}
+            for ds, recipes in raw.items()}
+    md = table(summary, extractor.name, budget["samples"], budget["steps"], best)
     report = {"budget": args.budget, "extractor": extractor.name, "samples": budget["samples"], "seeds": budget["seeds"],
               "steps": {ds: budget["steps"].get(ds) or "preset" for ds in budget["datasets"]}, "seconds": time.time() - start, "runs": raw, "summary": summary}
     print(json.dumps(report, indent=2))

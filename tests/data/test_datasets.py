@@ -240,6 +240,21 @@ def test_image_folder_sorted_classes_resize_and_crop(tmp_path):
     assert gray.images.shape == (4, 1, 5, 5)
 
 
+def test_image_folder_order_mixes_classes_and_is_fixed(tmp_path):
+    """Sorted class folders must not give class-sorted data: an FID reference or an evaluation batch is a
+    prefix, and a prefix of one class would bias both."""
+    pytest.importorskip("PIL")
+    for cls, color in (("a", (255, 0, 0)), ("b", (0, 0, 255))):
+        (tmp_path / cls).mkdir()
+        for i in range(16):
+            _png(tmp_path / cls / f"{i:02d}.png", color, (4, 4))
+    first, again = load_image_folder(tmp_path, size=4), load_image_folder(tmp_path, size=4)
+    assert torch.equal(first.labels, again.labels) and torch.equal(first.images, again.images)
+    assert set(first.labels[:8].tolist()) == {0, 1} and first.labels.bincount().tolist() == [16, 16]
+    red = first.images[:, 0, 0, 0] > 0  # each image still carries its own class's colour
+    assert torch.equal(red, first.labels == 0)
+
+
 def test_image_folder_unlabelled_and_errors(tmp_path):
     pytest.importorskip("PIL")
     _png(tmp_path / "x.jpg", (10, 20, 30), (6, 6))

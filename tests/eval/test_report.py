@@ -115,6 +115,20 @@ def test_joint_report(runs):
     assert any("test split" in t and "label anchors" in t for t in zones)
 
 
+def test_report_shows_lzn_evaluate_table(runs, tmp_path):
+    run = tmp_path / "joint"
+    import shutil
+
+    shutil.copytree(runs["joint"], run)
+    _, page = parse(write_report(run))
+    assert any("No metrics.json" in t for t in page.sections["metrics"])
+    assert main(["evaluate", str(run), "--metrics", "accuracy,zones", "--alphas", "0,1"]) == 0
+    _, page = parse(write_report(run))
+    metrics = page.sections["metrics"]
+    assert "lzn evaluate (metrics.json)" in metrics and "accuracy (alpha 1)" in metrics
+    assert "zones: KS vs N(0, 1)" in metrics and not any("No metrics.json" in t for t in metrics)
+
+
 def test_report_max_points_and_out(runs, tmp_path):
     out = write_report(runs["joint"], tmp_path / "sub" / "r.html", max_points=50)
     _, page = parse(out)

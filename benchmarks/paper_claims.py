@@ -143,8 +143,15 @@ def figure(dataset: str, folders: dict[str, Path], path: Path, per_row: int = 20
     return save_image_grid(torch.cat(rows), path, nrow=per_row, row_labels=labels)
 
 
+def _flat(d: dict[str, Any], prefix: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+
+
 def summarise(per_seed: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
-    per_seed = [{**r, **{f"zones.{k}": v for k, v in r.get("zones", {}).items()}} for r in per_seed]
+    per_seed = [{**r, **_flat(r.get("zones", {}), "zones.")} for r in per_seed]
     keys = sorted({k for r in per_seed for k, v in r.items() if isinstance(v, float) and k != "best_alpha"})
     out = {}
     for k in keys:
@@ -188,6 +195,22 @@ def table(summary: dict[str, dict[str, dict[str, dict[str, float]]]], extractor:
     return "\n".join(lines)
 
 
+def diagnostics_table(summary: dict[str, dict[str, dict[str, dict[str, float]]]]) -> str:
+    """Zone diagnostics of the LZN runs (docs/method.md §1.4): do the zones look as the method promises?"""
+    cols = (("zones.latent_ks_mean", "KS of pooled latents vs N(0, 1)"), ("zones.latent_mean_norm", "abs(mean)"),
+            ("zones.latent_cov_max_abs_dev", "max abs(Cov - I)"), ("zones.round_trip.x1", "round trip 1x"),
+            ("zones.round_trip.x4", "round trip 4x"), ("zones.label_zone_fraction", "in label zone"))
+    lines = ["| data | recipe | " + " | ".join(name for _, name in cols) + " |", "|---|---|" + "---|" * len(cols)]
+    for ds, recipes in summary.items():
+        for recipe in ("generation", "representation", "joint", "nogen"):
+            stats = recipes.get(recipe, {})
+            if not any(k in stats for k, _ in cols):
+                continue
+            cells = [f"{stats[k]['mean']:.3f} +- {stats[k]['sd']:.3f}" if k in stats else "n/a" for k, _ in cols]
+            lines.append(f"| {ds} | {recipe} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--budget", choices=sorted(BUDGETS), default="quick")
@@ -227,7 +250,7 @@ def main() -> None:
     summary = {ds: {r: summarise(v) for r, v in recipes.items()} for ds, recipes in raw.items()}
     best = {ds: {r: [x["best_alpha"] for x in v if "best_alpha" in x] for r, v in recipes.items()}
             for ds, recipes in raw.items()}
-    md = table(summary, extractor.name, budget["samples"], budget["steps"], best)
+    md = table(summary, extractor.name, budget["samples"], budget["steps"], best) + "\n\n" + diagnostics_table(summary)
     report = {"budget": args.budget, "extractor": extractor.name, "samples": budget["samples"], "seeds": budget["seeds"],
               "steps": {ds: budget["steps"].get(ds) or "preset" for ds in budget["datasets"]}, "seconds": time.time() - start, "runs": raw, "summary": summary}
     print(json.dumps(report, indent=2))

@@ -48,6 +48,7 @@ def test_paper_claims_runs_end_to_end_on_a_tiny_budget(tmp_path):
                          check=True, capture_output=True, text=True, cwd=ROOT, timeout=600)
     table = (tmp_path / "t.md").read_text()
     assert "| digits (2 steps) | 1 generation | FID (efficientnet-lite0-imagenet, 12 samples vs 12 test images)" in table
+    assert "| digits | joint | " in table and "round trip 1x" in table  # the zone diagnostics of the LZN runs
     assert "class consistency" in table and out.stdout.strip().splitlines()[-1].startswith("paper_claims (quick")
     from PIL import Image
 

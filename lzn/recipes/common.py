@@ -8,6 +8,7 @@ the library (models, core, data); the training loop knows nothing about them.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -117,6 +118,63 @@ def step_generator(device: torch.device) -> torch.Generator:
     return torch.Generator(device=device).manual_seed(int(torch.randint(0, 2**62, ())))
 
 
+def cached_anchors(encoder: nn.Module, x: Tensor, chunk: int) -> tuple[Tensor, Callable[[], None]]:
+    """Gradient caching for an encoder (method.md §9.7): x (B, ...) -> anchors (B, q), a leaf that
+    requires grad, computed in chunks of ``chunk`` without the encoder's graph, and ``replay()``, which
+    re-runs the encoder chunk by chunk with grad and backpropagates ``anchors.grad`` into its
+    parameters (nothing to do when the encoder is frozen). Each chunk's re-run sees the global random
+    state of its first run, so dropout masks agree."""
+    states, parts = [], []
+    with torch.no_grad():
+        for xc in x.split(chunk):
+            states.append(_rng_state(x.device))
+            parts.append(encoder(xc))  # (n_c, q)
+        anchors = torch.cat(parts)  # (B, q)
+    anchors.requires_grad_(True)
+
+    def replay() -> None:
+        if anchors.grad is None or not any(p.requires_grad for p in encoder.parameters()):
+            return
+        for xc, grad, state in zip(x.split(chunk), anchors.grad.split(chunk), states):
+            with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else [],
+                                       device_type=x.device.type):
+                _set_rng_state(x.device, state)
+                backward(encoder(xc), grad)
+
+    return anchors, replay
+
+
+def backward(outputs: Tensor | list[Tensor], grads: Tensor | list[Tensor | None] | None = None) -> None:
+    """``torch.autograd.backward`` outside autocast, as the loop runs a plain loss's backward: a chunked
+    step (method.md §9.7) is called under the loop's autocast, and custom backward functions (the zone
+    mean's) expect the dtypes of their forward pass."""
+    device_type = (outputs[0] if isinstance(outputs, list) else outputs).device.type
+    with torch.autocast(device_type, enabled=False):
+        torch.autograd.backward(outputs, grads)
+
+
+def _rng_state(device: torch.device) -> tuple[Tensor, Tensor | None]:
+    return torch.get_rng_state(), torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+
+
+def _set_rng_state(device: torch.device, state: tuple[Tensor, Tensor | None]) -> None:
+    torch.set_rng_state(state[0])
+    if state[1] is not None:
+        torch.cuda.set_rng_state(state[1], device)
+
+
+def check_chunkable(modules: dict[str, nn.Module]) -> None:
+    """Chunked steps (method.md §9.7) are exact only for networks whose output for one sample does not
+    depend on the rest of its batch: refuse BatchNorm in training mode, whose batch statistics would
+    be those of a chunk (and whose running statistics would be updated twice per chunk)."""
+    for name, module in modules.items():
+        bn = [n or name for n, m in module.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        if bn:
+            raise ValueError(f"train.chunk_size: {name} has BatchNorm layers ({', '.join(bn[:3])}), which normalise "
+                             "over the chunk rather than the batch, so a chunked step would not equal the unchunked "
+                             "one; use GroupNorm (as lzn's networks do) or train.chunk_size=null")
+
+
 def device_of(modules: dict[str, nn.Module]) -> torch.device:
     for m in modules.values():
         for p in m.parameters():
@@ -130,9 +188,14 @@ class Recipe(ABC):
     name: ClassVar[str]
     config_cls: ClassVar[type[RecipeConfig]]
     needs_labels: ClassVar[bool] = False
+    chunkable: ClassVar[bool] = False  # the class that defines ``step`` says whether it honours train.chunk_size
 
     def __init__(self, cfg: RecipeConfig, info: DataInfo) -> None:
         self.cfg, self.info = cfg, info
+        owner = next(c for c in type(self).__mro__ if "step" in vars(c))
+        if cfg.train.chunk_size is not None and not vars(owner).get("chunkable", False):
+            raise ValueError(f"train.chunk_size: recipe {self.name!r} has no chunked step (generation, joint, nogen "
+                             "and representation have one); set train.chunk_size=null")
         if cfg.batch_size % distributed.world_size():
             raise ValueError(f"batch_size {cfg.batch_size} is not divisible by {distributed.world_size()} processes")
         if cfg.batch_size > info.num_train:
@@ -160,6 +223,12 @@ class Recipe(ABC):
         if self.cfg.data.flip:
             x = random_flip(x, step_generator(x.device))
         return x, y
+
+    def chunk(self, batch: int) -> int | None:
+        """Samples per chunk when a step over a local batch of ``batch`` is chunked (method.md §9.7); None
+        for the plain step (chunking off, or a chunk that holds the whole batch)."""
+        size = self.cfg.train.chunk_size
+        return size if size is not None and size < batch else None
 
     @abstractmethod
     def step(self, batch: Any, step: int) -> StepOutput:

@@ -18,7 +18,8 @@ from lzn.core import rectified_flow
 from lzn.data import ImageDataset
 from lzn.eval import reconstruction_error
 from lzn.models import FlowConfig, LatentZoningNetwork
-from lzn.recipes.common import DataInfo, NetConfig, Recipe, RecipeConfig, build_net, check_flow
+from lzn.recipes.common import (DataInfo, NetConfig, Recipe, RecipeConfig, backward, build_net, cached_anchors,
+                                check_chunkable, check_flow)
 from lzn.training import StepOutput
 
 
@@ -44,6 +45,7 @@ class GenerationConfig(RecipeConfig):
 class GenerationRecipe(Recipe):
     name: ClassVar[str] = "generation"
     config_cls: ClassVar[type[RecipeConfig]] = GenerationConfig
+    chunkable: ClassVar[bool] = True
     cfg: GenerationConfig
 
     def __init__(self, cfg: GenerationConfig, info: DataInfo) -> None:
@@ -60,6 +62,8 @@ class GenerationRecipe(Recipe):
         names = tuple(info.class_names) if (self.classes and info.class_names and "decoder" in self.modules) else None
         self.lzn = LatentZoningNetwork(self.modules.get("encoder"), self.modules.get("decoder"), None, cfg.flow,
                                        class_names=names)
+        if cfg.train.chunk_size is not None:
+            check_chunkable(self.modules)
 
     def wants_encoder(self) -> bool:
         return True
@@ -72,12 +76,53 @@ class GenerationRecipe(Recipe):
         lab = labels if self.classes else None
         return rectified_flow.rf_loss(lambda xs, s: decoder(xs, s, latent, lab), x)
 
+    def chunked_rf(self, x: Tensor, latent: Tensor, labels: Tensor | None, chunk: int,
+                   scale: float) -> tuple[Tensor, Tensor]:
+        """The RF loss of the whole batch, chunk by chunk (method.md §9.7 step 3): backpropagates ``scale``
+        times each chunk's share into the decoder at once and returns the detached loss and d(scale *
+        loss) / d latent (B, q). Times s, then image noise, are drawn for the whole batch first, in the
+        order of ``rf_loss``, so the draws equal the plain step's."""
+        decoder, b = self.modules["decoder"], x.shape[0]
+        s = rectified_flow.sample_s(b, device=x.device, dtype=x.dtype)  # (B,)
+        noise = torch.randn(x.shape, device=x.device, dtype=x.dtype)  # (B, C, H, W)
+        lat = latent.detach().requires_grad_(True)  # (B, q); its .grad collects every chunk's share
+        total = x.new_zeros(())
+        for start in range(0, b, chunk):
+            sl = slice(start, start + chunk)
+            lab = labels[sl] if (self.classes and labels is not None) else None
+            lat_c = lat[sl]  # (n_c, q)
+            part = rectified_flow.rf_loss(lambda xs, t: decoder(xs, t, lat_c, lab), x[sl], s=s[sl], noise=noise[sl])
+            part = part * (x[sl].shape[0] / b)  # chunk means weighted to the batch mean
+            backward(part * scale)
+            total = total + part.detach()
+        assert lat.grad is not None
+        return total, lat.grad
+
     def step(self, batch: Any, step: int) -> StepOutput:
         x, y = batch
+        chunk = self.chunk(x.shape[0])
+        if chunk is not None:
+            return self.chunked_step(x, y, chunk)
         latent = self.lzn.latents_from_anchors(self.modules["encoder"](x), noise_scale=self.cfg.noise_scale,
                                                allow_nonfinite=True)  # a diverged step: NaN loss, skipped
         loss = self.rf_loss(x, latent, y)
         return StepOutput(loss, {"rf": loss.detach()}, batch_size=x.shape[0])
+
+    def chunked_step(self, x: Tensor, y: Tensor | None, chunk: int) -> StepOutput:
+        """The plain step's gradients with the encoder and decoder run ``chunk`` samples at a time
+        (gradient caching, method.md §9.7); the loop calls the returned closure."""
+        metrics: dict[str, float | Tensor] = {}
+
+        def run(scale: float) -> Tensor:
+            anchors, replay = cached_anchors(self.modules["encoder"], x, chunk)  # (B, q) leaf
+            latent = self.lzn.latents_from_anchors(anchors, noise_scale=self.cfg.noise_scale, allow_nonfinite=True)
+            loss, grad = self.chunked_rf(x, latent, y, chunk, scale)  # grad: (B, q)
+            backward(latent, grad)  # -> anchors.grad
+            replay()  # -> encoder
+            metrics["rf"] = loss
+            return loss
+
+        return StepOutput(None, metrics, batch_size=x.shape[0], backward=run)
 
     # ---- evaluation (callers put the modules in eval mode, e.g. inside Trainer.ema_weights()) ---------
 

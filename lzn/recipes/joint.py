@@ -20,7 +20,7 @@ from lzn.data import ImageDataset
 from lzn.eval import accuracy
 from lzn.models import LabelAnchors, LatentZoningNetwork
 from lzn.models.network import Context
-from lzn.recipes.common import DataInfo, RecipeConfig
+from lzn.recipes.common import DataInfo, RecipeConfig, backward, cached_anchors
 from lzn.recipes.generation import GenerationConfig, GenerationRecipe
 from lzn.training import StepOutput
 
@@ -50,6 +50,7 @@ class JointRecipe(GenerationRecipe):
     name: ClassVar[str] = "joint"
     config_cls: ClassVar[type[RecipeConfig]] = JointConfig
     needs_labels: ClassVar[bool] = True
+    chunkable: ClassVar[bool] = True
     cfg: JointConfig
 
     def __init__(self, cfg: JointConfig, info: DataInfo) -> None:
@@ -64,9 +65,25 @@ class JointRecipe(GenerationRecipe):
     def wants_decoder(self) -> bool:
         return self.cfg.rf_weight > 0  # "no gen": encoder and label anchors only
 
+    def alignment(self, latent: Tensor, y: Tensor, metrics: dict[str, float | Tensor]) -> Tensor:
+        """Alignment loss of latents (B, q) to the label anchors (method.md §7.3 step 5); logs it."""
+        cfg, la = self.cfg, self.modules["label_anchors"]
+        logw = None
+        if cfg.class_weights:  # counts over the global batch, zero-count classes included (method.md §3.4)
+            counts = distributed.all_reduce_sum(torch.bincount(y, minlength=la.num_classes).to(latent.dtype))
+            logw = torch.log(counts / counts.sum())
+        probs = la.alignment_probs(latent, y, steps=cfg.flow.label_steps, log_weights=logw)  # (steps, B)
+        align = zones.alignment_loss(probs, cutoff=cfg.cutoff, form=cfg.align_form)
+        metrics["align"] = align.detach()
+        metrics["assign"] = (probs[-1] > 0.5).float().mean()  # correct class at the last recorded step
+        return align
+
     def step(self, batch: Any, step: int) -> StepOutput:
         x, y = batch
-        cfg, la = self.cfg, self.modules["label_anchors"]
+        cfg = self.cfg
+        chunk = self.chunk(x.shape[0])
+        if chunk is not None:
+            return self.chunked_step(x, y, chunk)
         latent = self.lzn.latents_from_anchors(self.modules["encoder"](x), noise_scale=cfg.noise_scale,
                                                allow_nonfinite=True)  # a diverged step: NaN loss, skipped
         metrics: dict[str, float | Tensor] = {}
@@ -75,16 +92,36 @@ class JointRecipe(GenerationRecipe):
             rf = self.rf_loss(x, latent, y)
             loss = loss + cfg.rf_weight * rf
             metrics["rf"] = rf.detach()
-        logw = None
-        if cfg.class_weights:  # counts over the global batch, zero-count classes included (method.md §3.4)
-            counts = distributed.all_reduce_sum(torch.bincount(y, minlength=la.num_classes).to(latent.dtype))
-            logw = torch.log(counts / counts.sum())
-        probs = la.alignment_probs(latent, y, steps=cfg.flow.label_steps, log_weights=logw)  # (steps, B)
-        align = zones.alignment_loss(probs, cutoff=cfg.cutoff, form=cfg.align_form)
-        loss = loss + cfg.align_weight * align
-        metrics["align"] = align.detach()
-        metrics["assign"] = (probs[-1] > 0.5).float().mean()  # correct class at the last recorded step
+        loss = loss + cfg.align_weight * self.alignment(latent, y, metrics)
         return StepOutput(loss, metrics, batch_size=x.shape[0])
+
+    def chunked_step(self, x: Tensor, y: Tensor | None, chunk: int) -> StepOutput:
+        """The plain step's gradients, encoder and decoder run ``chunk`` samples at a time (method.md §9.7):
+        the RF loss chunk by chunk, then one backward through the latents and the alignment loss (which
+        also gives the label anchors their gradient), then the encoder chunk by chunk."""
+        assert y is not None
+        cfg = self.cfg
+        metrics: dict[str, float | Tensor] = {}
+
+        def run(scale: float) -> Tensor:
+            anchors, replay = cached_anchors(self.modules["encoder"], x, chunk)  # (B, q) leaf
+            latent = self.lzn.latents_from_anchors(anchors, noise_scale=cfg.noise_scale, allow_nonfinite=True)
+            loss = x.new_zeros(())
+            outputs, grads = [], []
+            if cfg.rf_weight > 0:
+                rf, grad = self.chunked_rf(x, latent, y, chunk, scale * cfg.rf_weight)  # grad: (B, q)
+                loss = loss + cfg.rf_weight * rf
+                metrics["rf"] = rf
+                outputs.append(latent)
+                grads.append(grad)
+            align = cfg.align_weight * self.alignment(latent, y, metrics)
+            outputs.append(scale * align)
+            grads.append(torch.ones_like(align))
+            backward(outputs, grads)  # -> anchors.grad, label anchors
+            replay()  # -> encoder
+            return loss + align.detach()
+
+        return StepOutput(None, metrics, batch_size=x.shape[0], backward=run)
 
     # ---- evaluation ------------------------------------------------------------------------------
 

@@ -17,7 +17,8 @@ from lzn.core import zones
 from lzn.data import ImageDataset, TwoViewAugment, TwoViewConfig
 from lzn.eval import extract_features, knn_accuracy, linear_probe_accuracy
 from lzn.models import FlowConfig, LatentZoningNetwork
-from lzn.recipes.common import DataInfo, NetConfig, Recipe, RecipeConfig, build_net, check_flow, step_generator
+from lzn.recipes.common import (DataInfo, NetConfig, Recipe, RecipeConfig, backward, build_net, cached_anchors,
+                                check_chunkable, check_flow, step_generator)
 from lzn.training import StepOutput
 
 
@@ -44,6 +45,7 @@ class RepresentationConfig(RecipeConfig):
 class RepresentationRecipe(Recipe):
     name: ClassVar[str] = "representation"
     config_cls: ClassVar[type[RecipeConfig]] = RepresentationConfig
+    chunkable: ClassVar[bool] = True
     cfg: RepresentationConfig
 
     def __init__(self, cfg: RepresentationConfig, info: DataInfo) -> None:
@@ -51,22 +53,51 @@ class RepresentationRecipe(Recipe):
         self.augment = TwoViewAugment(TwoViewConfig.for_size(info.size, **cfg.augment))
         self.modules = {"encoder": build_net(cfg.encoder, info, cfg.latent_dim)}
         self.lzn = LatentZoningNetwork(self.modules["encoder"], None, None, cfg.flow)
+        if cfg.train.chunk_size is not None:
+            check_chunkable(self.modules)
 
     def views(self, x: Tensor) -> tuple[Tensor, Tensor]:
         return self.augment(x, step_generator(x.device))
 
+    def alignment(self, latent: Tensor, anchors2: Tensor) -> tuple[Tensor, Tensor]:
+        """View-1 latents (B, q) flowed back over the gathered view-2 anchors (method.md §6.4): the
+        alignment loss and the fraction landing on their own anchor."""
+        b = latent.shape[0]
+        gathered = distributed.gather_with_grad(anchors2)  # (n, q), rank-major
+        targets = torch.arange(b, device=latent.device) + distributed.global_offset(b)
+        _, probs = zones.flow_back(latent, gathered, steps=self.cfg.flow.steps, targets=targets)  # (steps, B)
+        loss = zones.alignment_loss(probs, cutoff=self.cfg.cutoff, form=self.cfg.align_form)
+        return loss, (probs[-1] > 0.5).float().mean()
+
     def step(self, batch: Any, step: int) -> StepOutput:
         x, _ = batch
         v1, v2 = self.views(x)
+        b, chunk = x.shape[0], self.chunk(x.shape[0])
+        if chunk is not None:
+            return self.chunked_step(v1, v2, chunk)
         encoder = self.modules["encoder"]
         latent = self.lzn.latents_from_anchors(encoder(v1), noise_scale=self.cfg.noise_scale,
                                                allow_nonfinite=True)  # (B, q); NaN steps are skipped
-        anchors2 = distributed.gather_with_grad(encoder(v2))  # (n, q), rank-major
-        b = x.shape[0]
-        targets = torch.arange(b, device=x.device) + distributed.global_offset(b)
-        _, probs = zones.flow_back(latent, anchors2, steps=self.cfg.flow.steps, targets=targets)  # (steps, B)
-        loss = zones.alignment_loss(probs, cutoff=self.cfg.cutoff, form=self.cfg.align_form)
-        return StepOutput(loss, {"assign": (probs[-1] > 0.5).float().mean()}, batch_size=b)
+        loss, assign = self.alignment(latent, encoder(v2))
+        return StepOutput(loss, {"assign": assign}, batch_size=b)
+
+    def chunked_step(self, v1: Tensor, v2: Tensor, chunk: int) -> StepOutput:
+        """The plain step's gradients with the encoder run ``chunk`` views at a time (gradient caching,
+        method.md §9.7): anchors of both views without graph, the loss on them, then the encoder again."""
+        metrics: dict[str, float | Tensor] = {}
+        encoder = self.modules["encoder"]
+
+        def run(scale: float) -> Tensor:
+            anchors1, replay1 = cached_anchors(encoder, v1, chunk)  # (B, q) leaves
+            latent = self.lzn.latents_from_anchors(anchors1, noise_scale=self.cfg.noise_scale, allow_nonfinite=True)
+            anchors2, replay2 = cached_anchors(encoder, v2, chunk)  # after the latent noise, as in the plain step
+            loss, metrics["assign"] = self.alignment(latent, anchors2)
+            backward(scale * loss)  # -> anchors1.grad, anchors2.grad
+            replay1()
+            replay2()
+            return loss.detach()
+
+        return StepOutput(None, metrics, batch_size=v1.shape[0], backward=run)
 
     def evaluate(self, data: ImageDataset, run_dir: Any, split: str = "test") -> dict[str, float]:
         """kNN and linear-probe accuracy of the backbone features on held-out data ("no head", method.md

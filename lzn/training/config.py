@@ -16,11 +16,25 @@ AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 @dataclass
 class StepOutput:
-    """What a step function returns: a scalar loss, extra metrics, and optionally the local batch size."""
+    """What a step function returns: a scalar loss, extra metrics, and optionally the local batch size.
 
-    loss: Tensor
+    A step that runs its own backward passes (e.g. a chunked step with gradient caching, method.md §9.7)
+    returns ``loss=None`` and ``backward``: the loop calls ``backward(scale)`` under the same autocast as
+    the step, with ``scale`` the gradient scaler's factor (1.0 without fp16). The closure accumulates
+    ``scale`` times the loss's gradients into ``.grad`` (running its backward passes outside autocast,
+    as the loop does), fills ``metrics`` and returns the detached, unscaled scalar loss; the loop then
+    does everything else as for a plain loss (non-finite skip, averaging over processes, clipping,
+    optimizer, EMA)."""
+
+    loss: Tensor | None
     metrics: dict[str, float | Tensor] = field(default_factory=dict)
     batch_size: int | None = None
+    backward: Callable[[float], Tensor] | None = None
+
+    def __post_init__(self) -> None:
+        if (self.loss is None) == (self.backward is None):
+            raise ValueError("StepOutput needs exactly one of loss (the loop runs backward) and backward (a closure "
+                             "that runs its own)")
 
 
 StepFn = Callable[[Any, int], StepOutput | Tensor]  # (batch, 0-based iteration) -> loss
@@ -47,6 +61,7 @@ class TrainConfig:
     device: str | None = None  # autocast / collectives; default: where the first parameter lives
     progress: bool = True
     tensorboard: bool = False
+    chunk_size: int | None = None  # exact chunked steps (method.md §9.7), read by recipes; None: off
 
     def __post_init__(self) -> None:
         """Values checked for meaning; each message starts with the field name (method.md §9)."""
@@ -70,3 +85,7 @@ class TrainConfig:
         if self.grad_clip is not None:
             checks.positive("grad_clip", self.grad_clip)
         checks.at_least("seed", self.seed, 0)
+        if self.chunk_size is not None and (isinstance(self.chunk_size, bool) or not isinstance(self.chunk_size, int)
+                                            or self.chunk_size < 1):
+            raise ValueError(f"chunk_size must be null (no chunking) or an integer >= 1 (samples per chunk on each "
+                             f"process), got {self.chunk_size!r}")

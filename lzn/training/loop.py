@@ -1,5 +1,6 @@
 """One generic training loop (method.md §9). It knows nothing about LZN: a recipe hands it named modules,
-a ``step_fn(batch, step) -> StepOutput`` that computes the loss, and ``batches(step) -> batch``.
+a ``step_fn(batch, step) -> StepOutput`` that computes the loss (or hands back a closure that runs its
+own backward passes, ``StepOutput.backward``), and ``batches(step) -> batch``.
 
 Conventions: ``step`` passed to ``batches``/``step_fn`` is the 0-based index of the iteration; the
 trainer's ``step`` attribute, the logged ``step`` and the checkpoint number count *completed*
@@ -201,14 +202,22 @@ class Trainer:
         amp = AMP_DTYPES.get(self.config.amp or "")
         with torch.autocast(self.device.type, dtype=amp, enabled=amp is not None):
             out = self.step_fn(batch, step)
-        out = out if isinstance(out, StepOutput) else StepOutput(out)
-        if out.loss.ndim != 0:
-            raise ValueError(f"step_fn must return a scalar loss, got shape {tuple(out.loss.shape)}")
-        loss = float(out.loss.detach())
+            out = out if isinstance(out, StepOutput) else StepOutput(out)
+            if out.backward is not None:  # the step runs its own backward passes (method.md §9.7)
+                scale = float(self.scaler.scale(torch.ones((), device=self.device)))  # 1.0 unless fp16
+                loss_t = out.backward(scale)
+            else:
+                loss_t = out.loss
+        assert loss_t is not None
+        if loss_t.ndim != 0:
+            raise ValueError(f"step_fn must return a scalar loss, got shape {tuple(loss_t.shape)}")
+        loss = float(loss_t.detach())
         if not distributed.all_true(math.isfinite(loss), self.device):  # method.md §9.4: skip everywhere
+            self.optimizer.zero_grad(set_to_none=True)  # a closure has already run its backward passes
             self.skipped["nonfinite_loss"] += 1
             return {}, None
-        self.scaler.scale(out.loss).backward()
+        if out.backward is None:
+            self.scaler.scale(loss_t).backward()
         params = [p for n, m in self.modules.items() if not self.frozen(n) for p in m.parameters() if p.requires_grad]
         distributed.average_gradients(params)
         self.scaler.unscale_(self.optimizer)

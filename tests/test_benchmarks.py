@@ -56,3 +56,22 @@ def test_paper_claims_runs_end_to_end_on_a_tiny_budget(tmp_path):
         assert picture.height > 8 * 32 and picture.width > 20 * 32
     cached = sorted(p.name for p in (tmp_path / "quick" / "digits" / "joint-s0").glob("claims-*"))
     assert cached == ["claims-efficientnet-lite0-imagenet-12.json", "claims-train-seconds.txt"]
+
+
+def test_chunked_benchmark_runs_and_reports_every_configuration(tmp_path):
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks/chunked.py"), "--batch", "16", "--chunk", "4",
+                          "--repeats", "1", "--json", str(tmp_path / "chunked.json")],
+                         check=True, capture_output=True, text=True, cwd=ROOT, timeout=300)
+    report = json.loads(out.stdout[: out.stdout.rindex("}") + 1])
+    assert report == json.loads((tmp_path / "chunked.json").read_text())
+    assert (report["recipe"], report["preset"], report["batch"], report["chunk"]) == ("joint", "digits", 16, 4)
+    for name, batch, chunk in (("chunked", 16, 4), ("small", 4, None), ("big", 16, None)):
+        assert (report[name]["batch"], report[name]["chunk"]) == (batch, chunk)
+        assert report[name]["step_seconds"] > 0 and report[name]["peak_bytes"] >= 0
+    assert report["flow"]["step_seconds"] > 0
+    for key in ("chunked_peak_over_small", "chunked_time_per_image_over_small", "chunked_time_per_image_over_big",
+                "big_peak_over_small", "flow_peak_over_small"):
+        assert report[key] >= 0, key
+    summary = out.stdout.strip().splitlines()[-1]
+    assert summary.startswith("chunked (joint, digits, cpu): batch 16 in chunks of 4: peak ")
+    assert "(target <= 1.3x" in summary and "(target <= 1.5x)" in summary and "unchunked batch 16: peak" in summary

@@ -13,6 +13,11 @@ far from the origin.
 
 The autograd function saves only x, A and log pi; the backward recomputes w (one matmul), so a flow
 of r steps keeps r x (B, q) tensors for backward instead of r x (B, n).
+
+Rows of w are independent softmaxes, so forward and backward run over blocks of rows whenever B x n
+exceeds ``BLOCK_ELEMENTS``: the largest temporary is then (rows per block, n) instead of (B, n), and the
+flow's memory grows linearly in the anchor count rather than quadratically (method.md §2.8). Blocks change
+only the order of float summation in the anchor gradient.
 """
 
 from __future__ import annotations
@@ -23,6 +28,25 @@ from typing import Any
 import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
+
+
+BLOCK_ELEMENTS = 1 << 20
+"""Largest (rows, n) responsibility block (elements: 4 MiB in float32) before rows are split into blocks."""
+
+
+def row_blocks(rows: int, cols: int) -> list[slice]:
+    """Row slices of a (rows, cols) responsibility matrix, each at most ``BLOCK_ELEMENTS`` (one row at least)."""
+    step = max(1, BLOCK_ELEMENTS // max(cols, 1))
+    return [slice(i, min(i + step, rows)) for i in range(0, rows, step)] if rows > step else [slice(0, rows)]
+
+
+def zone_means(x: Tensor, anchors: Tensor, t: float, log_weights: Tensor | None, sq: Tensor) -> Tensor:
+    """abar = softmax(logits) @ A, (B, q) -> (B, q), over blocks of rows (see ``row_blocks``)."""
+    blocks = row_blocks(x.shape[0], anchors.shape[0])
+    if len(blocks) == 1:
+        return torch.softmax(zone_logits(x, anchors, t, log_weights, sq), dim=1) @ anchors  # (B, n) @ (n, q)
+    return torch.cat([torch.softmax(zone_logits(x[b], anchors, t, log_weights, sq), dim=1) @ anchors
+                      for b in blocks])
 
 
 def zone_logits(x: Tensor, anchors: Tensor, t: float, log_weights: Tensor | None, sq: Tensor | None = None) -> Tensor:
@@ -72,15 +96,27 @@ class ZoneMean(torch.autograd.Function):
         record: str,
         targets: Tensor | None,
     ) -> tuple[Tensor, Tensor]:
-        w = torch.softmax(zone_logits(x, anchors, t, log_weights, sq), dim=1)  # (B, n)
-        abar = w @ anchors  # (B, n) @ (n, q) -> (B, q)
-        if record == "full":
-            rec = w
-        elif record == "target":
-            assert targets is not None
-            rec = _gather_targets(w, targets)
+        blocks = row_blocks(x.shape[0], anchors.shape[0])
+        if record == "full" or len(blocks) == 1:  # "full" returns the whole (B, n) anyway
+            w = torch.softmax(zone_logits(x, anchors, t, log_weights, sq), dim=1)  # (B, n)
+            abar = w @ anchors  # (B, n) @ (n, q) -> (B, q)
+            if record == "full":
+                rec = w
+            elif record == "target":
+                assert targets is not None
+                rec = _gather_targets(w, targets)
+            else:
+                rec = x.new_empty(0)
         else:
-            rec = x.new_empty(0)
+            parts, recs = [], []
+            for b in blocks:
+                w = torch.softmax(zone_logits(x[b], anchors, t, log_weights, sq), dim=1)  # (rows, n)
+                parts.append(w @ anchors)
+                if record == "target":
+                    assert targets is not None
+                    recs.append(_gather_targets(w, targets[b]))
+            abar = torch.cat(parts)  # (B, q)
+            rec = torch.cat(recs) if record == "target" else x.new_empty(0)
         ctx.save_for_backward(x, anchors, sq, log_weights, targets)
         ctx.t, ctx.k, ctx.record = t, k, record
         out = abar if k is None else torch.lerp(x, abar, -k)  # x + k (x - abar)
@@ -115,7 +151,42 @@ def zone_mean_vjp(
     targets: Tensor | None = None,
 ) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
     """Vector-Jacobian product of abar(x, A, log pi) (plus the recorded probabilities' cotangent
-    ``g_rec``), recomputing w: -> (dL/dx (B, q), dL/dA (n, q), dL/dlog pi (n,)), None where not needed."""
+    ``g_rec``), recomputing w: -> (dL/dx (B, q), dL/dA (n, q), dL/dlog pi (n,)), None where not needed.
+    Runs over blocks of rows (``row_blocks``) unless ``record`` is "full"."""
+    blocks = row_blocks(x.shape[0], anchors.shape[0])
+    if record == "full" or len(blocks) == 1:
+        return _zone_mean_vjp(x, anchors, sq, log_weights, t, g_abar, need_x, need_anchors, need_log_weights,
+                              record, g_rec, targets)
+    g_x = x.new_empty(x.shape) if need_x else None
+    g_anchors = torch.zeros_like(anchors) if need_anchors else None
+    g_logw = torch.zeros_like(log_weights) if (need_log_weights and log_weights is not None) else None
+    for b in blocks:
+        dx, da, dw = _zone_mean_vjp(x[b], anchors, sq, log_weights, t, g_abar[b], need_x, need_anchors,
+                                    need_log_weights, record, None if g_rec is None or record != "target" else g_rec[b],
+                                    None if targets is None else targets[b])
+        if g_x is not None:
+            g_x[b] = dx
+        if g_anchors is not None:
+            g_anchors.add_(da)  # type: ignore[arg-type]
+        if g_logw is not None:
+            g_logw.add_(dw)  # type: ignore[arg-type]
+    return g_x, g_anchors, g_logw
+
+
+def _zone_mean_vjp(
+    x: Tensor,
+    anchors: Tensor,
+    sq: Tensor,
+    log_weights: Tensor | None,
+    t: float,
+    g_abar: Tensor,
+    need_x: bool,
+    need_anchors: bool,
+    need_log_weights: bool,
+    record: str,
+    g_rec: Tensor | None,
+    targets: Tensor | None,
+) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
     s = 1.0 - t
     w = torch.softmax(zone_logits(x, anchors, t, log_weights, sq), dim=1)  # (B, n), recomputed
     g_logits = g_abar @ anchors.t()  # dL/dw: (B, q) @ (q, n) -> (B, n)
@@ -178,8 +249,7 @@ class MultistepFlow(torch.autograd.Function):
     def forward(ctx: Any, x: Tensor, anchors: Tensor, sq: Tensor, log_weights: Tensor | None,  # type: ignore[override]
                 plan: Plan) -> Tensor:
         xs: list[Tensor] = []
-        x = integrate(x, plan, lambda xi, t: torch.softmax(zone_logits(xi, anchors, t, log_weights, sq), dim=1)
-                      @ anchors, keep=xs)  # (B, n) @ (n, q) per step
+        x = integrate(x, plan, lambda xi, t: zone_means(xi, anchors, t, log_weights, sq), keep=xs)  # (B, q) per step
         ctx.save_for_backward(anchors, sq, log_weights, *xs)
         ctx.plan = plan
         return x

@@ -371,3 +371,57 @@ def test_allow_nonfinite_lets_nan_through(solver):
     torch.testing.assert_close(zones.latents(a, z, steps=4, solver=solver, noise_scale=0),
                                zones.latents(a, z, steps=4, solver=solver, noise_scale=0.0, allow_nonfinite=True),
                                rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("solver", ["euler", "dpm3"])
+def test_row_blocks_change_nothing_but_summation_order(solver, monkeypatch):
+    """Forward flow, flow back (targets and full) and every gradient, with w split into blocks of 3 rows
+    (the last one shorter) against one (B, n) block, in float64 (method.md §2.8)."""
+    from lzn.core import zone_mean
+
+    g = torch.Generator().manual_seed(21)
+    A0 = torch.randn(11, 4, generator=g, dtype=torch.float64) + 3
+    L0 = torch.randn(5, 4, generator=g, dtype=torch.float64)
+    z = torch.randn(11, 4, generator=g, dtype=torch.float64)
+    lw0 = torch.randn(5, generator=g, dtype=torch.float64)
+    targets = torch.tensor([0, 1, 2, 3, 4, 0, 1, 2, 3, 4, 0])
+
+    def run():  # type: ignore[no-untyped-def]
+        A, L, lw = A0.clone().requires_grad_(), L0.clone().requires_grad_(), lw0.clone().requires_grad_()
+        lat = zones.latents(A, z, steps=6, solver=solver, eps=1e-2)
+        end, tp = zones.flow_back(lat, L, steps=7, targets=targets, log_weights=lw)
+        _, full = zones.flow_back(lat, L, steps=3, log_weights=lw)
+        loss = zones.alignment_loss(tp, form="log") + 0.1 * end.pow(2).sum() + full.pow(2).sum()
+        return (lat.detach(), tp.detach(), loss.detach(), *torch.autograd.grad(loss, (A, L, lw)))
+
+    one = run()
+    assert len(zone_mean.row_blocks(11, 11)) == 1
+    monkeypatch.setattr(zone_mean, "BLOCK_ELEMENTS", 3 * 11)  # rows of 11 anchors: blocks of 3, 3, 3, 2
+    assert [(b.start, b.stop) for b in zone_mean.row_blocks(11, 11)] == [(0, 3), (3, 6), (6, 9), (9, 11)]
+    blocked = run()
+    for a, b in zip(one, blocked):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_row_blocks_bound_the_responsibility_matrices(monkeypatch):
+    """Forward and backward of the flow (and the flow back with targets) never build a (B, n)
+    responsibility matrix once B x n exceeds the block size: every logits matrix has at most
+    BLOCK_ELEMENTS / n rows (method.md §2.8)."""
+    from lzn.core import zone_mean
+
+    n, q = 96, 3
+    A = torch.randn(n, q, requires_grad=True)
+    rows: list[int] = []
+    real = zone_mean.zone_logits
+
+    def spy(x, anchors, *args, **kwargs):  # type: ignore[no-untyped-def]
+        out = real(x, anchors, *args, **kwargs)
+        rows.append(out.shape[0])
+        return out
+
+    monkeypatch.setattr(zone_mean, "zone_logits", spy)
+    monkeypatch.setattr(zone_mean, "BLOCK_ELEMENTS", 16 * n)
+    lat = zones.latents(A, torch.randn(n, q), steps=4, solver="dpm3")
+    _, tp = zones.flow_back(lat, A, steps=4, targets=torch.arange(n))
+    zones.alignment_loss(tp).backward()
+    assert rows and max(rows) == 16 and len(rows) >= 2 * 4 * (n // 16)  # forward and backward, every step

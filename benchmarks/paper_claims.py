@@ -9,9 +9,11 @@ evaluated the same way (docs/method.md §8):
 
 Budgets:
   --budget quick   digits, one seed, 300 steps per recipe, fast extractor, 500 samples (minutes on 2 CPU cores)
-  --budget full    digits at the preset's budget and fashion, seeds 0 1 2 (hours of CPU; a GPU with --extractor
-                   inception). Every finished (dataset, recipe, seed) run is cached in its run folder and
-                   skipped on a rerun, so the full budget can run in pieces.
+  --budget full    digits at the preset's budget (1,200 steps) and fashion at 200 steps, seeds 0 1 2, 1,000
+                   samples (about 100 minutes on 2 CPU cores as two single-threaded processes, `make claims`;
+                   a GPU with --extractor inception). Every finished (dataset, recipe, seed) run and its
+                   measurements are cached in its run folder and skipped on a rerun, so the full budget can
+                   run in pieces (--datasets, --seeds, --recipes).
 
 Prints JSON, a Markdown table (mean +- sample sd over seeds) and a one-line summary; --json/--md write them.
 

@@ -7,10 +7,10 @@ import os
 
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 
 from lzn import distributed
 from lzn.core import zones
+from tests.gloo import start_workers
 
 B, D, Q, WORLD = 6, 5, 4, 2
 
@@ -67,7 +67,7 @@ def test_two_processes_equal_one_process(tmp_path):
 
     out = tmp_path / "grads.pt"
     os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
-    mp.spawn(_worker, args=(str(tmp_path / "init"), str(out)), nprocs=WORLD, join=True)
+    start_workers(_worker, (str(tmp_path / "init"), str(out)), results=[out], nprocs=WORLD)
     got = torch.load(out)
     for g, w in zip(got, want):
         torch.testing.assert_close(g, w, rtol=1e-9, atol=1e-12)

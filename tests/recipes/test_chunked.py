@@ -11,7 +11,6 @@ import os
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 from torch import nn
 
 from lzn import distributed
@@ -20,6 +19,7 @@ from lzn.data import load_split
 from lzn.recipes.common import cached_anchors, check_chunkable, data_info
 from lzn.recipes.runner import RECIPES, resolve_config
 from lzn.training import StepOutput, TrainConfig, Trainer, latest_checkpoint, load_checkpoint
+from tests.gloo import start_workers
 from tests.recipes.tiny import sets
 
 BATCH = 12
@@ -132,7 +132,8 @@ def _gloo_worker(rank: int, tmp: str, data) -> None:
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="forked workers (spawn re-imports torch: seconds)")
 def test_chunked_step_equals_the_unchunked_step_on_two_processes(digits, tmp_path):
-    mp.start_processes(_gloo_worker, args=(str(tmp_path), digits), nprocs=2, join=True, start_method="fork")
+    start_workers(_gloo_worker, (str(tmp_path), digits), results=[tmp_path / f"rank{r}.pt" for r in range(2)],
+                  start_method="fork")
     for rank in range(2):
         out = torch.load(tmp_path / f"rank{rank}.pt")
         for name in ("generation", "joint", "representation"):

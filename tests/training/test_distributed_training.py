@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 
 from lzn import distributed
 from lzn.training import TrainConfig, Trainer
+from tests.gloo import start_workers
 from tests.training.toy import BATCH, batch_of, make_modules, make_step_fn
 
 STEPS = 4
@@ -49,7 +49,8 @@ def _worker(rank: int, world: int, tmp: str) -> None:
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="forked workers (spawn re-imports torch: seconds)")
 def test_two_processes_match_one_on_the_full_batch(tmp_path):
     single = _train(tmp_path / "run1", 1, 0)  # first, so forked workers inherit the warm imports
-    mp.start_processes(_worker, args=(2, str(tmp_path)), nprocs=2, join=True, start_method="fork")
+    start_workers(_worker, (2, str(tmp_path)), results=[tmp_path / f"rank{r}.pt" for r in range(2)],
+                  start_method="fork")
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
     for key, value in single.items():
         assert torch.equal(ranks[0][key], ranks[1][key]), key  # replicas stay identical

@@ -23,6 +23,7 @@ Prints JSON, a Markdown table (mean +- sample sd over seeds) and a one-line summ
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import statistics
 import time
@@ -34,8 +35,9 @@ import torch
 from lzn import LatentZoningNetwork
 from lzn.atomic import atomic_write_text
 from lzn.viz.grid import save_image_grid
-from lzn.data import load_split
+from lzn.data import ImageDataset, load_split
 from lzn.eval import class_consistency, evaluate_model, fast_extractor, inception_extractor
+from lzn.eval.report import _flatten
 from lzn.recipes.runner import load_run, resolve_config, train
 
 # steps per data set (None: the preset's own budget). Fashion-MNIST's preset (3,000 steps of batch 256) costs
@@ -73,6 +75,13 @@ def _finished_steps(folder: Path) -> int | None:
     return int(json.loads(results.read_text())["steps"]) if results.exists() else None
 
 
+@functools.cache
+def splits(dataset: str) -> tuple[ImageDataset, ImageDataset]:
+    """(train, test) of a data set, loaded once per process (every recipe of a preset shares them)."""
+    data = resolve_config("rf", dataset).data
+    return load_split(data, "train"), load_split(data, "test")
+
+
 def measure(dataset: str, recipe: str, folder: Path, extractor: Any, samples: int, classifier) -> dict[str, Any]:  # type: ignore[no-untyped-def]
     """The claim's figures of one finished run, cached beside it (per extractor and sample count)."""
     cache = folder / f"claims-{extractor.name.replace('/', '_')}-{samples}.json"
@@ -96,7 +105,7 @@ def _measure(dataset: str, recipe: str, folder: Path, extractor: Any, samples: i
         return {"accuracy_alpha_1": results["test_accuracy"], "accuracy_best": results["test_accuracy"], **timing}
     model = LatentZoningNetwork.from_pretrained(str(folder / "model")).eval()
     cfg = resolve_config("rf" if recipe == "rf_cond" else recipe, dataset)
-    train_set, test = load_split(cfg.data, "train"), load_split(cfg.data, "test")
+    train_set, test = splits(dataset)
     ev = evaluate_model(model, train_set, test, extractor=extractor if model.decoder is not None else None,
                         num_samples=samples, sampler="euler", sampler_steps=20, eval_batch_size=cfg.eval_batch_size,
                         progress=False)
@@ -145,15 +154,8 @@ def figure(dataset: str, folders: dict[str, Path], path: Path, per_row: int = 20
     return save_image_grid(torch.cat(rows), path, nrow=per_row, row_labels=labels)
 
 
-def _flat(d: dict[str, Any], prefix: str) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
-    return out
-
-
 def summarise(per_seed: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
-    per_seed = [{**r, **_flat(r.get("zones", {}), "zones.")} for r in per_seed]
+    per_seed = [{**r, **dict(_flatten(r.get("zones", {}), "zones."))} for r in per_seed]
     keys = sorted({k for r in per_seed for k, v in r.items() if isinstance(v, float) and k != "best_alpha"})
     out = {}
     for k in keys:
@@ -177,7 +179,7 @@ def table(summary: dict[str, dict[str, dict[str, dict[str, float]]]], extractor:
     lines = ["| data | claim | metric | LZN | baseline(s) |", "|---|---|---|---|---|"]
     for ds in summary:
         label = f"{ds} ({steps.get(ds) or resolve_config('rf', ds).train.steps} steps)"
-        real = min(samples, len(load_split(resolve_config("rf", ds).data, "test")))
+        real = min(samples, len(splits(ds)[1]))
         for key, name, fmt in (("fid", f"FID ({extractor}, {samples} samples vs {real} test images)", ".2f"),
                                ("kid_mean", f"KID ({extractor})", ".4f"), ("precision", "precision", ".3f"),
                                ("recall", "recall", ".3f"), ("recon_l2", "reconstruction L2 (lower is better)", ".3f")):

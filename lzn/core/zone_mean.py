@@ -96,27 +96,19 @@ class ZoneMean(torch.autograd.Function):
         record: str,
         targets: Tensor | None,
     ) -> tuple[Tensor, Tensor]:
-        blocks = row_blocks(x.shape[0], anchors.shape[0])
-        if record == "full" or len(blocks) == 1:  # "full" returns the whole (B, n) anyway
-            w = torch.softmax(zone_logits(x, anchors, t, log_weights, sq), dim=1)  # (B, n)
-            abar = w @ anchors  # (B, n) @ (n, q) -> (B, q)
+        # "full" returns the whole (B, n) anyway: one block
+        blocks = [slice(0, x.shape[0])] if record == "full" else row_blocks(x.shape[0], anchors.shape[0])
+        parts, recs = [], []
+        for b in blocks:
+            w = torch.softmax(zone_logits(x[b], anchors, t, log_weights, sq), dim=1)  # (rows, n)
+            parts.append(w @ anchors)  # (rows, n) @ (n, q) -> (rows, q)
             if record == "full":
-                rec = w
+                recs.append(w)
             elif record == "target":
                 assert targets is not None
-                rec = _gather_targets(w, targets)
-            else:
-                rec = x.new_empty(0)
-        else:
-            parts, recs = [], []
-            for b in blocks:
-                w = torch.softmax(zone_logits(x[b], anchors, t, log_weights, sq), dim=1)  # (rows, n)
-                parts.append(w @ anchors)
-                if record == "target":
-                    assert targets is not None
-                    recs.append(_gather_targets(w, targets[b]))
-            abar = torch.cat(parts)  # (B, q)
-            rec = torch.cat(recs) if record == "target" else x.new_empty(0)
+                recs.append(_gather_targets(w, targets[b]))
+        abar = _join(parts)  # (B, q)
+        rec = _join(recs) if recs else x.new_empty(0)
         ctx.save_for_backward(x, anchors, sq, log_weights, targets)
         ctx.t, ctx.k, ctx.record = t, k, record
         out = abar if k is None else torch.lerp(x, abar, -k)  # x + k (x - abar)
@@ -153,40 +145,29 @@ def zone_mean_vjp(
     """Vector-Jacobian product of abar(x, A, log pi) (plus the recorded probabilities' cotangent
     ``g_rec``), recomputing w: -> (dL/dx (B, q), dL/dA (n, q), dL/dlog pi (n,)), None where not needed.
     Runs over blocks of rows (``row_blocks``) unless ``record`` is "full"."""
-    blocks = row_blocks(x.shape[0], anchors.shape[0])
-    if record == "full" or len(blocks) == 1:
-        return _zone_mean_vjp(x, anchors, sq, log_weights, t, g_abar, need_x, need_anchors, need_log_weights,
-                              record, g_rec, targets)
-    g_x = x.new_empty(x.shape) if need_x else None
-    g_anchors = torch.zeros_like(anchors) if need_anchors else None
-    g_logw = torch.zeros_like(log_weights) if (need_log_weights and log_weights is not None) else None
+    blocks = [slice(0, x.shape[0])] if record == "full" else row_blocks(x.shape[0], anchors.shape[0])
+    g_xs: list[Tensor] = []
+    g_anchors = g_logw = None
     for b in blocks:
-        dx, da, dw = _zone_mean_vjp(x[b], anchors, sq, log_weights, t, g_abar[b], need_x, need_anchors,
-                                    need_log_weights, record, None if g_rec is None or record != "target" else g_rec[b],
-                                    None if targets is None else targets[b])
-        if g_x is not None:
-            g_x[b] = dx
-        if g_anchors is not None:
-            g_anchors.add_(da)  # type: ignore[arg-type]
-        if g_logw is not None:
-            g_logw.add_(dw)  # type: ignore[arg-type]
-    return g_x, g_anchors, g_logw
+        dx, da, dw = _block_vjp(x[b], anchors, sq, log_weights, t, g_abar[b], need_x, need_anchors, need_log_weights,
+                                record, g_rec if record == "full" or g_rec is None else g_rec[b],
+                                None if targets is None else targets[b])
+        if dx is not None:
+            g_xs.append(dx)
+        g_anchors = da if g_anchors is None or da is None else g_anchors.add_(da)
+        g_logw = dw if g_logw is None or dw is None else g_logw.add_(dw)
+    return (_join(g_xs) if g_xs else None), g_anchors, g_logw
 
 
-def _zone_mean_vjp(
-    x: Tensor,
-    anchors: Tensor,
-    sq: Tensor,
-    log_weights: Tensor | None,
-    t: float,
-    g_abar: Tensor,
-    need_x: bool,
-    need_anchors: bool,
-    need_log_weights: bool,
-    record: str,
-    g_rec: Tensor | None,
-    targets: Tensor | None,
-) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
+def _join(parts: list[Tensor]) -> Tensor:
+    """Row blocks back into one tensor (no copy for a single block)."""
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+
+def _block_vjp(x: Tensor, anchors: Tensor, sq: Tensor, log_weights: Tensor | None, t: float, g_abar: Tensor,
+               need_x: bool, need_anchors: bool, need_log_weights: bool, record: str, g_rec: Tensor | None,
+               targets: Tensor | None) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
+    """``zone_mean_vjp`` on one block of rows: dL/dx of its rows, its shares of dL/dA and dL/dlog pi."""
     s = 1.0 - t
     w = torch.softmax(zone_logits(x, anchors, t, log_weights, sq), dim=1)  # (B, n), recomputed
     g_logits = g_abar @ anchors.t()  # dL/dw: (B, q) @ (q, n) -> (B, n)

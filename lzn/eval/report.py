@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from lzn.atomic import atomic_write_text
+from lzn.eval.suite import metric_rows
 
 SECTIONS = {"config": "Config", "curves": "Training curves", "metrics": "Results", "samples": "Samples",
             "reconstructions": "Reconstructions", "zones": "Zones"}
@@ -253,8 +254,6 @@ def _evaluation(results: dict[str, Any]) -> str:
     if "evaluated_on" not in results:
         return _note("No metrics.json: run `lzn evaluate RUN_DIR` for FID/KID, precision/recall, accuracy sweeps, "
                      "probes and zone diagnostics, then write this page again.")
-    from lzn.eval.suite import metric_rows
-
     rows = "".join(f'<tr><th>{escape(name)}</th><td class="num">{escape(value)}</td><td>{escape(detail)}</td></tr>\n'
                    for name, value, detail in metric_rows(results))
     return f"<h3>lzn evaluate (metrics.json)</h3>\n<table>\n{rows}</table>"

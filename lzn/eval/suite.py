@@ -79,8 +79,9 @@ def evaluate_model(model: LatentZoningNetwork, train: ImageDataset, test: ImageD
                              progress=progress)
         real = data.images[:num_samples]
         gen = generation_metrics(real, fake, extractor, kid_subset_size=min(1000, len(real)), seed=seed)
-        drop = {"fid": ("fid",), "kid": ("kid_mean", "kid_std"), "pr": ("precision", "recall")}
-        gen = {k: v for k, v in gen.items() if not any(k in keys for m, keys in drop.items() if m not in wanted)}
+        keys = {"fid": ("fid",), "kid": ("kid_mean", "kid_std"), "pr": ("precision", "recall")}
+        unwanted = {k for m, ks in keys.items() if m not in wanted for k in ks}
+        gen = {k: v for k, v in gen.items() if k not in unwanted}
         out["generation"] = {**gen, "sampler": sampler, "sampler_steps": sampler_steps}
     done("generation")
     if "accuracy" in wanted and model.label_anchors is not None and model.encoder is not None \

@@ -24,6 +24,7 @@ class RFRecipe(GenerationRecipe):
     """Rectified flow with the same decoder, without the latent input (method.md §5.8)."""
 
     name: ClassVar[str] = "rf"
+    chunkable: ClassVar[bool] = False  # its own step has no chunked form
 
     def wants_encoder(self) -> bool:
         return False
@@ -48,6 +49,7 @@ class SimCLRRecipe(RepresentationRecipe):
 
     name: ClassVar[str] = "simclr"
     config_cls: ClassVar[type[RecipeConfig]] = SimCLRConfig
+    chunkable: ClassVar[bool] = False  # its own step has no chunked form
     cfg: SimCLRConfig
 
     def step(self, batch: Any, step: int) -> StepOutput:

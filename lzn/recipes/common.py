@@ -188,12 +188,11 @@ class Recipe(ABC):
     name: ClassVar[str]
     config_cls: ClassVar[type[RecipeConfig]]
     needs_labels: ClassVar[bool] = False
-    chunkable: ClassVar[bool] = False  # the class that defines ``step`` says whether it honours train.chunk_size
+    chunkable: ClassVar[bool] = False  # whether ``step`` honours train.chunk_size (a subclass overriding step resets it)
 
     def __init__(self, cfg: RecipeConfig, info: DataInfo) -> None:
         self.cfg, self.info = cfg, info
-        owner = next(c for c in type(self).__mro__ if "step" in vars(c))
-        if cfg.train.chunk_size is not None and not vars(owner).get("chunkable", False):
+        if cfg.train.chunk_size is not None and not self.chunkable:
             raise ValueError(f"train.chunk_size: recipe {self.name!r} has no chunked step (generation, joint, nogen "
                              "and representation have one); set train.chunk_size=null")
         if cfg.batch_size % distributed.world_size():

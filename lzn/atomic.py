@@ -24,6 +24,14 @@ def default_mode() -> int:
     return 0o666 & ~mask
 
 
+def default_dir_mode() -> int:
+    """Permissions of a new folder under the current umask (e.g. 0o755 with umask 022)."""
+    with _UMASK_LOCK:
+        mask = os.umask(0)
+        os.umask(mask)
+    return 0o777 & ~mask
+
+
 def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], Any]) -> Path:
     """Call ``write(f)`` on a temporary binary file, then move it onto ``path``; returns ``path``."""
     path = Path(path)

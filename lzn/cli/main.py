@@ -9,6 +9,8 @@
     lzn report RUN_DIR            one self-contained HTML page of the run
     lzn demo [--out DIR]          the joint recipe on digits, then samples, reconstructions, accuracy
     lzn zones [--out DIR]         the 2-D picture of anchors, zones and latents
+    lzn data shard SOURCE --out DIR [--shard-size N] [--split train|test]   tar shards for data beyond memory
+    lzn data info DIR             what a sharded data folder holds
 
 Inference commands load the exported model (RUN_DIR/model, or a save_pretrained folder) and call
 lzn.eval; no training recipe is rebuilt. Expected failures (bad input, missing files or packages) end in one line ``lzn COMMAND: error: ...``
@@ -96,6 +98,52 @@ def _demo(args: argparse.Namespace) -> int:
 
     say(f"report (one HTML page): {write_report(out)}")
     say(f"done in {time.time() - start:.0f} s")
+    return 0
+
+
+def _data_shard(args: argparse.Namespace) -> int:
+    import time
+
+    from lzn.data.shards import detect_kind, shard_source
+
+    start = time.time()
+    kind = detect_kind(args.source) if args.kind == "auto" else args.kind
+    say(f"lzn data shard: {args.source} ({kind}) -> {args.out}")
+    written = shard_source(args.source, args.out, kind=kind, split=args.split, shard_size=args.shard_size,
+                           overwrite=args.overwrite, skip_bad_files=args.skip_bad_files)
+    for split, path in written.items():
+        say(f"{split}: {_describe(path)}")
+    say(f"done in {time.time() - start:.0f} s; train on it with --set data.name=shards --set data.root={args.out}")
+    return 0
+
+
+def _describe(path: Path) -> str:
+    from lzn.data.shards import read_index
+
+    idx = read_index(path)
+    size = idx.get("image_size")
+    shape = f"{size[0]}x{size[1]}" if size else "of varying sizes (set data.size)"
+    classes = f"{idx['num_classes']} classes" if idx["labelled"] else "unlabelled"
+    total = sum((path / s["name"]).stat().st_size for s in idx["shards"])
+    return (f"{idx['num_samples']} images {shape}, {idx['channels']} channel(s), {classes}, {len(idx['shards'])} "
+            f"shard(s), {total / 2**20:.1f} MiB ({', '.join(idx['suffixes'])}) in {path}")
+
+
+def _data_info(args: argparse.Namespace) -> int:
+    from lzn.data.shards import is_split_folder, read_index
+
+    root = Path(args.dir)
+    splits = [root] if is_split_folder(root) else [root / s for s in ("train", "test") if is_split_folder(root / s)]
+    if not splits:
+        raise FileNotFoundError(f"{root} holds no sharded split (index.json); expected a folder written by "
+                                "`lzn data shard SOURCE --out DIR` (DIR, DIR/train or DIR/test)")
+    for path in splits:
+        say(f"{path.name}: {_describe(path)}")
+        idx = read_index(path)
+        if idx.get("class_names"):
+            pairs = list(zip(idx["class_names"], idx["class_counts"]))
+            shown = ", ".join(f"{n} ({c})" for n, c in pairs[:10])
+            say(f"  classes: {shown}{', ...' if len(pairs) > 10 else ''}")
     return 0
 
 
@@ -245,6 +293,24 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", default="runs/demo")
     d.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     d.set_defaults(func=_demo)
+
+    data = sub.add_parser("data", help="prepare data: tar shards for data sets larger than memory")
+    data_sub = data.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
+    sh = data_sub.add_parser("shard", help="write a data set as tar shards (WebDataset layout) with an index")
+    sh.add_argument("source", help="an image folder (class sub-folders; train/ and test/ give both splits), a "
+                                   "cifar-10-batches-py folder, a Fashion-MNIST IDX folder, a .npz / .npy, or digits")
+    sh.add_argument("--out", required=True, help="output folder: OUT/train (and OUT/test)")
+    sh.add_argument("--shard-size", type=_positive_int, default=5000, help="images per tar file (default: 5000)")
+    sh.add_argument("--split", choices=["train", "test"], default=None,
+                    help="write the source as this split (default: every split it has, else train)")
+    sh.add_argument("--kind", choices=["auto", "folder", "cifar10", "fashion", "arrays", "digits"], default="auto",
+                    help="how to read SOURCE (default: detected)")
+    sh.add_argument("--overwrite", action="store_true", help="replace existing OUT/train or OUT/test")
+    sh.add_argument("--skip-bad-files", action="store_true", help="skip unreadable image files instead of failing")
+    sh.set_defaults(func=_data_shard)
+    di = data_sub.add_parser("info", help="what a sharded data folder holds")
+    di.add_argument("dir", help="a folder written by lzn data shard (or one of its splits)")
+    di.set_defaults(func=_data_info)
 
     z = sub.add_parser("zones", help="draw random 2-D anchors, their zones and their latents to a PNG")
     z.add_argument("--out", default="runs/zones", help="output folder (default: runs/zones)")

@@ -1,4 +1,5 @@
-"""Data sets held in memory as [-1, 1] tensors, deterministic data order, batched augmentations.
+"""Data sets as [-1, 1] tensors, in memory or read from tar shards batch by batch; deterministic data
+order; batched augmentations; the one loader a training run takes its batches from (``BatchLoader``).
 
 Nothing here downloads: every loader reads files already on disk (or scikit-learn's bundled digits).
 """
@@ -9,24 +10,30 @@ from lzn.data.config import DataConfig, check_labels, has_split, load_split
 from lzn.data.dataset import DataNotFoundError, ImageDataset
 from lzn.data.datasets import LOADERS, load_arrays, load_dataset, load_digits
 from lzn.data.fashion import load_fashion_mnist, read_idx
+from lzn.data.loader import BatchLoader
 from lzn.data.folder import UnreadableImageError, load_image_folder
 from lzn.data.order import batch_at, epoch_indices, iterations_per_epoch
+from lzn.data.shards import ShardedDataset, detect_kind, iter_batches, shard_source, write_shards
 from lzn.data.two_view import TwoViewAugment, TwoViewConfig
 
 __all__ = [
+    "BatchLoader",
     "DataConfig",
     "DataNotFoundError",
     "ImageDataset",
     "LOADERS",
+    "ShardedDataset",
     "TwoViewAugment",
     "TwoViewConfig",
     "UnreadableImageError",
     "batch_at",
     "check_labels",
     "color_jitter",
+    "detect_kind",
     "epoch_indices",
     "gaussian_blur",
     "has_split",
+    "iter_batches",
     "iterations_per_epoch",
     "load_arrays",
     "load_cifar10",
@@ -39,4 +46,6 @@ __all__ = [
     "random_grayscale",
     "random_resized_crop",
     "read_idx",
+    "shard_source",
+    "write_shards",
 ]

@@ -8,6 +8,10 @@ digits, fashion and cifar10 have fixed train and test splits. ``folder`` and ``a
 * a folder ``root`` with both ``train/`` and ``test/`` sub-folders: "train" reads root/train and "test"
   reads root/test (each with its own class sub-folders, or flat images).
 
+``shards`` reads folders written by ``lzn data shard``: ``root`` is a folder with ``train/`` (and ``test/``)
+split folders, or one split folder (then the test split is ``data.test_root``, another split folder).
+Its samples are read from disk batch by batch (:class:`lzn.data.shards.ShardedDataset`), never all at once.
+
 Without any of them a folder / arrays set has no test split, and asking for it is a
 :class:`DataNotFoundError` that says how to add one; it is never the training set in disguise.
 """
@@ -25,6 +29,7 @@ from lzn.data.dataset import DataNotFoundError, ImageDataset
 from lzn.data.datasets import LOADERS, load_arrays, load_digits
 from lzn.data.fashion import load_fashion_mnist
 from lzn.data.folder import load_image_folder
+from lzn.data.shards import ShardedDataset, is_split_folder
 
 SPLITS = ("train", "test")
 FIXED_SPLITS = ("digits", "fashion", "cifar10")  # data sets that ship their own test split
@@ -34,8 +39,8 @@ FIXED_SPLITS = ("digits", "fashion", "cifar10")  # data sets that ship their own
 class DataConfig:
     """Which data set (``lzn.data.LOADERS``) and how to read it; validated on construction."""
 
-    name: str = "digits"  # digits | fashion | cifar10 | folder | arrays
-    root: str | None = None  # folder or file for fashion / cifar10 / folder / arrays
+    name: str = "digits"  # digits | fashion | cifar10 | folder | arrays | shards
+    root: str | None = None  # folder or file for fashion / cifar10 / folder / arrays / shards
     size: int | None = None  # resize to size x size (digits, folder)
     channels: int | None = None  # image folders: 1 or 3
     train_split: str = "train"
@@ -45,6 +50,7 @@ class DataConfig:
     holdout_seed: int = 0
     skip_bad_files: bool = False  # folder: skip unreadable image files (one warning with the count) instead of failing
     flip: bool = False  # random horizontal flip of training images (CIFAR-10: true, method.md §5.2)
+    workers: int = 0  # DataLoader worker processes reading batches ahead (0: in the training process)
 
     def __post_init__(self) -> None:
         if self.name not in LOADERS:
@@ -57,6 +63,8 @@ class DataConfig:
             raise ValueError(f"train_split must be one of {list(SPLITS)}, got {self.train_split!r}")
         if self.test_split is not None and self.test_split not in SPLITS:
             raise ValueError(f"test_split must be one of {list(SPLITS)} or null, got {self.test_split!r}")
+        if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 0:
+            raise ValueError(f"workers must be an integer >= 0 (DataLoader worker processes), got {self.workers!r}")
         if not 0.0 <= self.holdout < 1.0:  # also rejects NaN
             raise ValueError(f"holdout must lie in [0, 1), got {self.holdout}")
         if self.holdout > 0 and self.test_root is not None:
@@ -65,6 +73,9 @@ class DataConfig:
         if self.name == "digits" and self.root is not None:
             raise ValueError(f"root does not apply to digits (it ships with scikit-learn), got {self.root!r}; "
                              "unset data.root, or choose data.name=folder or arrays for your own files")
+        if self.name == "shards" and self.holdout > 0:
+            raise ValueError(f"holdout applies to folder and arrays data sets; for shards, write the test split with "
+                             "`lzn data shard TEST_SOURCE --out DIR --split test` (or give data.test_root)")
         if self.name in FIXED_SPLITS:
             for key, unset in (("test_root", self.test_root is None), ("holdout", self.holdout == 0)):
                 if not unset:
@@ -90,6 +101,8 @@ def has_split(cfg: DataConfig, split: str) -> bool:
     _check_split(split)
     if cfg.name in FIXED_SPLITS or split == "train":
         return True
+    if cfg.name == "shards":
+        return cfg.test_root is not None or (cfg.root is not None and is_split_folder(Path(cfg.root) / split))
     return cfg.test_root is not None or cfg.holdout > 0 or _split_folders(cfg)
 
 
@@ -144,14 +157,38 @@ def _read(cfg: DataConfig, path: Path, class_names: Sequence[str] | None) -> Ima
     return data if class_names is None else _name_labels(data, class_names)
 
 
-def load_split(cfg: DataConfig, split: str, class_names: tuple[str, ...] | None = None) -> ImageDataset:
+def _shard_split(cfg: DataConfig, split: str, class_names: tuple[str, ...] | None) -> ShardedDataset:
+    if cfg.root is None:
+        raise ValueError("data.name=shards needs data.root (a folder written by `lzn data shard SOURCE --out DIR`)")
+    root = Path(cfg.root)
+    if is_split_folder(root / split):
+        path = root / split
+    elif split == "test" and cfg.test_root is not None:
+        path = Path(cfg.test_root)
+    elif split == "train" and is_split_folder(root):
+        path = root
+    else:
+        if split == "test":
+            raise DataNotFoundError(f"shards {root} have no test split: expected {root / 'test'} (write it with `lzn "
+                                    "data shard TEST_SOURCE --out DIR --split test`), or data.test_root; or set "
+                                    "data.test_split=null for no held-out evaluation")
+        path = root  # ShardedDataset names what is missing
+    return ShardedDataset(path, size=cfg.size, channels=cfg.channels, class_names=class_names if split == "test"
+                          else None)
+
+
+def load_split(cfg: DataConfig, split: str,
+               class_names: tuple[str, ...] | None = None) -> ImageDataset | ShardedDataset:
     """The ``split`` ("train" or "test") of the data set ``cfg`` describes, by the rules of the module docstring.
 
     ``class_names``: the training set's class names. A test split read from its own folder (or a .npz that
     names its classes) then labels each class by its index there; a class unknown to training is an error.
-    Raises DataNotFoundError for a split that does not exist, ValueError for an empty one.
+    Raises DataNotFoundError for a split that does not exist, ValueError for an empty one. ``shards``
+    gives a :class:`ShardedDataset` (read on demand), every other name an :class:`ImageDataset`.
     """
     _check_split(split)
+    if cfg.name == "shards":
+        return _shard_split(cfg, split, class_names)
     if cfg.name == "digits":
         data = load_digits(size=cfg.size, split=split)
     elif cfg.name == "fashion":
@@ -194,7 +231,7 @@ def _ranges(values: Sequence[int], limit: int = 6) -> str:
     return ", ".join(parts[:limit]) + (f", ... ({more} more ranges)" if more > 0 else "")
 
 
-def check_labels(train: ImageDataset, test: ImageDataset | None = None) -> None:
+def check_labels(train: ImageDataset | ShardedDataset, test: ImageDataset | ShardedDataset | None = None) -> None:
     """Labels a classifier can train and be scored on; unlabelled sets pass.
 
     Training labels must be exactly 0..K-1 with every class present (K = train.num_classes); test labels

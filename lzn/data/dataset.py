@@ -31,6 +31,14 @@ def uint8_to_signed(pixels: np.ndarray | Tensor) -> Tensor:
     return x.to(torch.float32).div_(127.5).sub_(1.0)
 
 
+def hwc_to_signed(pixels: np.ndarray) -> Tensor:
+    """uint8 (N, H, W, C) -> float32 (N, C, H, W) in [-1, 1] with the standard strides of a new tensor, also
+    for C = 1 (a permuted view's would differ there, and convolutions may round differently on it)."""
+    n, h, w, c = pixels.shape
+    chw = torch.empty((n, c, h, w), dtype=torch.uint8).copy_(torch.from_numpy(pixels).permute(0, 3, 1, 2))
+    return uint8_to_signed(chw)
+
+
 def resize_square(images: Tensor, size: int) -> Tensor:
     """Bilinear resize of (N, C, H, W) images to (N, C, size, size), anti-aliased when shrinking.
 

@@ -1,4 +1,4 @@
-"""Data set loaders, all in memory, none downloads anything; ``load_dataset`` picks one by name.
+"""Data set loaders, none downloads anything; ``load_dataset`` picks one by name.
 
 Each loader returns an :class:`ImageDataset` with images (N, C, H, W) float32 in [-1, 1] (method.md §9.6).
 
@@ -7,6 +7,8 @@ Each loader returns an :class:`ImageDataset` with images (N, C, H, W) float32 in
 * ``cifar10``: the CIFAR-10 python-pickle folder (:mod:`lzn.data.cifar`).
 * ``folder``: root/class_name/*.png|jpg (:mod:`lzn.data.folder`).
 * ``arrays``: a .npz or .npy of images you prepared (:func:`load_arrays`).
+* ``shards``: one split written by ``lzn data shard``, read from disk batch by batch
+  (:class:`lzn.data.shards.ShardedDataset`, not in memory).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from lzn.data.cifar import load_cifar10
 from lzn.data.dataset import DataNotFoundError, ImageDataset, resize_square, uint8_to_signed
 from lzn.data.fashion import load_fashion_mnist
 from lzn.data.folder import load_image_folder
+from lzn.data.shards import ShardedDataset
 
 DIGITS_TEST_FRACTION = 0.2  # digits test split: 359 of 1 797 images
 DIGITS_SPLIT_SEED = 0
@@ -138,16 +141,17 @@ def _labels(labels: np.ndarray, names: np.ndarray | None, path: Path, n: int,
     return torch.from_numpy(labels.astype(np.int64)), classes, class_names
 
 
-LOADERS: dict[str, Callable[..., ImageDataset]] = {
+LOADERS: dict[str, Callable[..., ImageDataset | ShardedDataset]] = {
     "digits": load_digits,
     "fashion": load_fashion_mnist,
     "cifar10": load_cifar10,
     "folder": load_image_folder,
     "arrays": load_arrays,
+    "shards": ShardedDataset,
 }
 
 
-def load_dataset(name: str, **kwargs: Any) -> ImageDataset:
+def load_dataset(name: str, **kwargs: Any) -> ImageDataset | ShardedDataset:
     """``LOADERS[name](**kwargs)``, e.g. ``load_dataset("cifar10", root="data/cifar-10-batches-py")``."""
     if name not in LOADERS:
         raise ValueError(f"unknown data set {name!r}; choose one of {sorted(LOADERS)}")

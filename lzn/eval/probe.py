@@ -8,13 +8,21 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from lzn.data import ImageDataset, ShardedDataset, iter_batches
+
+ImageSource = ImageDataset | ShardedDataset
+
 
 @torch.no_grad()
-def extract_features(fn: Callable[[Tensor], Tensor], images: Tensor, batch_size: int = 512,
+def extract_features(fn: Callable[[Tensor], Tensor], images: Tensor | ImageSource, batch_size: int = 512,
                      device: torch.device | str | None = None) -> Tensor:
-    """``fn`` over ``images`` in chunks, on ``device``; returns CPU float32 features (N, D)."""
-    dev = torch.device(device) if device is not None else images.device
-    return torch.cat([fn(chunk.to(dev)).float().cpu() for chunk in images.split(batch_size)])
+    """``fn`` over ``images`` in chunks, on ``device``; returns CPU float32 features (N, D). ``images``: a
+    tensor (N, C, H, W), or a data set read ``batch_size`` images at a time (a sharded set streams)."""
+    if isinstance(images, Tensor):
+        dev = torch.device(device) if device is not None else images.device
+        return torch.cat([fn(chunk.to(dev)).float().cpu() for chunk in images.split(batch_size)])
+    dev = torch.device(device) if device is not None else torch.device("cpu")
+    return torch.cat([fn(x.to(dev)).float().cpu() for x, _ in iter_batches(images, batch_size)])
 
 
 def _check(train_f: Tensor, train_y: Tensor, test_f: Tensor, test_y: Tensor) -> None:

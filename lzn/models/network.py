@@ -64,6 +64,27 @@ def _positive_int(name: str, value: object) -> int:
     return int(value)
 
 
+def reference_indices(n: int, labels: Labels | None, size: int, seed: int = 0) -> Tensor:
+    """Which of ``n`` training images form a reference bank of ``size`` (method.md §2.9): a seeded random
+    draw, class-balanced when ``labels`` (n,) are given (round-robin over classes); int64 (min(size, n),)."""
+    size = _positive_int("size", size)
+    gen = torch.Generator().manual_seed(seed)
+    if labels is None:
+        return torch.randperm(n, generator=gen)[:size]
+    labels = torch.as_tensor(labels).cpu()
+    if labels.shape != (n,) or labels.is_floating_point() or labels.dtype == torch.bool:
+        raise ValueError(f"labels must be {n} integer class indices (one per image), got {labels.dtype} "
+                         f"{tuple(labels.shape)}")
+    per_class = [torch.nonzero(labels == k).flatten() for k in torch.unique(labels).tolist()]
+    per_class = [c[torch.randperm(len(c), generator=gen)] for c in per_class]
+    longest = max(len(c) for c in per_class)
+    grid = torch.full((longest, len(per_class)), -1, dtype=torch.long)  # (rank in class, class)
+    for k, c in enumerate(per_class):
+        grid[: len(c), k] = c
+    index = grid.flatten()
+    return index[index >= 0][:size]  # round-robin: one of each class, then the next of each ...
+
+
 class LatentZoningNetwork(nn.Module):
     """``class_names`` (optional): one unique string per class of the label anchors or of the
     class-conditional decoder, saved with the model; see ``label_names`` and ``class_index``."""
@@ -286,26 +307,15 @@ class LatentZoningNetwork(nn.Module):
         """Set the reference bank to the anchors of ``size`` of ``images`` (training images), drawn
         class-balanced when ``labels`` are given (round-robin over classes, seeded); returns it (R, q)."""
         self.check_images(images)
+        self._need("encoder")
+        index = reference_indices(images.shape[0], labels, size, seed)
+        return self.build_reference_from(images[index.to(images.device)], batch_size)
+
+    def build_reference_from(self, picked: Tensor, batch_size: int = 2000) -> Tensor:
+        """Set the reference bank to the anchors of exactly the images ``picked`` (R, C, H, W), e.g. those
+        :func:`reference_indices` chose from a data set too large to hold in memory; returns it (R, q)."""
+        self.check_images(picked)
         encoder = self._need("encoder")
-        size = _positive_int("size", size)
-        gen = torch.Generator().manual_seed(seed)
-        n = images.shape[0]
-        if labels is None:
-            index = torch.randperm(n, generator=gen)[:size]
-        else:
-            labels = torch.as_tensor(labels).cpu()
-            if labels.shape != (n,) or labels.is_floating_point() or labels.dtype == torch.bool:
-                raise ValueError(f"labels must be {n} integer class indices (one per image), got {labels.dtype} "
-                                 f"{tuple(labels.shape)}")
-            per_class = [torch.nonzero(labels == k).flatten() for k in torch.unique(labels).tolist()]
-            per_class = [c[torch.randperm(len(c), generator=gen)] for c in per_class]
-            longest = max(len(c) for c in per_class)
-            grid = torch.full((longest, len(per_class)), -1, dtype=torch.long)  # (rank in class, class)
-            for k, c in enumerate(per_class):
-                grid[: len(c), k] = c
-            index = grid.flatten()
-            index = index[index >= 0][:size]  # round-robin: one of each class, then the next of each ...
-        picked = images[index.to(images.device)]
         anchors = torch.cat([encoder(chunk.to(self.device)) for chunk in picked.split(batch_size)])  # (R, q)
         self.set_reference(anchors)
         assert self.reference is not None

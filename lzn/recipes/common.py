@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from lzn import checks, distributed
-from lzn.data import DataConfig, ImageDataset, batch_at, random_flip
+from lzn.data import BatchLoader, DataConfig, ImageDataset, ShardedDataset, random_flip
 from lzn.models import FlowConfig, build
 from lzn.models.registry import UnknownArgument, check_arguments, check_name
 from lzn.recipes.config import ConfigError
@@ -83,12 +83,12 @@ def check_flow(flow: FlowConfig, name: str = "flow") -> None:
     checks.in_range(f"{name}.label_eps", flow.label_eps, 0.0, 0.5)
 
 
-def data_info(data: ImageDataset) -> DataInfo:
-    _, c, h, w = data.images.shape
+def data_info(data: ImageDataset | ShardedDataset) -> DataInfo:
+    c, h, w = data.image_shape
     if h != w:
         raise ValueError(f"images must be square, got {h}x{w}; set data.size to resize")
     names = list(data.class_names) if data.class_names is not None else None
-    return DataInfo(channels=c, size=h, num_classes=data.num_classes, num_train=len(data.images), class_names=names)
+    return DataInfo(channels=c, size=h, num_classes=data.num_classes, num_train=len(data), class_names=names)
 
 
 def build_net(net: NetConfig, info: DataInfo, latent_dim: int, num_classes: int = 0, key: str = "encoder") -> nn.Module:
@@ -188,6 +188,7 @@ class Recipe(ABC):
     name: ClassVar[str]
     config_cls: ClassVar[type[RecipeConfig]]
     needs_labels: ClassVar[bool] = False
+    streams_eval: ClassVar[bool] = False  # whether ``evaluate`` reads sharded data batch by batch (else: in memory)
     chunkable: ClassVar[bool] = False  # whether ``step`` honours train.chunk_size (a subclass overriding step resets it)
 
     def __init__(self, cfg: RecipeConfig, info: DataInfo) -> None:
@@ -202,23 +203,26 @@ class Recipe(ABC):
         if self.needs_labels and info.num_classes < 2:
             raise ValueError(f"recipe {self.name!r} needs a labelled data set with at least 2 classes")
         self.modules: dict[str, nn.Module] = {}
-        self.train_data: ImageDataset | None = None
+        self.train_data: ImageDataset | ShardedDataset | None = None
+        self.loader: BatchLoader | None = None
 
     @property
     def device(self) -> torch.device:
         return device_of(self.modules)
 
-    def attach_data(self, data: ImageDataset) -> None:
+    def attach_data(self, data: ImageDataset | ShardedDataset) -> None:
+        """The training split, read through a :class:`~lzn.data.BatchLoader` (``data.workers`` processes)."""
         self.train_data = data
+        self.loader = BatchLoader(data, self.cfg.batch_size, seed=self.cfg.train.seed, rank=distributed.rank(),
+                                  world_size=distributed.world_size(), workers=self.cfg.data.workers,
+                                  pin_memory=self.device.type == "cuda")
 
     def batches(self, step: int) -> tuple[Tensor, Tensor | None]:
         """This process's local batch of global step ``step`` (method.md §9.6 data order)."""
-        assert self.train_data is not None, "attach_data() first"
-        data = self.train_data
-        idx = batch_at(step, len(data.images), self.cfg.batch_size, seed=self.cfg.train.seed,
-                       rank=distributed.rank(), world_size=distributed.world_size())
-        x = data.images[idx].to(self.device, non_blocking=True)
-        y = None if data.labels is None else data.labels[idx].to(self.device, non_blocking=True)
+        assert self.loader is not None, "attach_data() first"
+        x, y = self.loader(step)
+        x = x.to(self.device, non_blocking=True)
+        y = None if y is None else y.to(self.device, non_blocking=True)
         if self.cfg.data.flip:
             x = random_flip(x, step_generator(x.device))
         return x, y

@@ -15,7 +15,7 @@ from torch import Tensor
 
 from lzn import checks
 from lzn.core import rectified_flow
-from lzn.data import ImageDataset
+from lzn.data import ImageDataset, ShardedDataset
 from lzn.eval import reconstruction_error
 from lzn.models import FlowConfig, LatentZoningNetwork
 from lzn.recipes.common import (DataInfo, NetConfig, Recipe, RecipeConfig, backward, build_net, cached_anchors,
@@ -141,11 +141,11 @@ class GenerationRecipe(Recipe):
         names = list(model.class_names) if (labels is not None and model.class_names) else None
         return save_image_grid(out.images, path, nrow=nrow, row_labels=names)
 
-    def reconstruction(self, data: ImageDataset, run_dir: Path | None) -> dict[str, float]:
+    def reconstruction(self, data: ImageDataset | ShardedDataset, run_dir: Path | None) -> dict[str, float]:
         """Per-image L2 reconstruction error in [-1, 1] units (method.md §8.1), one repeat."""
-        n = min(self.cfg.recon_images, len(data.images))
-        x = data.images[:n]
-        y = data.labels[:n] if (self.classes and data.labels is not None) else None
+        n = min(self.cfg.recon_images, len(data))
+        x, labels = data.batch(torch.arange(n))  # the first n images (a sharded set reads only those)
+        y = labels if self.classes else None
         err, rec = reconstruction_error(self.lzn, x, y, sampler=self.cfg.sampler, steps=self.cfg.sampler_steps,
                                         context="batch")  # the paper's metric: latents over the batch
         if run_dir is not None:

@@ -14,7 +14,7 @@ from torch import Tensor
 
 from lzn import checks, distributed
 from lzn.core import zones
-from lzn.data import ImageDataset, TwoViewAugment, TwoViewConfig
+from lzn.data import ImageDataset, ShardedDataset, TwoViewAugment, TwoViewConfig
 from lzn.eval import extract_features, knn_accuracy, linear_probe_accuracy
 from lzn.models import FlowConfig, LatentZoningNetwork
 from lzn.recipes.common import (DataInfo, NetConfig, Recipe, RecipeConfig, backward, build_net, cached_anchors,
@@ -46,6 +46,7 @@ class RepresentationRecipe(Recipe):
     name: ClassVar[str] = "representation"
     config_cls: ClassVar[type[RecipeConfig]] = RepresentationConfig
     chunkable: ClassVar[bool] = True
+    streams_eval: ClassVar[bool] = True
     cfg: RepresentationConfig
 
     def __init__(self, cfg: RepresentationConfig, info: DataInfo) -> None:
@@ -99,7 +100,7 @@ class RepresentationRecipe(Recipe):
 
         return StepOutput(None, metrics, batch_size=v1.shape[0], backward=run)
 
-    def evaluate(self, data: ImageDataset, run_dir: Any, split: str = "test") -> dict[str, float]:
+    def evaluate(self, data: ImageDataset | ShardedDataset, run_dir: Any, split: str = "test") -> dict[str, float]:
         """kNN and linear-probe accuracy of the backbone features on held-out data ("no head", method.md
         §8.3). Without a held-out split there is nothing honest to report (a kNN of the training set
         against itself finds each image), so nothing is."""
@@ -108,8 +109,8 @@ class RepresentationRecipe(Recipe):
                 or self.train_data.labels is None:
             return {}
         fn = self.modules["encoder"].features
-        train_f = extract_features(fn, self.train_data.images, device=self.device)
-        test_f = extract_features(fn, test.images, device=self.device)
+        train_f = extract_features(fn, self.train_data, device=self.device)  # sharded sets stream, batch by batch
+        test_f = extract_features(fn, test, device=self.device)
         ya, yb = self.train_data.labels, test.labels
         return {"knn_accuracy": knn_accuracy(train_f, ya, test_f, yb, k=self.cfg.knn_k),
                 "probe_accuracy": linear_probe_accuracy(train_f, ya, test_f, yb, epochs=self.cfg.probe_epochs)}

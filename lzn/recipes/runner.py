@@ -22,12 +22,13 @@ from lzn import distributed
 from lzn.distributed import pick_device
 from lzn.atomic import atomic_write_text
 from lzn.recipes.baselines import ClassifierRecipe, NoGenRecipe, RFRecipe, SimCLRRecipe
-from lzn.data import DataConfig, ImageDataset, check_labels, has_split, load_split
+from lzn.data import DataConfig, ImageDataset, ShardedDataset, check_labels, has_split, load_split
 from lzn.recipes.common import DataInfo, Recipe, RecipeConfig, data_info
 from lzn.recipes.config import ConfigError, load_yaml, merge, parse_set, yaml_load
 from lzn.recipes.generation import GenerationRecipe
 from lzn.recipes.joint import JointRecipe
 from lzn.recipes.representation import RepresentationRecipe
+from lzn.models.network import reference_indices
 from lzn.training import Trainer, latest_checkpoint, load_checkpoint
 
 log = logging.getLogger("lzn")
@@ -225,7 +226,13 @@ def _train(recipe: str, cfg: RecipeConfig, run_dir: str | Path) -> dict[str, Any
     if distributed.is_main():
         run_dir.mkdir(parents=True, exist_ok=True)
         _write_run_file(run_dir, recipe, info, config)
-    last = trainer.fit()
+    try:
+        last = trainer.fit()
+    finally:
+        if rec.loader is not None:
+            rec.loader.close()
+    if eval_data is not None and not isinstance(eval_data, ImageDataset) and not rec.streams_eval:
+        eval_data = eval_data.load()  # this recipe's evaluation takes the split in memory
     results: dict[str, Any] = {"recipe": recipe, "steps": trainer.step, "final_loss": last.get("loss")}
     if eval_split is not None:
         results["evaluated_on"] = eval_split
@@ -233,8 +240,9 @@ def _train(recipe: str, cfg: RecipeConfig, run_dir: str | Path) -> dict[str, Any
         _check_finite_weights(rec.modules)
         model = getattr(rec, "lzn", None)
         if model is not None and model.encoder is not None and cfg.reference_size:  # from the EMA encoder
-            model.build_reference(train_data.images, train_data.labels, size=min(cfg.reference_size, len(train_data)),
-                                  batch_size=cfg.eval_batch_size, seed=cfg.train.seed)
+            picked = reference_indices(len(train_data), train_data.labels, min(cfg.reference_size, len(train_data)),
+                                       seed=cfg.train.seed)  # read only these images of a sharded set
+            model.build_reference_from(train_data.batch(picked)[0], batch_size=cfg.eval_batch_size)
         if eval_split is not None:
             results.update(rec.evaluate(eval_data, run_dir if distributed.is_main() else None, split=eval_split))
         if distributed.is_main() and getattr(rec, "lzn", None) is not None:
@@ -244,7 +252,10 @@ def _train(recipe: str, cfg: RecipeConfig, run_dir: str | Path) -> dict[str, Any
     return results
 
 
-def _evaluation_data(data: DataConfig, train_data: ImageDataset) -> tuple[str | None, ImageDataset | None]:
+Data = ImageDataset | ShardedDataset
+
+
+def _evaluation_data(data: DataConfig, train_data: Data) -> tuple[str | None, Data | None]:
     """The held-out split when the data has one; otherwise the training set, named "train" so that no
     training-set figure is ever reported as a test figure; None when ``data.test_split`` is null."""
     if data.test_split is None:

@@ -5,6 +5,7 @@ Nothing here downloads: every loader reads files already on disk (or scikit-lear
 """
 
 from lzn.data.augment import color_jitter, gaussian_blur, random_flip, random_grayscale, random_resized_crop
+from lzn.data.captions import CaptionPairs, CaptionSet, caption_dataset, load_caption_pairs, pixel_attributes
 from lzn.data.cifar import load_cifar10
 from lzn.data.config import DataConfig, check_labels, has_split, load_split
 from lzn.data.dataset import DataNotFoundError, ImageDataset
@@ -18,6 +19,8 @@ from lzn.data.two_view import TwoViewAugment, TwoViewConfig
 
 __all__ = [
     "BatchLoader",
+    "CaptionPairs",
+    "CaptionSet",
     "DataConfig",
     "DataNotFoundError",
     "ImageDataset",
@@ -27,6 +30,7 @@ __all__ = [
     "TwoViewConfig",
     "UnreadableImageError",
     "batch_at",
+    "caption_dataset",
     "check_labels",
     "color_jitter",
     "detect_kind",
@@ -36,12 +40,14 @@ __all__ = [
     "iter_batches",
     "iterations_per_epoch",
     "load_arrays",
+    "load_caption_pairs",
     "load_cifar10",
     "load_dataset",
     "load_digits",
     "load_fashion_mnist",
     "load_image_folder",
     "load_split",
+    "pixel_attributes",
     "random_flip",
     "random_grayscale",
     "random_resized_crop",

@@ -1,4 +1,4 @@
-"""Networks: image encoders, latent-conditioned flow decoders, label anchors, LatentZoningNetwork."""
+"""Networks: image encoders, latent-conditioned flow decoders, label anchors, text encoders, LatentZoningNetwork."""
 
 from lzn.models.label_anchors import LabelAnchors
 from lzn.models.ncsnpp import ncsnpp_decoder, ncsnpp_encoder
@@ -6,6 +6,7 @@ from lzn.models.network import FlowConfig, GenerationOutput, LatentZoningNetwork
 from lzn.models.registry import NETWORKS, build, network_arguments
 from lzn.models.resnet import resnet18_encoder, resnet50_encoder
 from lzn.models.small import SmallEncoder, SmallUNet
+from lzn.models.text import SmallTextEncoder, TextEncoder, load_minilm
 
 __all__ = [
     "NETWORKS",
@@ -14,8 +15,11 @@ __all__ = [
     "LabelAnchors",
     "LatentZoningNetwork",
     "SmallEncoder",
+    "SmallTextEncoder",
     "SmallUNet",
+    "TextEncoder",
     "build",
+    "load_minilm",
     "ncsnpp_decoder",
     "ncsnpp_encoder",
     "network_arguments",

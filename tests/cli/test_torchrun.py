@@ -27,3 +27,62 @@ def test_torchrun_two_processes(tmp_path):
     assert res["steps"] == 3 and 0.0 <= res["test_accuracy"] <= 1.0
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert len(rows) == 3  # one writer (rank 0), one row per step
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _final_weights(run: Path) -> dict:
+    import torch
+
+    ckpt = sorted((run / "checkpoints").glob("step-*.pt"))[-1]
+    state = torch.load(ckpt, weights_only=False)
+    return {k: v for k, v in state["modules"]["encoder"].items()}
+
+
+def test_two_launchers_on_loopback_train_on_shards_like_one_launcher(tmp_path):
+    """Section 3 of the scale issue: `torchrun --nnodes=2 --nproc_per_node=1 --rdzv_backend=c10d` twice on this
+    machine (one process each) trains the representation recipe on shards into one run folder, resumes on
+    both, and ends with the weights of a single launcher's two processes."""
+    import torch
+
+    from lzn.data import shard_source
+
+    shard_source("digits", tmp_path / "shards", progress=False)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo", "PYTHONPATH": str(ROOT)}
+
+    def lzn_args(out: Path, steps: int) -> list[str]:
+        args = ["-m", "lzn", "train", "representation", "--preset", "digits", "--out", str(out)]
+        for item in sets("representation") + [f"train.steps={steps}", "data.name=shards",
+                                               f"data.root={tmp_path / 'shards'}", "data.workers=1"]:
+            args += ["--set", item]
+        return args
+
+    def two_launchers(out: Path, steps: int) -> None:
+        port = _free_port()
+        launcher = [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc_per_node=1",
+                    "--rdzv_backend=c10d", f"--rdzv_endpoint=127.0.0.1:{port}", f"--rdzv_id=lzn-{port}"]
+        procs = [subprocess.Popen(launcher + lzn_args(out, steps), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  text=True, env=env, cwd=ROOT) for _ in range(2)]
+        outs = [p.communicate(timeout=300) for p in procs]
+        for p, (_, err) in zip(procs, outs):
+            assert p.returncode == 0, err[-3000:]
+        assert sum(o.count("run folder:") for o, _ in outs) == 1  # global rank 0 prints and writes
+
+    two_launchers(tmp_path / "nodes", 3)
+    assert [p.name for p in sorted((tmp_path / "nodes" / "checkpoints").glob("*.pt"))] == \
+        ["step-000000002.pt", "step-000000003.pt"]
+    two_launchers(tmp_path / "nodes", 5)  # resumed from step 3 on both "machines"
+    single = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    proc = subprocess.run(single + lzn_args(tmp_path / "one", 5), capture_output=True, text=True, timeout=300,
+                          env=env, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    a, b = _final_weights(tmp_path / "nodes"), _final_weights(tmp_path / "one")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    res = json.loads((tmp_path / "nodes" / "results.json").read_text())
+    assert res["steps"] == 5 and 0.0 <= res["probe_accuracy"] <= 1.0

@@ -160,8 +160,12 @@ def test_lzn_train_with_chunks_gives_the_unchunked_weights(tmp_path):
     chunked = run(tmp_path / "chunked", "train.chunk_size=5")
     assert plain.keys() == chunked.keys()
     assert load_checkpoint(latest_checkpoint(tmp_path / "chunked"))["step"] == 2
+    # float32 and Adam: each coordinate's step is its gradient over the root of its second moment, so the
+    # round-off between chunked and plain sums is amplified where a gradient is nearly zero (the anchors'
+    # common shift, to which the loss is almost invariant): 1.4e-5 seen on one element with one thread. The
+    # exact equality is tested on gradients in float64 above; here the wiring, at 5 % of a step (lr 1e-3).
     for k, w in plain.items():
-        torch.testing.assert_close(chunked[k], w, rtol=1e-5, atol=1e-5, msg=k)
+        torch.testing.assert_close(chunked[k], w, rtol=1e-5, atol=5e-5, msg=k)
 
 
 @pytest.mark.parametrize("value, needle", [("0", "integer >= 1"), ("-3", "integer >= 1"), ("2.5", "integer"),

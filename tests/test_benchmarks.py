@@ -75,3 +75,14 @@ def test_chunked_benchmark_runs_and_reports_every_configuration(tmp_path):
     summary = out.stdout.strip().splitlines()[-1]
     assert summary.startswith("chunked (joint, digits, cpu): batch 16 in chunks of 4: peak ")
     assert "(target <= 1.3x" in summary and "(target <= 1.5x)" in summary and "unchunked batch 16: peak" in summary
+
+
+def test_stream_benchmark_trains_on_generated_shards_and_reports_throughput(tmp_path):
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks/stream.py"), "--quick", "--images", "600",
+                          "--workers", "1", "--dir", str(tmp_path)], check=True, capture_output=True, text=True,
+                         cwd=ROOT, timeout=600)
+    rec = json.loads(out.stdout[: out.stdout.rindex("}") + 1])
+    assert rec["images"] == 600 and rec["train"]["steps"] == 2 and rec["train"]["rss_peak_full_pass_mib"] > 0
+    assert set(rec["loader_images_per_s"]["224_two_view"]) == {"workers_0", "workers_1", "workers_2"}
+    assert out.stdout.strip().splitlines()[-1].startswith("summary: 600 images on shards")
+    assert list(tmp_path.iterdir()) == []  # the generated shards are removed

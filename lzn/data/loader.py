@@ -24,6 +24,25 @@ from lzn.data.shards import ShardedDataset
 Batch = tuple[Tensor, Tensor | None]
 
 
+M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
+
+
+def _fixed_mmap_threshold(worker_id: int) -> None:
+    """Worker start-up: fix glibc's mmap threshold at 256 KiB. By default glibc raises the threshold
+    after large blocks are freed, after which a worker's batch buffers (MBs each, freed every step) come
+    from its heap and fragment it: its memory then grows by 100-200 MiB over the first few hundred steps
+    (measured with benchmarks/stream.py) before it levels off. With the threshold fixed they are mapped
+    and unmapped per batch, and a worker stays at its start-up size. Elsewhere than glibc: nothing to do."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallopt(M_MMAP_THRESHOLD, 256 * 1024)
+    except (OSError, AttributeError):
+        pass
+
+
 class _Steps(IterableDataset):  # type: ignore[type-arg]
     """The batches of steps start, start + 1, ...; in a worker only the steps that are its turn."""
 
@@ -76,7 +95,8 @@ class BatchLoader:
             # random state, which the trainer seeds per step for the step's own draws (augmentations, noise)
             seeds = torch.Generator().manual_seed(self.seed * 1_000_003 + step)
             self._it = iter(DataLoader(_Steps(self, step), batch_size=None, num_workers=self.workers,
-                                       prefetch_factor=self.prefetch, pin_memory=self.pin_memory, generator=seeds))
+                                       prefetch_factor=self.prefetch, pin_memory=self.pin_memory, generator=seeds,
+                                       worker_init_fn=_fixed_mmap_threshold))
         self._next = step + 1
         return next(self._it)
 

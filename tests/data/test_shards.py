@@ -4,6 +4,8 @@ gives the in-memory path's batches pixel for pixel, and a run on shards equals t
 from __future__ import annotations
 
 import json
+import os
+import signal
 import tarfile
 from pathlib import Path
 
@@ -124,6 +126,37 @@ def test_training_on_shards_equals_training_in_memory_and_resumes(tmp_path):
     train("generation", sh, tmp_path / "resumed")
     c = _weights(tmp_path / "resumed")
     assert all(torch.equal(a[k], c[k]) for k in a)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_run_on_shards_killed_and_resumed_equals_the_uninterrupted_run(tmp_path):
+    """SIGKILL right after the step-2 checkpoint (a worker process is reading ahead), then resume."""
+    from lzn.recipes import runner
+
+    src = _npz(tmp_path / "a.npz", n=160)
+    shard_source(src, tmp_path / "sh", shard_size=50, progress=False)
+    cfg = resolve_config("generation", "digits", sets=sets("generation") + [
+        "train.steps=4", "data.test_split=null", "reference_size=0", "data.name=shards",
+        f"data.root={tmp_path / 'sh'}", "data.workers=1"])
+    train("generation", cfg, tmp_path / "straight")
+    pid = os.fork()
+    if pid == 0:
+        try:
+            class Killed(runner.Trainer):
+                def __init__(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+                    super().__init__(*args, **kwargs)
+                    self.hooks.append((2, lambda tr, step: os.kill(os.getpid(), signal.SIGKILL)))
+
+            runner.Trainer = Killed  # this process only
+            train("generation", cfg, tmp_path / "killed")
+        finally:
+            os._exit(1)  # only reached if the kill did not happen
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+    assert [p.name for p in (tmp_path / "killed" / "checkpoints").iterdir()] == ["step-000000002.pt"]
+    train("generation", cfg, tmp_path / "killed")
+    a, b = _weights(tmp_path / "straight"), _weights(tmp_path / "killed")
+    assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_bad_shards_and_configs_name_the_problem(tmp_path):

@@ -11,7 +11,9 @@ from lzn.eval.features import (
 from lzn.eval.fid import feature_statistics, fid, frechet_distance, generation_metrics, kid
 from lzn.eval.precision_recall import knn_radii, precision_recall
 from lzn.eval.probe import extract_features, knn_accuracy, linear_probe_accuracy
+from lzn.eval.judge import pixel_judge
 from lzn.eval.report import write_report
+from lzn.eval.retrieval import recall_at_k
 from lzn.eval.suite import METRICS, check_metrics, evaluate_model, generate_like, metric_rows
 from lzn.eval.tasks import accuracy, accuracy_sweep, class_consistency, reconstruction_error
 
@@ -38,6 +40,8 @@ __all__ = [
     "knn_radii",
     "linear_probe_accuracy",
     "metric_rows",
+    "pixel_judge",
+    "recall_at_k",
     "normal_ks",
     "precision_recall",
     "resize_bilinear_tf1",

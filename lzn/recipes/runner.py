@@ -25,9 +25,11 @@ from lzn.recipes.baselines import ClassifierRecipe, NoGenRecipe, RFRecipe, SimCL
 from lzn.data import DataConfig, ImageDataset, ShardedDataset, check_labels, has_split, load_split
 from lzn.recipes.common import DataInfo, Recipe, RecipeConfig, data_info
 from lzn.recipes.config import ConfigError, load_yaml, merge, parse_set, yaml_load
+from lzn.recipes.clip import CLIPRecipe
 from lzn.recipes.generation import GenerationRecipe
 from lzn.recipes.joint import JointRecipe
 from lzn.recipes.representation import RepresentationRecipe
+from lzn.recipes.text import TextImageRecipe
 from lzn.models.network import reference_indices
 from lzn.training import Trainer, latest_checkpoint, load_checkpoint
 
@@ -41,6 +43,8 @@ RECIPES: dict[str, type[Recipe]] = {
     "simclr": SimCLRRecipe,
     "classifier": ClassifierRecipe,
     "nogen": NoGenRecipe,
+    "text": TextImageRecipe,
+    "clip": CLIPRecipe,
 }
 PRESETS = ("digits", "fashion", "cifar10", "imagenet")
 RUN_FILE = "run.yaml"

@@ -1,0 +1,134 @@
+"""Text as a third data type on digits (issue 10): the LZN ``text`` recipe against its baselines, same data,
+loop, batch and step budget, several seeds (CPU, minutes).
+
+* ``text``: image <-> caption zones (frozen all-MiniLM-L6-v2 + head by default) and the latent-conditioned
+  decoder: recall@1/5 image -> text and text -> image on held-out pairs, prompt classification (one
+  prompt per class as the candidate set, no label anchors), class and attribute consistency of
+  text-to-image samples, class consistency of class-prompt samples;
+* ``clip``: the same encoders with the symmetric InfoNCE loss: the same retrieval and prompt figures;
+* ``joint``: case study 3's label decoder (test accuracy), and class consistency of its label-conditional
+  samples;
+* ``rf``: class-conditional rectified flow, class consistency of its samples (generation baseline);
+* with ``--fid N``: FID and KID of N samples of text / joint / rf against the test images
+  (EfficientNet-Lite0 features, ``lzn[fid]``), text-to-image from held-out captions.
+
+Class consistency is judged by one pixel classifier (``lzn.eval.judge.pixel_judge``) fitted on the
+training images. Each (recipe, seed) trains into ``--out/RECIPE-sSEED`` (resumed if present). Prints JSON
+(every run, then mean and sample sd per metric) and a one-line summary.
+
+    nice python benchmarks/text_digits.py --seeds 0 1 2 --steps 300
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lzn.data import ImageDataset, load_split
+from lzn.eval import class_consistency, fast_extractor, generate_like, generation_metrics
+from lzn.eval.judge import pixel_judge
+from lzn.recipes import runner
+from lzn.recipes.text import TextImageRecipe
+
+SUMMARY = [("text", "test_i2t_recall@1"), ("text", "test_i2t_recall@5"), ("text", "test_t2i_recall@1"),
+           ("text", "test_t2i_recall@5"), ("clip", "test_i2t_recall@1"), ("clip", "test_i2t_recall@5"),
+           ("clip", "test_t2i_recall@1"), ("clip", "test_t2i_recall@5"), ("text", "test_prompt_accuracy"),
+           ("clip", "test_prompt_accuracy"), ("joint", "test_accuracy"), ("text", "test_t2i_class_consistency"),
+           ("text", "test_prompt_class_consistency"), ("joint", "class_consistency"), ("rf", "class_consistency"),
+           ("text", "test_t2i_attribute_consistency"), ("text", "fid"), ("joint", "fid"), ("rf", "fid")]
+
+
+def settings(recipe: str, seed: int, steps: int, batch: int, text_encoder: str) -> list[str]:
+    out = [f"train.seed={seed}", f"train.steps={steps}", "train.progress=false", f"batch_size={batch}",
+           f"train.warmup_steps={min(100, steps // 5)}", f"train.checkpoint_every={steps}"]
+    if recipe in ("text", "clip"):
+        out += [f"text_encoder={text_encoder}", "train.lr=2.0e-3", "eval_pairs=400"]
+    if recipe == "text":
+        out += ["gen_samples=200"]
+    if recipe == "rf":
+        out += ["class_conditional=true"]
+    return out
+
+
+def judged(run_dir: Path, judge: Any, num: int) -> dict[str, float]:
+    """Class consistency of the label-conditional samples of a finished joint / conditional RF run."""
+    rec, cfg = runner.load_run(run_dir)
+    res = class_consistency(rec.lzn, judge, num, sampler=cfg.sampler, steps=cfg.sampler_steps)  # type: ignore[attr-defined]
+    return {"class_consistency": res["class_consistency"]}
+
+
+def fid_of(recipe: str, run_dir: Path, train: ImageDataset, test: ImageDataset, extractor: Any,
+           num: int) -> dict[str, float]:
+    """FID / KID of ``num`` samples against the test images: text-to-image samples of held-out captions
+    for ``text``, label-conditional samples at the training class frequencies for ``joint`` / ``rf``."""
+    rec, cfg = runner.load_run(run_dir)
+    with torch.no_grad():
+        if isinstance(rec, TextImageRecipe):
+            rec.attach_data(train)  # composed captions and the reference captions of text-to-image
+            _, _, pairs = rec.held_out_pairs(test)
+            fake = rec.generate_from_text(pairs.captions[:num]).clamp(-1, 1).cpu()
+        else:
+            fake = generate_like(rec.lzn, num, train.labels, sampler=cfg.sampler,  # type: ignore[attr-defined]
+                                 steps=cfg.sampler_steps, progress=False)  # type: ignore[attr-defined]
+    gen = generation_metrics(test.images, fake, extractor, kid_subset_size=min(num, len(test)))
+    return {"fid": gen["fid"], "kid": gen["kid_mean"]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--recipes", nargs="*", default=["text", "clip", "joint", "rf"])
+    parser.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--text-encoder", choices=["minilm", "small"], default="minilm")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on shared cores)")
+    parser.add_argument("--out", default="runs/text_digits")
+    parser.add_argument("--fid", type=int, default=0, metavar="N",
+                        help="also FID/KID of N samples vs the test images (EfficientNet-Lite0 features; 0: off)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    judge, extractor = None, None
+    runs: dict[str, list[dict[str, Any]]] = {}
+    for recipe in args.recipes:
+        for seed in args.seeds:
+            cfg = runner.resolve_config(recipe, "digits",
+                                        sets=settings(recipe, seed, args.steps, args.batch_size, args.text_encoder))
+            run_dir = Path(args.out) / f"{recipe}-s{seed}"
+            start = time.perf_counter()
+            res = runner.train(recipe, cfg, run_dir)
+            if recipe in ("joint", "rf"):
+                if judge is None:
+                    train_data = load_split(cfg.data, "train")
+                    assert isinstance(train_data, ImageDataset) and train_data.labels is not None
+                    judge = pixel_judge(train_data.images, train_data.labels)
+                res.update(judged(run_dir, judge, 200))
+            res["seconds"] = time.perf_counter() - start
+            if args.fid and recipe in ("text", "joint", "rf"):
+                train, test = (load_split(cfg.data, s) for s in ("train", "test"))
+                assert isinstance(train, ImageDataset) and isinstance(test, ImageDataset)
+                extractor = extractor or fast_extractor(progress=False)
+                res.update(fid_of(recipe, run_dir, train, test, extractor, args.fid))
+            runs.setdefault(recipe, []).append(res)
+    summary: dict[str, dict[str, dict[str, float]]] = {}
+    for recipe, results in runs.items():
+        keys = sorted({k for r in results for k, v in r.items() if isinstance(v, float) and k != "final_loss"})
+        summary[recipe] = {}
+        for key in keys:
+            values = [r[key] for r in results if key in r]
+            sd = statistics.stdev(values) if len(values) > 1 else 0.0
+            summary[recipe][key] = {"mean": statistics.fmean(values), "sd": sd, "n": len(values)}
+    print(json.dumps({"seeds": args.seeds, "steps": args.steps, "batch_size": args.batch_size,
+                      "text_encoder": args.text_encoder, "runs": runs, "summary": summary}, indent=2))
+    parts = [f"{r} {m.removeprefix('test_')} {summary[r][m]['mean']:.3f}+-{summary[r][m]['sd']:.3f}"
+             for r, m in SUMMARY if m in summary.get(r, {})]
+    print(f"text_digits ({len(args.seeds)} seeds, {args.steps} steps, batch {args.batch_size}): " + "; ".join(parts))
+
+
+if __name__ == "__main__":
+    main()

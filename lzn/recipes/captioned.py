@@ -1,0 +1,186 @@
+"""What the image-text recipes share (LZN ``text`` and the ``clip`` baseline): composed captions of the
+training set, batches of (images, labels, captions), the text encoder, and the retrieval and
+prompt-classification evaluation, written once over a recipe's score functions.
+
+Captions are composed once from the training images (``lzn.data.captions``: class word + measured
+attributes, template by a hash of the item index), indexed like the images, so the captions of a batch
+are those of ``loader.indices(step)``. Held-out pairs use the training set's attribute thresholds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from abc import abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+import torch
+from torch import Tensor, nn
+
+from lzn import checks, distributed
+from lzn.data import ImageDataset, ShardedDataset, caption_dataset
+from lzn.data.captions import DIGIT_WORDS, CaptionSet
+from lzn.eval.retrieval import recall_at_k, same_text, unique_texts
+from lzn.models.text import SmallTextEncoder, TextEncoder
+from lzn.recipes.common import DataInfo, NetConfig, Recipe, RecipeConfig, build_net
+
+
+@dataclass
+class CaptionedConfig(RecipeConfig):
+    encoder: NetConfig = field(default_factory=lambda: NetConfig("small_encoder"))
+    text_encoder: Literal["minilm", "small"] = "minilm"  # frozen all-MiniLM-L6-v2 + head, or bytes from scratch
+    text_head_hidden: int = 512  # minilm: width of the head's hidden layer (0: one Linear layer)
+    text_width: int = 128  # small: transformer width
+    text_layers: int = 2  # small: transformer layers
+    caption_seed: int = 0  # template choice of every composed caption
+    prompt: str = "the {kind} {cls}"  # class prompt of prompt classification ({kind}: digit / item)
+    eval_pairs: int = 400  # held-out (image, caption) pairs of the retrieval metrics
+    retrieve_k: int = 5  # candidates returned by retrieve_text / retrieve_images
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.text_encoder not in ("minilm", "small"):
+            raise ValueError(f"text_encoder must be 'minilm' or 'small', got {self.text_encoder!r}")
+        checks.at_least("text_head_hidden", self.text_head_hidden, 0)
+        checks.at_least("text_width", self.text_width, 4)
+        if self.text_width % 4:
+            raise ValueError(f"text_width must be a multiple of 4 (attention heads), got {self.text_width}")
+        checks.at_least("text_layers", self.text_layers, 1)
+        checks.at_least("caption_seed", self.caption_seed, 0)
+        if not isinstance(self.prompt, str) or "{cls}" not in self.prompt:
+            raise ValueError(f"prompt must be a string holding {{cls}} (and optionally {{kind}}), got {self.prompt!r}")
+        checks.at_least("eval_pairs", self.eval_pairs, 2)
+        checks.at_least("retrieve_k", self.retrieve_k, 1)
+
+
+def build_text_encoder(cfg: CaptionedConfig) -> nn.Module:
+    if cfg.text_encoder == "minilm":
+        return TextEncoder(cfg.latent_dim, head_hidden=cfg.text_head_hidden or None)
+    return SmallTextEncoder(cfg.latent_dim, width=cfg.text_width, layers=cfg.text_layers)
+
+
+def class_words(class_names: Sequence[str] | None, num_classes: int) -> tuple[tuple[str, ...], str]:
+    """The words captions use for the classes and the kind of thing they are ("digit" / "item"), as
+    ``caption_dataset`` picks them."""
+    names = tuple(class_names) if class_names else tuple(str(i) for i in range(num_classes))
+    if names == tuple(str(i) for i in range(10)):
+        return DIGIT_WORDS, "digit"
+    return tuple(n.lower() for n in names), "item"
+
+
+def caption_ids(captions: Sequence[str], device: torch.device) -> Tensor:
+    """A stable 63-bit id per string (equal strings, equal ids, on every process): (B,) int64."""
+    ids = [int.from_bytes(hashlib.blake2b(c.encode("utf-8"), digest_size=8).digest(), "little") >> 1
+           for c in captions]
+    return torch.tensor(ids, dtype=torch.int64, device=device)
+
+
+def same_caption(captions: Sequence[str], device: torch.device) -> Tensor:
+    """(B, n) bool: local caption i equals caption j of the gathered global batch (rank-major). Composed
+    captions repeat within a batch, so every copy is a correct partner in the alignment."""
+    ids = caption_ids(captions, device)  # (B,)
+    return ids[:, None] == distributed.gather(ids)[None, :]  # (B, 1) == (1, n) -> (B, n)
+
+
+class CaptionedRecipe(Recipe):
+    """Base of the image-text recipes: subclasses give ``text_scores`` and ``image_scores``."""
+
+    needs_labels: ClassVar[bool] = True
+    cfg: CaptionedConfig
+
+    def __init__(self, cfg: CaptionedConfig, info: DataInfo) -> None:
+        super().__init__(cfg, info)
+        if info.channels != 1:
+            raise ValueError(f"recipe {self.name!r} composes captions from grayscale pixels (digits, Fashion-MNIST); "
+                             f"got {info.channels} channels")
+        if cfg.data.flip:
+            raise ValueError("data.flip: a horizontal flip mirrors the slant a caption names; set data.flip=false")
+        self.words, self.kind = class_words(info.class_names, info.num_classes)
+        self.modules = {"encoder": build_net(cfg.encoder, info, cfg.latent_dim),
+                        "text_encoder": build_text_encoder(cfg)}
+        self.captions: CaptionSet | None = None
+
+    def attach_data(self, data: ImageDataset | ShardedDataset) -> None:
+        """The training split and its composed captions, indexed like its images."""
+        if not isinstance(data, ImageDataset):
+            raise ValueError(f"recipe {self.name!r} composes captions from images in memory; sharded data is not "
+                             "supported")
+        super().attach_data(data)
+        self.captions = caption_dataset(data, seed=self.cfg.caption_seed)
+
+    def batches(self, step: int) -> tuple[Tensor, Tensor | None, list[str]]:  # type: ignore[override]
+        """(images, labels, captions) of this process's local batch of global step ``step``."""
+        x, y = super().batches(step)
+        assert self.loader is not None and self.captions is not None
+        texts = self.captions.captions
+        return x, y, [texts[i] for i in self.loader.indices(step).tolist()]
+
+    def class_prompts(self) -> list[str]:
+        return [self.cfg.prompt.format(cls=w, kind=self.kind) for w in self.words]
+
+    def held_out_pairs(self, data: ImageDataset) -> tuple[Tensor, Tensor, CaptionSet]:
+        """A seeded draw of ``eval_pairs`` images of ``data``, labels and captions. Captions are composed for
+        the whole set (template by item index, attributes cut by the training thresholds), then drawn, so an
+        image's caption does not depend on the draw."""
+        assert self.captions is not None, "attach_data() first"
+        if data.labels is None:
+            raise ValueError(f"{data.name}: held-out (image, caption) pairs need labels (captions name the class)")
+        full = caption_dataset(data, seed=self.cfg.caption_seed, thresholds=self.captions.thresholds)
+        n = min(self.cfg.eval_pairs, len(data))
+        pick = torch.randperm(len(data), generator=torch.Generator().manual_seed(self.cfg.train.seed))[:n]
+        pairs = CaptionSet([full.captions[i] for i in pick.tolist()], [full.attributes[i] for i in pick.tolist()],
+                           full.levels[pick], full.mentions[pick], full.templates[pick], full.thresholds)
+        return data.images[pick], data.labels[pick], pairs
+
+    # ---- scores: subclasses --------------------------------------------------------------------
+
+    @abstractmethod
+    def text_scores(self, images: Tensor, texts: Sequence[str]) -> Tensor:
+        """(N, M): for each image, a probability over the M candidate texts (rows sum to 1)."""
+
+    @abstractmethod
+    def image_scores(self, texts: Sequence[str], images: Tensor) -> Tensor:
+        """(M, N): for each text, a probability over the N candidate images (rows sum to 1)."""
+
+    # ---- task methods ----------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def retrieve_text(self, images: Tensor, candidates: Sequence[str], k: int | None = None) -> tuple[Tensor, Tensor]:
+        """The k best candidate texts per image: indices (N, k) into ``candidates`` and their probabilities."""
+        scores = self.text_scores(images, candidates)  # (N, M)
+        probs, idx = scores.topk(min(k or self.cfg.retrieve_k, scores.shape[1]), dim=1)
+        return idx, probs
+
+    @torch.no_grad()
+    def retrieve_images(self, captions: Sequence[str], images: Tensor, k: int | None = None) -> tuple[Tensor, Tensor]:
+        """The k best candidate images per caption: indices (M, k) into ``images`` and their probabilities."""
+        scores = self.image_scores(captions, images)  # (M, N)
+        probs, idx = scores.topk(min(k or self.cfg.retrieve_k, scores.shape[1]), dim=1)
+        return idx, probs
+
+    @torch.no_grad()
+    def prompt_classify(self, images: Tensor, class_prompts: Sequence[str] | None = None) -> Tensor:
+        """Class of each image (N,): its best text among one prompt per class (no label anchors involved)."""
+        prompts = list(class_prompts) if class_prompts is not None else self.class_prompts()
+        return torch.cat([self.text_scores(c, prompts).argmax(dim=1).cpu()
+                          for c in images.split(self.cfg.eval_batch_size)])
+
+    def retrieval_metrics(self, data: ImageDataset, split: str) -> dict[str, float]:
+        """Recall@1/5 image -> text over the distinct held-out captions and text -> image over the held-out
+        images (every image with an identical caption counts as correct), prompt-classification accuracy."""
+        images, labels, pairs = self.held_out_pairs(data)
+        distinct, which = unique_texts(pairs.captions)  # which: (N,) index of each image's caption
+        out: dict[str, float] = {f"{split}_pairs": float(len(pairs.captions)),
+                                 f"{split}_distinct_captions": float(len(distinct))}
+        i2t = recall_at_k(self.text_scores(images, distinct).cpu(), which)
+        t2i = recall_at_k(self.image_scores(distinct, images).cpu(), same_text(distinct, pairs.captions))
+        out.update({f"{split}_i2t_{k}": v for k, v in i2t.items()})
+        out.update({f"{split}_t2i_{k}": v for k, v in t2i.items()})
+        if data.labels is not None:
+            pred = self.prompt_classify(data.images)
+            out[f"{split}_prompt_accuracy"] = float((pred == data.labels.cpu()).float().mean())
+        return out
+
+    def evaluate(self, data: ImageDataset, run_dir: Any, split: str = "test") -> dict[str, float]:
+        return self.retrieval_metrics(data, split)

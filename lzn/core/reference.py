@@ -18,7 +18,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from lzn.core.zone_mean import Plan, integrate, zone_logits
+from lzn.core.multistep import Plan, integrate
+from lzn.core.zone_mean import zone_logits
 from lzn.core.zones import DEFAULT_EPS, Solver, _dpm3_plan, _euler_plan, _no_autocast, check_noise_scale
 
 

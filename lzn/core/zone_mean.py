@@ -22,7 +22,6 @@ only the order of float summation in the anchor gradient.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -144,19 +143,41 @@ def zone_mean_vjp(
 ) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
     """Vector-Jacobian product of abar(x, A, log pi) (plus the recorded probabilities' cotangent
     ``g_rec``), recomputing w: -> (dL/dx (B, q), dL/dA (n, q), dL/dlog pi (n,)), None where not needed.
-    Runs over blocks of rows (``row_blocks``) unless ``record`` is "full"."""
+    Runs over blocks of rows (``row_blocks``) unless ``record`` is "full".
+
+    With one block every term is formed out of place (the form ``torch.compile`` traces, method.md §2.11);
+    with several, the anchor gradient accumulates in place through ``addmm_`` and the column sums once per
+    block, so a block adds no (n, q) temporaries and no extra passes over (n, q)."""
     blocks = [slice(0, x.shape[0])] if record == "full" else row_blocks(x.shape[0], anchors.shape[0])
+    s = 1.0 - t
+    c = s / (t * t)
+    one = len(blocks) == 1
     g_xs: list[Tensor] = []
-    g_anchors = g_logw = None
+    g_anchors = col = None
     for b in blocks:
-        dx, da, dw = _block_vjp(x[b], anchors, sq, log_weights, t, g_abar[b], need_x, need_anchors, need_log_weights,
-                                record, g_rec if record == "full" or g_rec is None else g_rec[b],
-                                None if targets is None else targets[b])
-        if dx is not None:
-            g_xs.append(dx)
-        g_anchors = da if g_anchors is None or da is None else g_anchors.add_(da)
-        g_logw = dw if g_logw is None or dw is None else g_logw.add_(dw)
-    return (_join(g_xs) if g_xs else None), g_anchors, g_logw
+        xb, gb = x[b], g_abar[b]
+        w, g_logits = _logit_grads(xb, anchors, sq, log_weights, t, gb, record,
+                                   g_rec if record == "full" or g_rec is None else g_rec[b],
+                                   None if targets is None else targets[b])
+        if need_x:
+            # d logits_bl / d x_b = -(x_b - s a_l) / t^2; the x_b part vanishes because rows of g_logits sum to 0
+            g_xs.append((g_logits @ anchors) * c)  # (rows, n) @ (n, q) -> (rows, q)
+        if need_anchors:
+            # from abar = w A: w^T g_abar; from the logits: s / t^2 (g_logits^T x - s colsum(g_logits) a_l)
+            if one:
+                g_anchors = w.t() @ gb  # (n, B) @ (B, q) -> (n, q)
+                if c != 0.0:
+                    g_anchors = g_anchors + (g_logits.t() @ xb) * c
+            else:
+                g_anchors = w.t() @ gb if g_anchors is None else g_anchors.addmm_(w.t(), gb)
+                if c != 0.0:
+                    g_anchors.addmm_(g_logits.t(), xb, alpha=c)
+        if need_log_weights or (need_anchors and c != 0.0):
+            part = g_logits.sum(dim=0)  # (n,)
+            col = part if col is None else col + part
+    if need_anchors and c != 0.0:
+        g_anchors = g_anchors - anchors * (col * (c * s))[:, None]  # type: ignore[operator, index]
+    return (_join(g_xs) if g_xs else None), g_anchors, (col if need_log_weights else None)
 
 
 def _join(parts: list[Tensor]) -> Tensor:
@@ -164,99 +185,15 @@ def _join(parts: list[Tensor]) -> Tensor:
     return parts[0] if len(parts) == 1 else torch.cat(parts)
 
 
-def _block_vjp(x: Tensor, anchors: Tensor, sq: Tensor, log_weights: Tensor | None, t: float, g_abar: Tensor,
-               need_x: bool, need_anchors: bool, need_log_weights: bool, record: str, g_rec: Tensor | None,
-               targets: Tensor | None) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
-    """``zone_mean_vjp`` on one block of rows: dL/dx of its rows, its shares of dL/dA and dL/dlog pi."""
-    s = 1.0 - t
+def _logit_grads(x: Tensor, anchors: Tensor, sq: Tensor, log_weights: Tensor | None, t: float, g_abar: Tensor,
+                 record: str, g_rec: Tensor | None, targets: Tensor | None) -> tuple[Tensor, Tensor]:
+    """One block of rows: the recomputed responsibilities w and dL/dlogits, both (rows, n)."""
     w = torch.softmax(zone_logits(x, anchors, t, log_weights, sq), dim=1)  # (B, n), recomputed
     g_logits = g_abar @ anchors.t()  # dL/dw: (B, q) @ (q, n) -> (B, n)
     if record == "full":
-        g_logits += g_rec
+        g_logits = g_logits + g_rec  # type: ignore[operator]
     elif record == "target":
-        g_logits.scatter_add_(1, targets[:, None], g_rec[:, None])  # type: ignore[index]
+        g_logits = g_logits.scatter_add(1, targets[:, None], g_rec[:, None])  # type: ignore[index]
     # softmax backward: dL/dlogits = w * (dL/dw - sum_l w_l dL/dw_l)
     row = (w * g_logits).sum(dim=1, keepdim=True)  # (B, 1)
-    g_logits.sub_(row).mul_(w)  # (B, n); rows sum to zero
-
-    g_x = g_anchors = g_logw = None
-    c = s / (t * t)
-    if need_x:
-        # d logits_bl / d x_b = -(x_b - s a_l) / t^2; the x_b part vanishes because rows of g_logits sum to 0
-        g_x = torch.mm(g_logits, anchors).mul_(c)  # (B, n) @ (n, q) -> (B, q)
-    if need_anchors:
-        # from abar = w A: w^T g_abar; from the logits: s / t^2 (g_logits^T x - s colsum(g_logits) a_l)
-        g_anchors = w.t() @ g_abar  # (n, B) @ (B, q) -> (n, q)
-        if c != 0.0:
-            col = g_logits.sum(dim=0)  # (n,)
-            g_anchors.addmm_(g_logits.t(), x, alpha=c).sub_(anchors * (col * (c * s))[:, None])
-    if need_log_weights:
-        g_logw = g_logits.sum(dim=0)  # (n,)
-    return g_x, g_anchors, g_logw
-
-
-# A linear multistep plan: step i evaluates m_i = abar(x_i, t_i), then
-# x_{i+1} = alpha_i x_i + sum_j beta_ij m_j over earlier evaluations j <= i.
-Plan = list[tuple[float, float, dict[int, float]]]  # (t_i, alpha_i, {j: beta_ij})
-
-
-def integrate(x: Tensor, plan: Plan, mean: Callable[[Tensor, float], Tensor], keep: list[Tensor] | None = None) -> Tensor:
-    """Run a ``Plan``: x_{i+1} = alpha_i x_i + sum_j beta_ij m_j with m_j = ``mean(x_j, t_j)`` (B, q),
-    keeping only the zone means the next step still needs; ``keep`` collects every x_i (for backward)."""
-    ms: dict[int, Tensor] = {}
-    for i, (t, alpha, betas) in enumerate(plan):
-        if keep is not None:
-            keep.append(x)
-        ms[i] = mean(x, t)
-        nxt = x * alpha
-        for j, beta in betas.items():
-            nxt.add_(ms[j], alpha=beta)
-        for j in [j for j in ms if j <= i - 2]:  # the next step looks back to m_{i-1} at most
-            del ms[j]
-        x = nxt
-    return x
-
-
-class MultistepFlow(torch.autograd.Function):
-    """A whole forward latent flow (Euler or DPM-Solver++ 3M, given as a ``Plan``) as one autograd node.
-
-    Forward runs without building a graph and keeps only the points x_i (steps x (B, q)); backward is the
-    discrete adjoint: it walks the steps in reverse, spreading each step's cotangent over x_i and the
-    m_j it used, and applies ``zone_mean_vjp`` once all users of m_i are done. At small sizes this saves
-    the per-operation autograd overhead that otherwise dominates the flow.
-    """
-
-    @staticmethod
-    def forward(ctx: Any, x: Tensor, anchors: Tensor, sq: Tensor, log_weights: Tensor | None,  # type: ignore[override]
-                plan: Plan) -> Tensor:
-        xs: list[Tensor] = []
-        x = integrate(x, plan, lambda xi, t: zone_means(xi, anchors, t, log_weights, sq), keep=xs)  # (B, q) per step
-        ctx.save_for_backward(anchors, sq, log_weights, *xs)
-        ctx.plan = plan
-        return x
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx: Any, g_out: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
-        anchors, sq, log_weights, *xs = ctx.saved_tensors
-        plan: Plan = ctx.plan
-        need_a = ctx.needs_input_grad[1]
-        need_w = log_weights is not None and ctx.needs_input_grad[3]
-        g_x = g_out
-        g_m: dict[int, Tensor] = {}
-        g_anchors = torch.zeros_like(anchors) if need_a else None
-        g_logw = torch.zeros_like(log_weights) if need_w else None
-        for i in range(len(plan) - 1, -1, -1):
-            t, alpha, betas = plan[i]
-            for j, beta in betas.items():  # x_{i+1} = alpha x_i + sum_j beta_j m_j
-                g_m[j] = g_x * beta if j not in g_m else g_m[j].add_(g_x, alpha=beta)
-            g_x = g_x * alpha
-            gm = g_m.pop(i, None)  # every user of m_i (steps >= i) has been visited
-            if gm is not None:
-                dx, da, dw = zone_mean_vjp(xs[i], anchors, sq, log_weights, t, gm, True, need_a, need_w)
-                g_x.add_(dx)  # type: ignore[arg-type]
-                if g_anchors is not None:
-                    g_anchors.add_(da)  # type: ignore[arg-type]
-                if g_logw is not None:
-                    g_logw.add_(dw)  # type: ignore[arg-type]
-        return g_x, g_anchors, None, g_logw, None
+    return w, (g_logits - row) * w  # (B, n); rows of dL/dlogits sum to zero

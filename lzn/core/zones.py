@@ -19,7 +19,8 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from lzn.core.zone_mean import MultistepFlow, Plan, ZoneMean, zone_logits
+from lzn.core.multistep import MultistepFlow, Plan
+from lzn.core.zone_mean import ZoneMean, zone_logits
 
 Solver = Literal["euler", "dpm3"]
 DEFAULT_EPS = {"euler": 1e-4, "dpm3": 1e-3}
@@ -172,6 +173,7 @@ def latents(
     noise_scale: float = 1.0,
     log_weights: Tensor | None = None,
     allow_nonfinite: bool = False,
+    compile: bool = False,
 ) -> Tensor:
     """Flow each sample's anchor from t = eps to the Gaussian side: -> latents (B, q).
 
@@ -182,6 +184,9 @@ def latents(
 
     NaN / inf anchors or noise raise (one host sync); ``allow_nonfinite=True`` skips that check and
     lets them through to non-finite latents (training, where the loop skips a non-finite loss).
+    ``compile=True`` runs the flow and its backward through ``torch.compile`` (``lzn.core.compiled``,
+    method.md §2.11; ``train.compile``): same results up to float round-off, a one-time build per
+    plan and shape, and a RuntimeError where the compiler is missing.
     """
     _check_anchors(anchors)
     n = anchors.shape[0]
@@ -198,6 +203,8 @@ def latents(
     if not 0.0 < g < top:
         raise ValueError(f"eps must lie in (0, {top}) for solver {solver!r}, got {g}")
     noise_scale = check_noise_scale(noise_scale)
+    if not isinstance(compile, bool):
+        raise ValueError(f"compile must be True or False, got {compile!r}")
     if not allow_nonfinite:
         _check_finite(anchors, noise)
     with _no_autocast(anchors):
@@ -205,7 +212,7 @@ def latents(
         own = a if index is None else a[index]  # (B, q)
         x = (1.0 - g) * own + (g * noise_scale) * noise.to(a.dtype)
         plan, t_end = (_euler_plan(steps, g), 1.0) if solver == "euler" else (_dpm3_plan(steps, g), 1.0 - g)
-        x = MultistepFlow.apply(x, a, _norms(a), logw, plan)
+        x = MultistepFlow.apply(x, a, _norms(a), logw, plan, compile)
         return x + (1.0 - t_end) * centre
 
 

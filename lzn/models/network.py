@@ -264,18 +264,21 @@ class LatentZoningNetwork(nn.Module):
         return self._need("encoder")(images)
 
     def latents_from_anchors(self, anchors: Tensor, noise: Tensor | None = None, noise_scale: float = 1.0,
-                             generator: torch.Generator | None = None, *, allow_nonfinite: bool = False) -> Tensor:
+                             generator: torch.Generator | None = None, *, allow_nonfinite: bool = False,
+                             compile: bool = False) -> Tensor:
         """Latents of local anchors (B, q) over the anchors of every process (method.md §4.1): (B, q).
 
         Non-finite anchors raise (after the gather, so every process raises alike); training passes
-        ``allow_nonfinite=True`` so that a diverged step gives a NaN loss the loop skips everywhere."""
+        ``allow_nonfinite=True`` so that a diverged step gives a NaN loss the loop skips everywhere, and
+        ``compile=train.compile`` (the flow through ``torch.compile``, method.md §2.11)."""
         gathered = distributed.gather_with_grad(anchors)  # (world * B, q), rank-major
         b = anchors.shape[0]
         index = torch.arange(b, device=anchors.device) + distributed.global_offset(b)
         if noise is None:
             noise = torch.randn(anchors.shape, generator=generator, device=anchors.device, dtype=anchors.dtype)
         return zones.latents(gathered, noise, index=index, steps=self.flow.steps, solver=self.flow.solver,
-                             eps=self.flow.eps, noise_scale=noise_scale, allow_nonfinite=allow_nonfinite)
+                             eps=self.flow.eps, noise_scale=noise_scale, allow_nonfinite=allow_nonfinite,
+                             compile=compile)
 
     def latents(self, images: Tensor, noise: Tensor | None = None, noise_scale: float = 1.0,
                 generator: torch.Generator | None = None, context: Context | None = None) -> Tensor:

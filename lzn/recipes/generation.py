@@ -15,6 +15,7 @@ from torch import Tensor
 
 from lzn import checks
 from lzn.core import rectified_flow
+from lzn.core.compiled import check_compile
 from lzn.data import ImageDataset, ShardedDataset
 from lzn.eval import reconstruction_error
 from lzn.models import FlowConfig, LatentZoningNetwork
@@ -64,6 +65,8 @@ class GenerationRecipe(Recipe):
                                        class_names=names)
         if cfg.train.chunk_size is not None:
             check_chunkable(self.modules)
+        if cfg.train.compile and "encoder" in self.modules:
+            check_compile(cfg.train.device or "cpu")  # fail at build time, not at the first step
 
     def wants_encoder(self) -> bool:
         return True
@@ -104,7 +107,8 @@ class GenerationRecipe(Recipe):
         if chunk is not None:
             return self.chunked_step(x, y, chunk)
         latent = self.lzn.latents_from_anchors(self.modules["encoder"](x), noise_scale=self.cfg.noise_scale,
-                                               allow_nonfinite=True)  # a diverged step: NaN loss, skipped
+                                               allow_nonfinite=True,  # a diverged step: NaN loss, skipped
+                                               compile=self.cfg.train.compile)
         loss = self.rf_loss(x, latent, y)
         return StepOutput(loss, {"rf": loss.detach()}, batch_size=x.shape[0])
 
@@ -115,7 +119,8 @@ class GenerationRecipe(Recipe):
 
         def run(scale: float) -> Tensor:
             anchors, replay = cached_anchors(self.modules["encoder"], x, chunk)  # (B, q) leaf
-            latent = self.lzn.latents_from_anchors(anchors, noise_scale=self.cfg.noise_scale, allow_nonfinite=True)
+            latent = self.lzn.latents_from_anchors(anchors, noise_scale=self.cfg.noise_scale, allow_nonfinite=True,
+                                                   compile=self.cfg.train.compile)
             loss, grad = self.chunked_rf(x, latent, y, chunk, scale)  # grad: (B, q)
             backward(latent, grad)  # -> anchors.grad
             replay()  # -> encoder

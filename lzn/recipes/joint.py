@@ -85,7 +85,8 @@ class JointRecipe(GenerationRecipe):
         if chunk is not None:
             return self.chunked_step(x, y, chunk)
         latent = self.lzn.latents_from_anchors(self.modules["encoder"](x), noise_scale=cfg.noise_scale,
-                                               allow_nonfinite=True)  # a diverged step: NaN loss, skipped
+                                               allow_nonfinite=True,  # a diverged step: NaN loss, skipped
+                                               compile=cfg.train.compile)
         metrics: dict[str, float | Tensor] = {}
         loss = x.new_zeros(())
         if cfg.rf_weight > 0:
@@ -105,7 +106,8 @@ class JointRecipe(GenerationRecipe):
 
         def run(scale: float) -> Tensor:
             anchors, replay = cached_anchors(self.modules["encoder"], x, chunk)  # (B, q) leaf
-            latent = self.lzn.latents_from_anchors(anchors, noise_scale=cfg.noise_scale, allow_nonfinite=True)
+            latent = self.lzn.latents_from_anchors(anchors, noise_scale=cfg.noise_scale, allow_nonfinite=True,
+                                                   compile=cfg.train.compile)
             loss = x.new_zeros(())
             outputs, grads = [], []
             if cfg.rf_weight > 0:

@@ -14,6 +14,7 @@ from torch import Tensor
 
 from lzn import checks, distributed
 from lzn.core import zones
+from lzn.core.compiled import check_compile
 from lzn.data import ImageDataset, ShardedDataset, TwoViewAugment, TwoViewConfig
 from lzn.eval import extract_features, knn_accuracy, linear_probe_accuracy
 from lzn.models import FlowConfig, LatentZoningNetwork
@@ -56,6 +57,8 @@ class RepresentationRecipe(Recipe):
         self.lzn = LatentZoningNetwork(self.modules["encoder"], None, None, cfg.flow)
         if cfg.train.chunk_size is not None:
             check_chunkable(self.modules)
+        if cfg.train.compile:
+            check_compile(cfg.train.device or "cpu")  # fail at build time, not at the first step
 
     def views(self, x: Tensor) -> tuple[Tensor, Tensor]:
         return self.augment(x, step_generator(x.device))
@@ -78,7 +81,7 @@ class RepresentationRecipe(Recipe):
             return self.chunked_step(v1, v2, chunk)
         encoder = self.modules["encoder"]
         latent = self.lzn.latents_from_anchors(encoder(v1), noise_scale=self.cfg.noise_scale,
-                                               allow_nonfinite=True)  # (B, q); NaN steps are skipped
+                                               allow_nonfinite=True, compile=self.cfg.train.compile)  # (B, q); NaN steps are skipped
         loss, assign = self.alignment(latent, encoder(v2))
         return StepOutput(loss, {"assign": assign}, batch_size=b)
 
@@ -90,7 +93,8 @@ class RepresentationRecipe(Recipe):
 
         def run(scale: float) -> Tensor:
             anchors1, replay1 = cached_anchors(encoder, v1, chunk)  # (B, q) leaves
-            latent = self.lzn.latents_from_anchors(anchors1, noise_scale=self.cfg.noise_scale, allow_nonfinite=True)
+            latent = self.lzn.latents_from_anchors(anchors1, noise_scale=self.cfg.noise_scale, allow_nonfinite=True,
+                                                   compile=self.cfg.train.compile)
             anchors2, replay2 = cached_anchors(encoder, v2, chunk)  # after the latent noise, as in the plain step
             loss, metrics["assign"] = self.alignment(latent, anchors2)
             backward(scale * loss)  # -> anchors1.grad, anchors2.grad

@@ -104,7 +104,8 @@ class TextImageRecipe(CaptionedRecipe):
 
     def latents(self, anchors: Tensor, noise_scale: float) -> Tensor:
         """Latents of local anchors (B, q) over the gathered anchors of their type (method.md §2, §4.1)."""
-        return self.lzn.latents_from_anchors(anchors, noise_scale=noise_scale, allow_nonfinite=True)
+        return self.lzn.latents_from_anchors(anchors, noise_scale=noise_scale, allow_nonfinite=True,
+                                             compile=self.cfg.train.compile)
 
     def alignment(self, latent: Tensor, anchors: Tensor, match: Tensor) -> tuple[Tensor, Tensor]:
         """Latents (B, q) flowed back over the gathered ``anchors`` of the other type (method.md §3.2);

@@ -62,6 +62,7 @@ class TrainConfig:
     progress: bool = True
     tensorboard: bool = False
     chunk_size: int | None = None  # exact chunked steps (method.md §9.7), read by recipes; None: off
+    compile: bool = False  # the LZN recipes' latent flow through torch.compile (method.md §2.11), read by recipes
 
     def __post_init__(self) -> None:
         """Values checked for meaning; each message starts with the field name (method.md §9)."""
@@ -89,3 +90,6 @@ class TrainConfig:
                                             or self.chunk_size < 1):
             raise ValueError(f"chunk_size must be null (no chunking) or an integer >= 1 (samples per chunk on each "
                              f"process), got {self.chunk_size!r}")
+        if not isinstance(self.compile, bool):
+            raise ValueError(f"compile must be true or false (run the latent flow through torch.compile), got "
+                             f"{self.compile!r}")

@@ -13,7 +13,10 @@ LR = {
     "representation": "train.lr=1.0e-3",
     "simclr": "train.lr=1.0e-3",
     "classifier": "train.lr=1.0e-3",
+    "text": "train.lr=1.0e-3",
+    "clip": "train.lr=1.0e-3",
 }
+TEXT = ["text_encoder=small", "text_width=32", "text_layers=1", "eval_pairs=50"]
 
 
 def sets(recipe: str) -> list[str]:
@@ -24,4 +27,8 @@ def sets(recipe: str) -> list[str]:
         out += ENC + ["flow.steps=4", "probe_epochs=20"]
     if recipe == "classifier":
         out += ENC
+    if recipe == "text":
+        out += ENC + DEC + TEXT + ["flow.steps=4", "align_steps=5", "sampler_steps=2", "gen_samples=10"]
+    if recipe == "clip":
+        out += ENC + TEXT
     return out

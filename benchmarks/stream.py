@@ -32,7 +32,7 @@ from lzn.data import BatchLoader, ShardedDataset, TwoViewAugment, TwoViewConfig,
 from lzn.data.shards import Sample, encode_png
 
 
-def rss_mib(pid: int | None = None) -> float:
+def rss_mib(pid: int | None = None, children: bool = True) -> float:
     """Resident memory of ``pid`` (default: this process) plus all its descendants, MiB (from /proc): the
     proportional set size, so that pages a forked worker shares with its parent count once, not twice."""
     pid = os.getpid() if pid is None else pid
@@ -42,7 +42,7 @@ def rss_mib(pid: int | None = None) -> float:
         try:
             with open(f"/proc/{p}/smaps_rollup") as f:
                 total += next(int(line.split()[1]) for line in f if line.startswith("Pss:")) / 1024
-            for task in os.listdir(f"/proc/{p}/task"):
+            for task in os.listdir(f"/proc/{p}/task") if children else ():
                 with open(f"/proc/{p}/task/{task}/children") as f:
                     stack += [int(c) for c in f.read().split()]
         except (FileNotFoundError, ProcessLookupError, StopIteration):
@@ -87,8 +87,13 @@ def train_pass(root: Path, run_dir: Path, workers: int, steps: int) -> dict[str,
     rec = RepresentationRecipe(cfg, data_info(data))  # type: ignore[arg-type]
     rec.attach_data(data)
     samples: list[tuple[int, float]] = [(0, rss_mib())]
+    main_only: list[tuple[int, float]] = [(0, rss_mib(children=False))]
+
+    def sample(step: int) -> None:
+        samples.append((step, rss_mib()))
+        main_only.append((step, rss_mib(children=False)))
     trainer = Trainer(rec.modules, rec.step, rec.batches, cfg.train, run_dir,
-                      hooks=[(10, lambda tr, step: samples.append((step, rss_mib())))])
+                      hooks=[(10, lambda tr, step: sample(step))])
     start = time.perf_counter()
     trainer.fit()
     seconds = time.perf_counter() - start
@@ -98,7 +103,9 @@ def train_pass(root: Path, run_dir: Path, workers: int, steps: int) -> dict[str,
     peak = max(r for _, r in samples)
     return {"steps": steps, "images_seen": steps * 256, "seconds": seconds, "images_per_s": steps * 256 / seconds,
             "rss_start_mib": samples[0][1], "rss_peak_100_steps_mib": at_100, "rss_peak_full_pass_mib": peak,
-            "rss_ratio_full_over_100": peak / at_100}
+            "rss_ratio_full_over_100": peak / at_100,
+            "main_process_peak_100_steps_mib": max(r for s, r in main_only if s <= 100),
+            "main_process_peak_full_pass_mib": max(r for _, r in main_only)}
 
 
 def throughput(data: ShardedDataset, batch: int, workers: int, steps: int, two_view: TwoViewAugment | None) -> float:

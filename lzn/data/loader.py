@@ -34,13 +34,12 @@ def _fixed_mmap_threshold(worker_id: int) -> None:
     (measured with benchmarks/stream.py) before it levels off. With the threshold fixed they are mapped
     and unmapped per batch, and a worker stays at its start-up size. Elsewhere than glibc: nothing to do."""
     import ctypes
-    import ctypes.util
 
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        libc.mallopt(M_MMAP_THRESHOLD, 256 * 1024)
+        mallopt = ctypes.CDLL(None).mallopt  # the process's own symbols: glibc's, where it is the C library
     except (OSError, AttributeError):
-        pass
+        return
+    mallopt(M_MMAP_THRESHOLD, 256 * 1024)
 
 
 class _Steps(IterableDataset):  # type: ignore[type-arg]

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -20,6 +22,8 @@ from lzn.data import (BatchLoader, DataConfig, DataNotFoundError, ShardedDataset
 from lzn.data.shards import ITEMS_FILE, Sample, folder_samples, read_folder_sample
 from lzn.recipes.runner import resolve_config, train
 from tests.recipes.tiny import sets
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _npz(path: Path, n: int = 150, size: int = 8, channels: int = 1, classes: int = 4, seed: int = 0) -> Path:
@@ -128,31 +132,32 @@ def test_training_on_shards_equals_training_in_memory_and_resumes(tmp_path):
     assert all(torch.equal(a[k], c[k]) for k in a)
 
 
-@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
-def test_run_on_shards_killed_and_resumed_equals_the_uninterrupted_run(tmp_path):
-    """SIGKILL right after the step-2 checkpoint (a worker process is reading ahead), then resume."""
-    from lzn.recipes import runner
+KILLED_RUN = """
+import os, signal, sys
+from lzn.recipes import runner
 
+class Killed(runner.Trainer):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.hooks.append((2, lambda tr, step: os.kill(os.getpid(), signal.SIGKILL)))
+
+runner.Trainer = Killed
+runner.train("generation", runner.resolve_config("generation", "digits", sets=sys.argv[2:]), sys.argv[1])
+"""
+
+
+def test_run_on_shards_killed_and_resumed_equals_the_uninterrupted_run(tmp_path):
+    """SIGKILL right after the step-2 checkpoint (a worker process is reading ahead), then resume. The
+    killed run is a process of its own: a fork of this one could hang in torch's thread pool."""
     src = _npz(tmp_path / "a.npz", n=160)
     shard_source(src, tmp_path / "sh", shard_size=50, progress=False)
-    cfg = resolve_config("generation", "digits", sets=sets("generation") + [
-        "train.steps=4", "data.test_split=null", "reference_size=0", "data.name=shards",
-        f"data.root={tmp_path / 'sh'}", "data.workers=1"])
+    items = sets("generation") + ["train.steps=4", "data.test_split=null", "reference_size=0", "data.name=shards",
+                                  f"data.root={tmp_path / 'sh'}", "data.workers=1"]
+    cfg = resolve_config("generation", "digits", sets=items)
     train("generation", cfg, tmp_path / "straight")
-    pid = os.fork()
-    if pid == 0:
-        try:
-            class Killed(runner.Trainer):
-                def __init__(self, *args, **kwargs):  # type: ignore[no-untyped-def]
-                    super().__init__(*args, **kwargs)
-                    self.hooks.append((2, lambda tr, step: os.kill(os.getpid(), signal.SIGKILL)))
-
-            runner.Trainer = Killed  # this process only
-            train("generation", cfg, tmp_path / "killed")
-        finally:
-            os._exit(1)  # only reached if the kill did not happen
-    _, status = os.waitpid(pid, 0)
-    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+    proc = subprocess.run([sys.executable, "-c", KILLED_RUN, str(tmp_path / "killed"), *items], capture_output=True,
+                          text=True, timeout=300, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
     assert [p.name for p in (tmp_path / "killed" / "checkpoints").iterdir()] == ["step-000000002.pt"]
     train("generation", cfg, tmp_path / "killed")
     a, b = _weights(tmp_path / "straight"), _weights(tmp_path / "killed")

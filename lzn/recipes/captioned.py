@@ -56,7 +56,11 @@ class CaptionedConfig(RecipeConfig):
 
 def build_text_encoder(cfg: CaptionedConfig) -> nn.Module:
     if cfg.text_encoder == "minilm":
-        return TextEncoder(cfg.latent_dim, head_hidden=cfg.text_head_hidden or None)
+        try:
+            return TextEncoder(cfg.latent_dim, head_hidden=cfg.text_head_hidden or None)
+        except (ModuleNotFoundError, FileNotFoundError) as err:  # the config key is what a user can change
+            raise type(err)(f"text_encoder=minilm: {err}; or set text_encoder=small (trained from scratch, no "
+                            "package needed)") from None
     return SmallTextEncoder(cfg.latent_dim, width=cfg.text_width, layers=cfg.text_layers)
 
 

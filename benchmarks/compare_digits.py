@@ -18,6 +18,7 @@ import argparse
 import json
 import statistics
 from pathlib import Path
+from typing import Any
 
 from lzn.recipes.runner import resolve_config, train
 
@@ -26,6 +27,19 @@ GROUPS = {
     "generation": (["generation", "rf"], ["recon_l2"]),
     "representation": (["representation", "simclr"], ["knn_accuracy", "probe_accuracy"]),
 }
+
+
+def seed_summary(runs: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, dict[str, float]]]:
+    """Per recipe and float metric (final_loss aside): mean, sample sd and count over the seeds' results."""
+    summary: dict[str, dict[str, dict[str, float]]] = {}
+    for recipe, results in runs.items():
+        keys = sorted({k for r in results for k, v in r.items() if isinstance(v, float) and k != "final_loss"})
+        summary[recipe] = {}
+        for key in keys:
+            values = [r[key] for r in results if key in r]
+            sd = statistics.stdev(values) if len(values) > 1 else 0.0
+            summary[recipe][key] = {"mean": statistics.fmean(values), "sd": sd, "n": len(values)}
+    return summary
 
 
 def main() -> None:
@@ -43,14 +57,7 @@ def main() -> None:
                 sets.append(f"train.steps={args.steps}")
             cfg = resolve_config(recipe, "digits", sets=sets)
             runs.setdefault(recipe, []).append(train(recipe, cfg, Path(args.out) / f"{recipe}-s{seed}"))
-    summary: dict[str, dict[str, dict[str, float]]] = {}
-    for recipe, results in runs.items():
-        keys = sorted({k for r in results for k, v in r.items() if isinstance(v, float) and k != "final_loss"})
-        summary[recipe] = {}
-        for key in keys:
-            values = [r[key] for r in results if key in r]
-            sd = statistics.stdev(values) if len(values) > 1 else 0.0
-            summary[recipe][key] = {"mean": statistics.fmean(values), "sd": sd, "n": len(values)}
+    summary = seed_summary(runs)
     print(json.dumps({"seeds": args.seeds, "runs": runs, "summary": summary}, indent=2))
     parts = []
     for recipes, metrics in GROUPS.values():

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import time
 from pathlib import Path
 from typing import Any
@@ -33,6 +32,7 @@ import torch
 from lzn.data import ImageDataset, load_split
 from lzn.eval import class_consistency, fast_extractor, generate_like, generation_metrics
 from lzn.eval.judge import pixel_judge
+from compare_digits import seed_summary  # benchmarks/ is on the path of a script run from it
 from lzn.recipes import runner
 from lzn.recipes.text import TextImageRecipe
 
@@ -115,14 +115,7 @@ def main() -> None:
                 extractor = extractor or fast_extractor(progress=False)
                 res.update(fid_of(recipe, run_dir, train, test, extractor, args.fid))
             runs.setdefault(recipe, []).append(res)
-    summary: dict[str, dict[str, dict[str, float]]] = {}
-    for recipe, results in runs.items():
-        keys = sorted({k for r in results for k, v in r.items() if isinstance(v, float) and k != "final_loss"})
-        summary[recipe] = {}
-        for key in keys:
-            values = [r[key] for r in results if key in r]
-            sd = statistics.stdev(values) if len(values) > 1 else 0.0
-            summary[recipe][key] = {"mean": statistics.fmean(values), "sd": sd, "n": len(values)}
+    summary = seed_summary(runs)
     print(json.dumps({"seeds": args.seeds, "steps": args.steps, "batch_size": args.batch_size,
                       "text_encoder": args.text_encoder, "runs": runs, "summary": summary}, indent=2))
     parts = [f"{r} {m.removeprefix('test_')} {summary[r][m]['mean']:.3f}+-{summary[r][m]['sd']:.3f}"

@@ -108,7 +108,7 @@ def _demo(args: argparse.Namespace) -> int:
 def _data_shard(args: argparse.Namespace) -> int:
     import time
 
-    from lzn.data.shards import detect_kind, shard_source
+    from lzn.data.shards import detect_kind, read_index, shard_source
 
     start = time.time()
     kind = detect_kind(args.source) if args.kind == "auto" else args.kind
@@ -116,15 +116,12 @@ def _data_shard(args: argparse.Namespace) -> int:
     written = shard_source(args.source, args.out, kind=kind, split=args.split, shard_size=args.shard_size,
                            overwrite=args.overwrite, skip_bad_files=args.skip_bad_files)
     for split, path in written.items():
-        say(f"{split}: {_describe(path)}")
+        say(f"{split}: {_describe(path, read_index(path))}")
     say(f"done in {time.time() - start:.0f} s; train on it with --set data.name=shards --set data.root={args.out}")
     return 0
 
 
-def _describe(path: Path) -> str:
-    from lzn.data.shards import read_index
-
-    idx = read_index(path)
+def _describe(path: Path, idx: dict[str, Any]) -> str:
     size = idx.get("image_size")
     shape = f"{size[0]}x{size[1]}" if size else "of varying sizes (set data.size)"
     classes = f"{idx['num_classes']} classes" if idx["labelled"] else "unlabelled"
@@ -142,8 +139,8 @@ def _data_info(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"{root} holds no sharded split (index.json); expected a folder written by "
                                 "`lzn data shard SOURCE --out DIR` (DIR, DIR/train or DIR/test)")
     for path in splits:
-        say(f"{path.name}: {_describe(path)}")
         idx = read_index(path)
+        say(f"{path.name}: {_describe(path, idx)}")
         if idx.get("class_names"):
             pairs = list(zip(idx["class_names"], idx["class_counts"]))
             shown = ", ".join(f"{n} ({c})" for n, c in pairs[:10])

@@ -18,7 +18,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from lzn.data.dataset import ImageDataset
-from lzn.data.order import batch_at, iterations_per_epoch
+from lzn.data.order import batch_at
 from lzn.data.shards import ShardedDataset
 
 Batch = tuple[Tensor, Tensor | None]
@@ -69,8 +69,7 @@ class BatchLoader:
             raise ValueError(f"workers must be >= 0 (DataLoader worker processes), got {workers}")
         if prefetch < 1:
             raise ValueError(f"prefetch must be >= 1 (batches ready per worker), got {prefetch}")
-        iterations_per_epoch(len(data), global_batch)  # the same checks as the data order, raised up front
-        batch_at(0, len(data), global_batch, seed, rank, world_size)
+        batch_at(0, len(data), global_batch, seed, rank, world_size)  # the data order's checks, raised up front
         self.data, self.global_batch, self.seed = data, global_batch, seed
         self.rank, self.world_size, self.workers, self.prefetch = rank, world_size, workers, prefetch
         self.pin_memory = pin_memory

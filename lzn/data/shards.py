@@ -41,7 +41,7 @@ from torch import Tensor
 
 from lzn.atomic import atomic_write_text, default_dir_mode
 from lzn.data.dataset import DataNotFoundError, ImageDataset, hwc_to_signed
-from lzn.data.folder import FOLDER_ORDER_SEED, UnreadableImageError, decode_image, folder_groups
+from lzn.data.folder import FOLDER_ORDER_SEED, UnreadableImageError, _labels_by_name, decode_image, folder_groups
 
 FORMAT = "lzn-shards/1"
 INDEX_FILE = "index.json"
@@ -99,15 +99,11 @@ def folder_samples(root: str | Path, class_names: Sequence[str] | None = None,
 
     root = Path(root)
     groups, labelled = folder_groups(root)
-    if class_names is not None:
-        index = {name: i for i, name in enumerate(class_names)}
-        unknown = [name for name, _ in groups if name not in index]
-        if unknown or not labelled:
-            raise ValueError(f"image folder {root}: class folders {unknown or '(none)'} do not match the training "
-                             f"classes {list(class_names)}")
-        labels = [index[name] for name, _ in groups]
-    else:
-        labels = list(range(len(groups)))
+    if class_names is not None and not labelled:
+        raise ValueError(f"image folder {root} has no class sub-folders, but the training set is labelled "
+                         f"with classes {list(class_names)}; expected root/class_name/*.png|jpg")
+    labels = (_labels_by_name(root, [name for name, _ in groups], class_names) if class_names is not None
+              else list(range(len(groups))))
     pairs: list[tuple[Path, int]] = []
     for label, (_, files) in zip(labels, groups):
         for path in files:

@@ -344,13 +344,13 @@ class TextEncoder(nn.Module):
         if not self._frozen:
             ids, mask, types = self.tokenizer(texts)
             return self.backbone.sentence_embedding(ids.to(device), mask.to(device), types.to(device))
-        todo = list(dict.fromkeys(t for t in texts if t not in self._cache))  # distinct, in order
+        missing = list(dict.fromkeys(t for t in texts if t not in self._cache))  # distinct, in order
         fresh: dict[str, Tensor] = {}
-        if todo:
-            ids, mask, types = self.tokenizer(todo)
+        if missing:
+            ids, mask, types = self.tokenizer(missing)
             with torch.no_grad():
                 emb = self._frozen[0].eval().sentence_embedding(ids.to(device), mask.to(device), types.to(device))
-            fresh = dict(zip(todo, emb))
+            fresh = dict(zip(missing, emb))
             if self.cache_size:
                 self._cache.update(fresh)
                 while len(self._cache) > self.cache_size:

@@ -17,6 +17,7 @@ training images. Each (recipe, seed) trains into ``--out/RECIPE-sSEED`` (resumed
 (every run, then mean and sample sd per metric) and a one-line summary.
 
     nice python benchmarks/text_digits.py --seeds 0 1 2 --steps 300
+    nice python benchmarks/text_digits.py --preset fashion --seeds 0 1 2 --steps 600 --fid 200
 """
 
 from __future__ import annotations
@@ -88,16 +89,19 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--text-encoder", choices=["minilm", "small"], default="minilm")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on shared cores)")
-    parser.add_argument("--out", default="runs/text_digits")
+    parser.add_argument("--preset", choices=["digits", "fashion"], default="digits",
+                        help="data and networks: digits (embedded) or fashion (Fashion-MNIST IDX files, `make fashion`)")
+    parser.add_argument("--out", default=None, help="run folders (default runs/text_PRESET)")
     parser.add_argument("--fid", type=int, default=0, metavar="N",
                         help="also FID/KID of N samples vs the test images (EfficientNet-Lite0 features; 0: off)")
     args = parser.parse_args()
+    args.out = args.out or f"runs/text_{args.preset}"
     torch.set_num_threads(args.threads)
     judge, extractor = None, None
     runs: dict[str, list[dict[str, Any]]] = {}
     for recipe in args.recipes:
         for seed in args.seeds:
-            cfg = runner.resolve_config(recipe, "digits",
+            cfg = runner.resolve_config(recipe, args.preset,
                                         sets=settings(recipe, seed, args.steps, args.batch_size, args.text_encoder))
             run_dir = Path(args.out) / f"{recipe}-s{seed}"
             start = time.perf_counter()
@@ -116,11 +120,11 @@ def main() -> None:
                 res.update(fid_of(recipe, run_dir, train, test, extractor, args.fid))
             runs.setdefault(recipe, []).append(res)
     summary = seed_summary(runs)
-    print(json.dumps({"seeds": args.seeds, "steps": args.steps, "batch_size": args.batch_size,
+    print(json.dumps({"preset": args.preset, "seeds": args.seeds, "steps": args.steps, "batch_size": args.batch_size,
                       "text_encoder": args.text_encoder, "runs": runs, "summary": summary}, indent=2))
     parts = [f"{r} {m.removeprefix('test_')} {summary[r][m]['mean']:.3f}+-{summary[r][m]['sd']:.3f}"
              for r, m in SUMMARY if m in summary.get(r, {})]
-    print(f"text_digits ({len(args.seeds)} seeds, {args.steps} steps, batch {args.batch_size}): " + "; ".join(parts))
+    print(f"text_{args.preset} ({len(args.seeds)} seeds, {args.steps} steps, batch {args.batch_size}): " + "; ".join(parts))
 
 
 if __name__ == "__main__":

@@ -2,14 +2,23 @@
 
 from lzn.models.label_anchors import LabelAnchors
 from lzn.models.ncsnpp import ncsnpp_decoder, ncsnpp_encoder
-from lzn.models.network import FlowConfig, GenerationOutput, LatentZoningNetwork
-from lzn.models.registry import NETWORKS, build, network_arguments
+from lzn.models.candidates import CandidateDecoder
+from lzn.models.datatypes import DATA_TYPES, DataType, data_type, register_data_type
+from lzn.models.network import Choices, FlowConfig, GenerationOutput, LatentZoningNetwork, TypeParts
+from lzn.models.registry import NETWORKS, build, network_arguments, register_network
 from lzn.models.resnet import resnet18_encoder, resnet50_encoder
 from lzn.models.small import SmallEncoder, SmallUNet
 from lzn.models.text import SmallTextEncoder, TextEncoder, load_minilm
 
 __all__ = [
+    "DATA_TYPES",
     "NETWORKS",
+    "CandidateDecoder",
+    "Choices",
+    "DataType",
+    "TypeParts",
+    "data_type",
+    "register_data_type",
     "FlowConfig",
     "GenerationOutput",
     "LabelAnchors",
@@ -23,6 +32,7 @@ __all__ = [
     "ncsnpp_decoder",
     "ncsnpp_encoder",
     "network_arguments",
+    "register_network",
     "resnet18_encoder",
     "resnet50_encoder",
 ]

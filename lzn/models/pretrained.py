@@ -2,7 +2,9 @@
 ``model.safetensors``, local only. Files are written to temporaries and renamed (atomic); the config
 records the weights' SHA-256, so a truncated or altered weight file is refused with a clear error.
 ``class_names`` is an optional key (a list of strings or null); folders written without it load with
-``class_names = None``.
+``class_names = None``. ``types`` (optional, written since data types have names) maps each registered
+data type (``text``) to the (name, kwargs) of its encoder and decoder; its reference anchors, like the
+image reference bank, are tensors in the weights file (``NAME_reference``).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import torch
 
 from lzn.atomic import atomic_write_bytes, atomic_write_text
 from lzn.models.label_anchors import LabelAnchors
-from lzn.models.network import FlowConfig, LatentZoningNetwork
+from lzn.models.network import FlowConfig, LatentZoningNetwork, TypeParts
 from lzn.models.registry import build, build_spec
 
 CONFIG_NAME = "config.json"
@@ -38,6 +40,9 @@ def save_pretrained(model: LatentZoningNetwork, directory: str | os.PathLike[str
     la = model.label_anchors
     config["label_anchors"] = None if la is None else {"num_classes": la.num_classes, "latent_dim": la.latent_dim}
     config["class_names"] = None if model.class_names is None else list(model.class_names)
+    config["types"] = {name: {part: (None if getattr(model, f"{name}_{part}") is None
+                                     else build_spec(getattr(model, f"{name}_{part}"), f"{name} {part}"))
+                              for part in ("encoder", "decoder")} for name in model.type_names}
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     blob = save(state)
     config["weights_sha256"] = hashlib.sha256(blob).hexdigest()
@@ -74,16 +79,23 @@ def from_pretrained(directory: str | os.PathLike[str], map_location: str | torch
     la_cfg = config["label_anchors"]
     label_anchors = None if la_cfg is None else LabelAnchors(la_cfg["num_classes"], la_cfg["latent_dim"])
     try:
+        types = {name: TypeParts(*(None if parts.get(part) is None else build(parts[part]["name"], **parts[part]["kwargs"])
+                                   for part in ("encoder", "decoder")))
+                 for name, parts in (config.get("types") or {}).items()}
         model = LatentZoningNetwork(encoder, decoder, label_anchors, FlowConfig(**config["flow"]),
-                                    class_names=config.get("class_names"))
-    except (TypeError, ValueError) as err:
+                                    class_names=config.get("class_names"), types=types)
+    except ModuleNotFoundError as err:  # a text encoder's package (lzn[text])
+        raise ModuleNotFoundError(f"{cfg_path}: {err}") from None
+    except (TypeError, ValueError, KeyError, AttributeError) as err:
         raise ValueError(f"{cfg_path} describes an invalid model: {err}") from None
     try:
         state = load(blob)
     except Exception as err:  # safetensors raises its own error types for malformed headers
         raise ValueError(f"{w_path} could not be read as safetensors ({err})") from None
-    reference = state.pop("reference", None)  # the optional reference bank (models saved before have none)
+    references = {name: state.pop("reference" if name == "image" else f"{name}_reference", None)
+                  for name in model.data_types if name != "label"}  # optional (models saved before have none)
     model.load_state_dict(state, strict=True)
-    if reference is not None:
-        model.set_reference(reference)
-    return model.to(map_location)
+    for name, reference in references.items():
+        if reference is not None:
+            model.set_reference(reference, name)
+    return model.to(map_location).eval()  # inference mode, as diffusers and transformers load models

@@ -25,6 +25,7 @@ class _Entry(NamedTuple):
     module: str  # where the constructor lives (imported on first use)
     attr: str  # the class or factory function
     config: str | None = None  # the dataclass whose fields the constructor's **kwargs accept
+    data: str = "image"  # the data type the network encodes or decodes (lzn.models.datatypes)
 
 
 _TABLE: dict[str, _Entry] = {
@@ -34,6 +35,9 @@ _TABLE: dict[str, _Entry] = {
     "resnet50_encoder": _Entry("lzn.models.resnet", "resnet50_encoder"),
     "ncsnpp_encoder": _Entry("lzn.models.ncsnpp", "ncsnpp_encoder", "NCSNppConfig"),
     "ncsnpp_decoder": _Entry("lzn.models.ncsnpp", "ncsnpp_decoder", "NCSNppConfig"),
+    "minilm_text_encoder": _Entry("lzn.models.text", "TextEncoder", data="text"),
+    "small_text_encoder": _Entry("lzn.models.text", "SmallTextEncoder", data="text"),
+    "candidate_decoder": _Entry("lzn.models.candidates", "CandidateDecoder", data="any"),
 }
 
 _CONFIG_OBJECT = "config"  # a config dataclass instance cannot be written to config.json: pass its fields
@@ -44,6 +48,25 @@ def constructor(name: str) -> Callable[..., nn.Module]:
     check_name(name)
     entry = _TABLE[name]
     return getattr(importlib.import_module(entry.module), entry.attr)  # type: ignore[no-any-return]
+
+
+def register_network(name: str, module: str, attr: str, *, data: str = "image", config: str | None = None) -> None:
+    """Add a network to the table: ``module.attr`` (a class or factory, imported on first use) builds it;
+    ``data`` names the data type it encodes or decodes; ``config``: the dataclass its ``**kwargs`` fill.
+    A model with this network can then be saved and loaded by name (docs/data-types.md)."""
+    if not name.isidentifier():
+        raise ValueError(f"a network name is an identifier, got {name!r}")
+    entry = _Entry(module, attr, config, data)
+    if name in _TABLE and _TABLE[name] != entry:
+        raise ValueError(f"network {name!r} is already registered as {_TABLE[name].module}.{_TABLE[name].attr}")
+    _TABLE[name] = entry
+    NETWORKS[name] = _make(name)
+
+
+def network_data_type(name: str) -> str:
+    """The data type network ``name`` takes or gives ("image", "text", or "any" for a candidate decoder)."""
+    check_name(name)
+    return _TABLE[name].data
 
 
 def _make(name: str) -> Callable[..., nn.Module]:

@@ -5,7 +5,8 @@ Nothing here downloads: every loader reads files already on disk (or scikit-lear
 """
 
 from lzn.data.augment import color_jitter, gaussian_blur, random_flip, random_grayscale, random_resized_crop
-from lzn.data.captions import CaptionPairs, CaptionSet, caption_dataset, load_caption_pairs, pixel_attributes
+from lzn.data.captions import (CaptionPairs, CaptionSet, caption_dataset, load_caption_dataset, load_caption_pairs,
+                               pixel_attributes)
 from lzn.data.cifar import load_cifar10
 from lzn.data.config import DataConfig, check_labels, has_split, load_split
 from lzn.data.dataset import DataNotFoundError, ImageDataset
@@ -40,6 +41,7 @@ __all__ = [
     "iter_batches",
     "iterations_per_epoch",
     "load_arrays",
+    "load_caption_dataset",
     "load_caption_pairs",
     "load_cifar10",
     "load_dataset",

@@ -21,7 +21,8 @@ several templates, chosen by a hash of (seed, item index), so an item and a seed
 caption, whatever the batch.
 
 :func:`load_caption_pairs` reads user pairs: an image folder with NAME.txt beside each NAME.png|jpg, or a
-JSONL file of {"path": ..., "caption": ...} lines.
+JSONL file of {"path": ..., "caption": ...} lines; :func:`load_caption_dataset` gives them as an unlabelled
+:class:`ImageDataset` with ``captions`` (the data set ``data.name=captions``).
 """
 
 from __future__ import annotations
@@ -338,7 +339,9 @@ def load_caption_pairs(path: str | Path, size: int, channels: int = 3, *,
         raise DataNotFoundError(f"{path} is neither a folder of images with NAME.txt captions nor a .jsonl file "
                                 'of {"path": ..., "caption": ...} lines')
     if not pairs:
-        raise DataNotFoundError(f"{path} holds no (image, caption) pairs")
+        form = (f"NAME{'|'.join(IMAGE_SUFFIXES)} images each with NAME.txt beside it" if path.is_dir()
+                else '{"path": ..., "caption": ...} lines')
+        raise DataNotFoundError(f"{path} holds no (image, caption) pairs; expected {form}")
     if long:
         warnings.warn(f"{path}: cut {len(long)} caption(s) longer than {max_chars} characters to {max_chars} "
                       f"(first: {long[0]})", UserWarning, stacklevel=2)
@@ -346,3 +349,13 @@ def load_caption_pairs(path: str | Path, size: int, channels: int = 3, *,
                        for img, _ in pairs])  # (N, H, W, C) uint8
     images = hwc_to_signed(pixels)  # (N, H, W, C) -> (N, C, H, W)
     return CaptionPairs(images, [c for _, c in pairs], [img for img, _ in pairs])
+
+
+def load_caption_dataset(root: str | Path, size: int, channels: int = 3, *,
+                         max_chars: int = MAX_CAPTION_CHARS) -> ImageDataset:
+    """User (image, caption) pairs (:func:`load_caption_pairs`) as an unlabelled :class:`ImageDataset`
+    (labels None, num_classes 0) whose ``captions`` are indexed like its images: ``data.name=captions``."""
+    pairs = load_caption_pairs(root, size, channels, max_chars=max_chars)
+    path = Path(root)
+    return ImageDataset(images=pairs.images, labels=None, num_classes=0, name=path.stem or path.name,
+                        captions=tuple(pairs.captions))

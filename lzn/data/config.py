@@ -1,9 +1,10 @@
 """The data config and the one place where it becomes data sets: ``load_split(cfg, "train" | "test")``.
 
-digits, fashion and cifar10 have fixed train and test splits. ``folder`` and ``arrays`` read
+digits, fashion and cifar10 have fixed train and test splits. ``folder``, ``arrays`` and ``captions`` read
 ``data.root``; their test split comes from exactly one of
 
-* ``data.test_root``: a separate image folder (folder) or .npz / .npy (arrays);
+* ``data.test_root``: a separate image folder (folder), .npz / .npy (arrays), or pairs folder / .jsonl
+  (captions);
 * ``data.holdout``: a seeded fraction of ``root`` (``ImageDataset.train_test_split``), the rest trains;
 * a folder ``root`` with both ``train/`` and ``test/`` sub-folders: "train" reads root/train and "test"
   reads root/test (each with its own class sub-folders, or flat images).
@@ -12,7 +13,12 @@ digits, fashion and cifar10 have fixed train and test splits. ``folder`` and ``a
 split folders, or one split folder (then the test split is ``data.test_root``, another split folder).
 Its samples are read from disk batch by batch (:class:`lzn.data.shards.ShardedDataset`), never all at once.
 
-Without any of them a folder / arrays set has no test split, and asking for it is a
+``captions`` reads user (image, caption) pairs (:func:`lzn.data.captions.load_caption_dataset`): ``root`` is
+a folder of NAME.png|jpg|jpeg images each with NAME.txt beside it, or a .jsonl file of {"path": ...,
+"caption": ...} lines; images are resized and centre-cropped to ``data.size`` like an image folder's. It
+gives an unlabelled :class:`ImageDataset` with ``captions``.
+
+Without any of them a folder / arrays / captions set has no test split, and asking for it is a
 :class:`DataNotFoundError` that says how to add one; it is never the training set in disguise.
 """
 
@@ -24,6 +30,7 @@ from pathlib import Path
 
 import torch
 
+from lzn.data.captions import load_caption_dataset
 from lzn.data.cifar import load_cifar10
 from lzn.data.dataset import DataNotFoundError, ImageDataset
 from lzn.data.datasets import LOADERS, load_arrays, load_digits
@@ -39,14 +46,15 @@ FIXED_SPLITS = ("digits", "fashion", "cifar10")  # data sets that ship their own
 class DataConfig:
     """Which data set (``lzn.data.LOADERS``) and how to read it; validated on construction."""
 
-    name: str = "digits"  # digits | fashion | cifar10 | folder | arrays | shards
-    root: str | None = None  # folder or file for fashion / cifar10 / folder / arrays / shards
-    size: int | None = None  # resize to size x size (digits, folder)
-    channels: int | None = None  # image folders: 1 or 3
+    name: str = "digits"  # digits | fashion | cifar10 | folder | arrays | shards | captions
+    root: str | None = None  # folder or file for fashion / cifar10 / folder / arrays / shards / captions
+    size: int | None = None  # resize to size x size (digits, folder, captions)
+    channels: int | None = None  # image folders and caption pairs: 1 or 3
     train_split: str = "train"
     test_split: str | None = "test"  # None: no held-out evaluation
-    test_root: str | None = None  # folder / arrays: a separate test source (an image folder, or a second .npz/.npy)
-    holdout: float = 0.0  # folder / arrays: seeded fraction of `root` held out as the test split
+    test_root: str | None = None  # folder / arrays / captions: a separate test source (an image folder, a second
+    # .npz/.npy, or a second pairs folder / .jsonl)
+    holdout: float = 0.0  # folder / arrays / captions: seeded fraction of `root` held out as the test split
     holdout_seed: int = 0
     skip_bad_files: bool = False  # folder: skip unreadable image files (one warning with the count) instead of failing
     flip: bool = False  # random horizontal flip of training images (CIFAR-10: true, method.md §5.2)
@@ -73,14 +81,18 @@ class DataConfig:
         if self.name == "digits" and self.root is not None:
             raise ValueError(f"root does not apply to digits (it ships with scikit-learn), got {self.root!r}; "
                              "unset data.root, or choose data.name=folder or arrays for your own files")
+        if self.name == "captions" and self.skip_bad_files:
+            raise ValueError("skip_bad_files applies to data.name=folder; for captions, remove an unreadable image "
+                             "together with its caption (or its .jsonl line)")
         if self.name == "shards" and self.holdout > 0:
-            raise ValueError(f"holdout applies to folder and arrays data sets; for shards, write the test split with "
-                             "`lzn data shard TEST_SOURCE --out DIR --split test` (or give data.test_root)")
+            raise ValueError("holdout applies to folder and arrays data sets and to captions; for shards, write the "
+                             "test split with `lzn data shard TEST_SOURCE --out DIR --split test` (or give "
+                             "data.test_root)")
         if self.name in FIXED_SPLITS:
             for key, unset in (("test_root", self.test_root is None), ("holdout", self.holdout == 0)):
                 if not unset:
-                    raise ValueError(f"{key} applies to folder and arrays data sets only; {self.name!r} has a fixed "
-                                     f"test split (as do {', '.join(FIXED_SPLITS)})")
+                    raise ValueError(f"{key} applies to folder and arrays data sets and to captions only; "
+                                     f"{self.name!r} has a fixed test split (as do {', '.join(FIXED_SPLITS)})")
 
 
 def _check_split(split: str) -> None:
@@ -107,8 +119,8 @@ def has_split(cfg: DataConfig, split: str) -> bool:
 
 
 def _source(cfg: DataConfig, split: str) -> tuple[Path, str | None] | None:
-    """Where a folder / arrays split is read: (path, holdout part "train" | "test" | None), or None when the
-    split does not exist."""
+    """Where a folder / arrays / captions split is read: (path, holdout part "train" | "test" | None), or None
+    when the split does not exist."""
     assert cfg.root is not None
     root = Path(cfg.root)
     if _split_folders(cfg):
@@ -128,6 +140,9 @@ def _missing_split(cfg: DataConfig, split: str) -> DataNotFoundError:
     if cfg.name == "folder":
         how = ("data.test_root (an image folder), data.holdout (a fraction of root, e.g. 0.1), or a root with "
                "train/ and test/ sub-folders")
+    elif cfg.name == "captions":
+        how = ("data.test_root (a second folder of NAME.png + NAME.txt pairs, or .jsonl) or data.holdout (a fraction "
+               "of root, e.g. 0.1)")
     else:
         how = "data.test_root (a second .npz or .npy) or data.holdout (a fraction of root, e.g. 0.1)"
     return DataNotFoundError(f"data set {cfg.name!r} (root {cfg.root}) has no {split!r} split: give {how}; "
@@ -144,11 +159,18 @@ def _name_labels(data: ImageDataset, class_names: Sequence[str]) -> ImageDataset
         raise ValueError(f"{data.name}: classes {unknown} are not among the training classes {list(class_names)}")
     lut = torch.tensor([index[name] for name in data.class_names], dtype=torch.int64)  # (K_test,)
     return ImageDataset(images=data.images, labels=lut[data.labels], num_classes=len(class_names), name=data.name,
-                        class_names=tuple(class_names))
+                        class_names=tuple(class_names), captions=data.captions)
 
 
 def _read(cfg: DataConfig, path: Path, class_names: Sequence[str] | None) -> ImageDataset:
-    """One folder / arrays source; ``class_names`` (training's) label a separate test source."""
+    """One folder / arrays / captions source; ``class_names`` (training's) label a separate test source."""
+    if cfg.name == "captions":  # unlabelled: class_names do not apply
+        assert cfg.size is not None
+        key = "data.test_root" if cfg.test_root is not None and path == Path(cfg.test_root) else "data.root"
+        try:
+            return load_caption_dataset(path, cfg.size, 3 if cfg.channels is None else cfg.channels)
+        except DataNotFoundError as err:  # name the config key that points at the missing or malformed pairs
+            raise DataNotFoundError(f"{key}: {err}") from None
     if cfg.name == "folder":
         assert cfg.size is not None
         return load_image_folder(path, cfg.size, 3 if cfg.channels is None else cfg.channels,
@@ -202,6 +224,9 @@ def load_split(cfg: DataConfig, split: str,
             raise ValueError("data.name=folder needs data.root (a folder of class subfolders) and data.size")
         if cfg.name == "arrays" and cfg.root is None:
             raise ValueError("data.name=arrays needs data.root (a .npz with images and labels, or a .npy)")
+        if cfg.name == "captions" and (cfg.root is None or cfg.size is None):
+            raise ValueError("data.name=captions needs data.root (a folder of NAME.png|jpg images each with NAME.txt "
+                             'beside it, or a .jsonl of {"path": ..., "caption": ...} lines) and data.size (pixels)')
         source = _source(cfg, split)
         if source is None:
             raise _missing_split(cfg, split)

@@ -1,7 +1,8 @@
 """In-memory image data set (method.md §9.6: pixels scaled to [-1, 1]) and the pixel conversions loaders share.
 
 Every loader in :mod:`lzn.data.datasets` returns an :class:`ImageDataset`: the whole split as one float32
-tensor ``images`` (N, C, H, W) in [-1, 1] and int64 ``labels`` (N,) or ``None`` when unlabelled. The data
+tensor ``images`` (N, C, H, W) in [-1, 1] and int64 ``labels`` (N,) or ``None`` when unlabelled (and, for user
+(image, caption) pairs, one caption per image in ``captions``). The data
 sets this library trains on at CPU scale (digits, Fashion-MNIST, CIFAR-10) fit in memory many times over;
 batches are gathered with :meth:`ImageDataset.batch` from indices given by :mod:`lzn.data.order`.
 """
@@ -60,6 +61,8 @@ class ImageDataset:
     images: float32 (N, C, H, W) in [-1, 1].
     labels: int64 (N,) in [0, num_classes), or None for an unlabelled set (then num_classes = 0).
     class_names: optional names of the classes, index = label.
+    captions: optional caption of each image, index = image (user (image, caption) pairs); a list is
+    stored as a tuple.
     """
 
     images: Tensor
@@ -67,12 +70,20 @@ class ImageDataset:
     num_classes: int
     name: str
     class_names: tuple[str, ...] | None = None
+    captions: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         x, y = self.images, self.labels
         if not isinstance(x, Tensor) or x.dim() != 4 or x.dtype != torch.float32:
             shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
             raise ValueError(f"{self.name}: images must be a float32 (N, C, H, W) tensor, got {shape}")
+        if self.captions is not None:
+            if isinstance(self.captions, str) or not all(isinstance(c, str) for c in self.captions):
+                raise ValueError(f"{self.name}: captions must be a sequence of strings, one per image")
+            object.__setattr__(self, "captions", tuple(self.captions))  # frozen: a list becomes a tuple
+            if len(self.captions) != x.shape[0]:
+                raise ValueError(f"{self.name}: {len(self.captions)} captions for {x.shape[0]} images; "
+                                 "give exactly one caption per image")
         if y is None:
             if self.num_classes != 0:
                 raise ValueError(f"{self.name}: an unlabelled set has num_classes = 0, got {self.num_classes}")
@@ -102,9 +113,16 @@ class ImageDataset:
         return int(c), int(h), int(w)
 
     def batch(self, indices: Tensor) -> tuple[Tensor, Tensor | None]:
-        """Images (B, C, H, W) and labels (B,) (or None) at ``indices`` (B,), e.g. from ``batch_at``."""
+        """Images (B, C, H, W) and labels (B,) (or None) at ``indices`` (B,), e.g. from ``batch_at``; the
+        captions of the same items are :meth:`captions_at` ``(indices)``."""
         idx = indices.to(device=self.images.device, dtype=torch.long)
         return self.images[idx], None if self.labels is None else self.labels[idx]
+
+    def captions_at(self, indices: Tensor | list[int]) -> list[str]:
+        """The captions (B,) of the items at ``indices`` (B,), in that order."""
+        if self.captions is None:
+            raise ValueError(f"{self.name}: this data set has no captions (data.name=captions gives them)")
+        return [self.captions[i] for i in torch.as_tensor(indices, dtype=torch.long).tolist()]
 
     def subset(self, indices: Tensor | list[int], name: str | None = None) -> ImageDataset:
         """The items at ``indices`` (K,), in that order, as a new data set (tensors are copied)."""
@@ -115,6 +133,7 @@ class ImageDataset:
             num_classes=self.num_classes,
             name=self.name if name is None else name,
             class_names=self.class_names,
+            captions=None if self.captions is None else tuple(self.captions[i] for i in idx.tolist()),
         )
 
     def train_test_split(self, test_fraction: float, seed: int = 0) -> tuple[ImageDataset, ImageDataset]:
@@ -135,4 +154,5 @@ class ImageDataset:
             num_classes=self.num_classes,
             name=self.name,
             class_names=self.class_names,
+            captions=self.captions,
         )

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from lzn.data.captions import load_caption_dataset
 from lzn.data.cifar import load_cifar10
 from lzn.data.dataset import DataNotFoundError, ImageDataset, resize_square, uint8_to_signed
 from lzn.data.fashion import load_fashion_mnist
@@ -148,6 +149,7 @@ LOADERS: dict[str, Callable[..., ImageDataset | ShardedDataset]] = {
     "folder": load_image_folder,
     "arrays": load_arrays,
     "shards": ShardedDataset,
+    "captions": load_caption_dataset,
 }
 
 

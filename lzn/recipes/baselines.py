@@ -1,6 +1,7 @@
-"""The baselines the paper compares against, under the same loop, data and budgets (method.md §5-§7):
-plain rectified flow (optionally class-conditional), SimCLR (NT-Xent, same encoder and views), a
-supervised classifier (same encoder), and joint training without the generation loss ("no gen")."""
+"""Baselines with a loss of their own, under the same loop, data and budgets (method.md §6, §7): SimCLR
+(NT-Xent, same encoder and views) and a supervised classifier (same encoder). The other two baselines are
+settings of the LZN recipes, named in ``lzn.recipes.runner.RECIPES``: ``rf`` is generation without an
+encoder (method.md §5.8), ``nogen`` is joint with ``rf_weight: 0`` (method.md §7.6)."""
 
 from __future__ import annotations
 
@@ -14,25 +15,8 @@ from torch import Tensor, nn
 from lzn import checks, distributed
 from lzn.data import ImageDataset
 from lzn.recipes.common import DataInfo, NetConfig, Recipe, RecipeConfig, build_net
-from lzn.recipes.generation import GenerationRecipe
-from lzn.recipes.joint import JointConfig, JointRecipe
 from lzn.recipes.representation import RepresentationConfig, RepresentationRecipe
 from lzn.training import StepOutput
-
-
-class RFRecipe(GenerationRecipe):
-    """Rectified flow with the same decoder, without the latent input (method.md §5.8)."""
-
-    name: ClassVar[str] = "rf"
-    chunkable: ClassVar[bool] = False  # its own step has no chunked form
-
-    def wants_encoder(self) -> bool:
-        return False
-
-    def step(self, batch: Any, step: int) -> StepOutput:
-        x, y = batch
-        loss = self.rf_loss(x, None, y)
-        return StepOutput(loss, {"rf": loss.detach()}, batch_size=x.shape[0])
 
 
 @dataclass
@@ -114,15 +98,3 @@ class ClassifierRecipe(Recipe):
         if data.labels is None:
             return {}
         return {f"{split}_accuracy": float((self.classify(data.images) == data.labels).float().mean())}
-
-
-@dataclass
-class NoGenConfig(JointConfig):
-    rf_weight: float = 0.0
-
-
-class NoGenRecipe(JointRecipe):
-    """"RF+LZN (no gen)": the joint recipe without the RF loss and without a decoder (method.md §7.6)."""
-
-    name: ClassVar[str] = "nogen"
-    config_cls: ClassVar[type[RecipeConfig]] = NoGenConfig

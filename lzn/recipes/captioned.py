@@ -1,10 +1,16 @@
-"""What the image-text recipes share (LZN ``text`` and the ``clip`` baseline): composed captions of the
+"""What the image-text recipes share (LZN ``text`` and the ``clip`` baseline): the captions of the
 training set, batches of (images, labels, captions), the text encoder, and the retrieval and
 prompt-classification evaluation, written once over a recipe's score functions.
 
-Captions are composed once from the training images (``lzn.data.captions``: class word + measured
-attributes, template by a hash of the item index), indexed like the images, so the captions of a batch
-are those of ``loader.indices(step)``. Held-out pairs use the training set's attribute thresholds.
+Captions are indexed like the images, so the captions of a batch are those of ``loader.indices(step)``.
+They come from one of two sources:
+
+* composed (digits, Fashion-MNIST): once from the labelled grayscale training images
+  (``lzn.data.captions``: class word + measured attributes, template by a hash of the item index);
+  held-out pairs use the training set's attribute thresholds;
+* the user's own (``data.name=captions``): the ``captions`` of the :class:`ImageDataset`, any channel
+  count, no labels; held-out pairs take the held-out split's own captions. Evaluation is then retrieval
+  alone: prompt classification and everything that needs labels or caption attributes is skipped.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from lzn import checks, distributed
 from lzn.data import ImageDataset, ShardedDataset, caption_dataset
 from lzn.data.captions import DIGIT_WORDS, CaptionSet
 from lzn.eval.retrieval import recall_at_k, same_text, unique_texts
-from lzn.models.text import SmallTextEncoder, TextEncoder
+from lzn.models import build
 from lzn.recipes.common import DataInfo, NetConfig, Recipe, RecipeConfig, build_net
 
 
@@ -55,13 +61,15 @@ class CaptionedConfig(RecipeConfig):
 
 
 def build_text_encoder(cfg: CaptionedConfig) -> nn.Module:
+    """The text encoder of ``cfg.text_encoder``, built by name (``lzn.models.build``) so that an exported
+    model names it: ``minilm_text_encoder`` or ``small_text_encoder``."""
     if cfg.text_encoder == "minilm":
         try:
-            return TextEncoder(cfg.latent_dim, head_hidden=cfg.text_head_hidden or None)
+            return build("minilm_text_encoder", latent_dim=cfg.latent_dim, head_hidden=cfg.text_head_hidden or None)
         except (ModuleNotFoundError, FileNotFoundError) as err:  # the config key is what a user can change
             raise type(err)(f"text_encoder=minilm: {err}; or set text_encoder=small (trained from scratch, no "
                             "package needed)") from None
-    return SmallTextEncoder(cfg.latent_dim, width=cfg.text_width, layers=cfg.text_layers)
+    return build("small_text_encoder", latent_dim=cfg.latent_dim, width=cfg.text_width, layers=cfg.text_layers)
 
 
 def class_words(class_names: Sequence[str] | None, num_classes: int) -> tuple[tuple[str, ...], str]:
@@ -88,54 +96,100 @@ def same_caption(captions: Sequence[str], device: torch.device) -> Tensor:
 
 
 class CaptionedRecipe(Recipe):
-    """Base of the image-text recipes: subclasses give ``text_scores`` and ``image_scores``."""
+    """Base of the image-text recipes: subclasses give ``text_scores`` and ``image_scores``.
 
-    needs_labels: ClassVar[bool] = True
+    Labels are needed only for composed captions (checked in ``__init__``), not for the user's own
+    (``data.name=captions``), hence ``needs_labels`` is False here."""
+
+    needs_labels: ClassVar[bool] = False
     cfg: CaptionedConfig
 
     def __init__(self, cfg: CaptionedConfig, info: DataInfo) -> None:
         super().__init__(cfg, info)
-        if info.channels != 1:
-            raise ValueError(f"recipe {self.name!r} composes captions from grayscale pixels (digits, Fashion-MNIST); "
-                             f"got {info.channels} channels")
-        if cfg.data.flip:
-            raise ValueError("data.flip: a horizontal flip mirrors the slant a caption names; set data.flip=false")
-        self.words, self.kind = class_words(info.class_names, info.num_classes)
+        self.user_captions = cfg.data.name == "captions"  # the data's own captions, else composed ones
+        self.words: tuple[str, ...]  # class words of composed captions (none for user captions)
+        self.kind: str  # what the class words name: "digit" / "item" ("" for user captions)
+        if self.user_captions:
+            if getattr(cfg, "label_weight", 0.0) > 0:
+                raise ValueError("label_weight: label anchors need labels, and data.name=captions has none; "
+                                 "set label_weight=0")
+            if cfg.data.flip:
+                raise ValueError("data.flip: a horizontal flip mirrors what a caption says about left and right; "
+                                 "set data.flip=false")
+            self.words, self.kind = (), ""
+        else:
+            if info.num_classes < 2:
+                raise ValueError(f"recipe {self.name!r} needs a labelled data set with at least 2 classes to compose "
+                                 "captions; or train on your own (image, caption) pairs with data.name=captions")
+            if info.channels != 1:
+                raise ValueError(f"recipe {self.name!r} composes captions from grayscale pixels (digits, "
+                                 f"Fashion-MNIST); got {info.channels} channels; or train on your own (image, "
+                                 "caption) pairs with data.name=captions")
+            if cfg.data.flip:
+                raise ValueError("data.flip: a horizontal flip mirrors the slant a caption names; set data.flip=false")
+            self.words, self.kind = class_words(info.class_names, info.num_classes)
         self.modules = {"encoder": build_net(cfg.encoder, info, cfg.latent_dim),
                         "text_encoder": build_text_encoder(cfg)}
-        self.captions: CaptionSet | None = None
+        self.captions: CaptionSet | None = None  # composed captions of the training set (None for user captions)
+        self.train_captions: list[str] | None = None  # the training captions, indexed like the images
 
     def attach_data(self, data: ImageDataset | ShardedDataset) -> None:
-        """The training split and its composed captions, indexed like its images."""
+        """The training split and its captions (the data's own, or composed), indexed like its images."""
         if not isinstance(data, ImageDataset):
-            raise ValueError(f"recipe {self.name!r} composes captions from images in memory; sharded data is not "
+            raise ValueError(f"recipe {self.name!r} reads captions with images in memory; sharded data is not "
                              "supported")
+        if self.user_captions and data.captions is None:
+            raise ValueError(f"{data.name}: data.name=captions, but the training set has no captions")
         super().attach_data(data)
-        self.captions = caption_dataset(data, seed=self.cfg.caption_seed)
+        if self.user_captions:
+            assert data.captions is not None
+            self.train_captions = list(data.captions)
+        else:
+            self.captions = caption_dataset(data, seed=self.cfg.caption_seed)
+            self.train_captions = self.captions.captions
 
     def batches(self, step: int) -> tuple[Tensor, Tensor | None, list[str]]:  # type: ignore[override]
         """(images, labels, captions) of this process's local batch of global step ``step``."""
         x, y = super().batches(step)
-        assert self.loader is not None and self.captions is not None
-        texts = self.captions.captions
+        assert self.loader is not None and self.train_captions is not None
+        texts = self.train_captions
         return x, y, [texts[i] for i in self.loader.indices(step).tolist()]
 
     def class_prompts(self) -> list[str]:
+        """One prompt per class; none with user captions (no classes)."""
         return [self.cfg.prompt.format(cls=w, kind=self.kind) for w in self.words]
 
+    def _eval_pick(self, n: int) -> Tensor:
+        """The seeded draw of ``min(eval_pairs, n)`` held-out items (K,), the same for both caption sources."""
+        k = min(self.cfg.eval_pairs, n)
+        return torch.randperm(n, generator=torch.Generator().manual_seed(self.cfg.train.seed))[:k]
+
     def held_out_pairs(self, data: ImageDataset) -> tuple[Tensor, Tensor, CaptionSet]:
-        """A seeded draw of ``eval_pairs`` images of ``data``, labels and captions. Captions are composed for
-        the whole set (template by item index, attributes cut by the training thresholds), then drawn, so an
-        image's caption does not depend on the draw."""
+        """A seeded draw of ``eval_pairs`` images of ``data``, labels and composed captions. Captions are composed
+        for the whole set (template by item index, attributes cut by the training thresholds), then drawn, so
+        an image's caption does not depend on the draw. User captions: :meth:`held_out_captions`."""
+        if self.user_captions:
+            raise ValueError(f"{data.name}: data.name=captions has no composed captions (attributes, labels); "
+                             "use held_out_captions")
         assert self.captions is not None, "attach_data() first"
         if data.labels is None:
             raise ValueError(f"{data.name}: held-out (image, caption) pairs need labels (captions name the class)")
         full = caption_dataset(data, seed=self.cfg.caption_seed, thresholds=self.captions.thresholds)
-        n = min(self.cfg.eval_pairs, len(data))
-        pick = torch.randperm(len(data), generator=torch.Generator().manual_seed(self.cfg.train.seed))[:n]
+        pick = self._eval_pick(len(data))
         pairs = CaptionSet([full.captions[i] for i in pick.tolist()], [full.attributes[i] for i in pick.tolist()],
                            full.levels[pick], full.mentions[pick], full.templates[pick], full.thresholds)
         return data.images[pick], data.labels[pick], pairs
+
+    def held_out_captions(self, data: ImageDataset) -> tuple[Tensor, list[str]]:
+        """The images (K, C, H, W) and captions (K) of the seeded draw of ``eval_pairs`` held-out pairs: the
+        split's own captions with ``data.name=captions``, else the composed ones of :meth:`held_out_pairs`."""
+        if not self.user_captions:
+            images, _, pairs = self.held_out_pairs(data)
+            return images, pairs.captions
+        if data.captions is None:
+            raise ValueError(f"{data.name}: data.name=captions, but the held-out split has no captions")
+        pick = self._eval_pick(len(data))
+        return data.images[pick], data.captions_at(pick)
 
     # ---- scores: subclasses --------------------------------------------------------------------
 
@@ -172,16 +226,17 @@ class CaptionedRecipe(Recipe):
 
     def retrieval_metrics(self, data: ImageDataset, split: str) -> dict[str, float]:
         """Recall@1/5 image -> text over the distinct held-out captions and text -> image over the held-out
-        images (every image with an identical caption counts as correct), prompt-classification accuracy."""
-        images, labels, pairs = self.held_out_pairs(data)
-        distinct, which = unique_texts(pairs.captions)  # which: (N,) index of each image's caption
-        out: dict[str, float] = {f"{split}_pairs": float(len(pairs.captions)),
+        images (every image with an identical caption counts as correct), prompt-classification accuracy
+        (composed captions only: user captions have no classes to prompt)."""
+        images, captions = self.held_out_captions(data)
+        distinct, which = unique_texts(captions)  # which: (N,) index of each image's caption
+        out: dict[str, float] = {f"{split}_pairs": float(len(captions)),
                                  f"{split}_distinct_captions": float(len(distinct))}
         i2t = recall_at_k(self.text_scores(images, distinct).cpu(), which)
-        t2i = recall_at_k(self.image_scores(distinct, images).cpu(), same_text(distinct, pairs.captions))
+        t2i = recall_at_k(self.image_scores(distinct, images).cpu(), same_text(distinct, captions))
         out.update({f"{split}_i2t_{k}": v for k, v in i2t.items()})
         out.update({f"{split}_t2i_{k}": v for k, v in t2i.items()})
-        if data.labels is not None:
+        if not self.user_captions and data.labels is not None:
             pred = self.prompt_classify(data.images)
             out[f"{split}_prompt_accuracy"] = float((pred == data.labels.cpu()).float().mean())
         return out

@@ -8,7 +8,8 @@ the library (models, core, data); the training loop knows nothing about them.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -17,8 +18,8 @@ from torch import Tensor, nn
 
 from lzn import checks, distributed
 from lzn.data import BatchLoader, DataConfig, ImageDataset, ShardedDataset, random_flip
-from lzn.models import FlowConfig, build
-from lzn.models.registry import UnknownArgument, check_arguments, check_name
+from lzn.models import FlowConfig, LatentZoningNetwork, build
+from lzn.models.registry import UnknownArgument, check_arguments, check_name, network_data_type
 from lzn.recipes.config import ConfigError
 from lzn.training import StepOutput, TrainConfig
 
@@ -94,6 +95,9 @@ def data_info(data: ImageDataset | ShardedDataset) -> DataInfo:
 def build_net(net: NetConfig, info: DataInfo, latent_dim: int, num_classes: int = 0, key: str = "encoder") -> nn.Module:
     """The network of config section ``key``; unknown ``kwargs`` keys and values the network refuses
     are config errors naming ``key.kwargs...``."""
+    if network_data_type(net.name) != "image":
+        raise ConfigError(f"{key}.name: {net.name!r} is a {network_data_type(net.name)} network; {key} takes an image "
+                          "network (small_encoder, small_unet, resnet18_encoder, ncsnpp_encoder, ...)")
     try:
         check_arguments(net.name, net.kwargs)
     except UnknownArgument as err:  # named as the config key it came from
@@ -163,7 +167,7 @@ def _set_rng_state(device: torch.device, state: tuple[Tensor, Tensor | None]) ->
         torch.cuda.set_rng_state(state[1], device)
 
 
-def check_chunkable(modules: dict[str, nn.Module]) -> None:
+def check_chunkable(modules: Mapping[str, nn.Module]) -> None:
     """Chunked steps (method.md §9.7) are exact only for networks whose output for one sample does not
     depend on the rest of its batch: refuse BatchNorm in training mode, whose batch statistics would
     be those of a chunk (and whose running statistics would be updated twice per chunk)."""
@@ -175,7 +179,7 @@ def check_chunkable(modules: dict[str, nn.Module]) -> None:
                              "one; use GroupNorm (as lzn's networks do) or train.chunk_size=null")
 
 
-def device_of(modules: dict[str, nn.Module]) -> torch.device:
+def device_of(modules: Mapping[str, nn.Module]) -> torch.device:
     for m in modules.values():
         for p in m.parameters():
             return p.device
@@ -185,7 +189,7 @@ def device_of(modules: dict[str, nn.Module]) -> torch.device:
 class Recipe(ABC):
     """Base class: data batches by global step (exact resume), device placement, flips."""
 
-    name: ClassVar[str]
+    name: str = ""  # the registered name (lzn.recipes.runner.RECIPES) this instance was built as
     config_cls: ClassVar[type[RecipeConfig]]
     needs_labels: ClassVar[bool] = False
     streams_eval: ClassVar[bool] = False  # whether ``evaluate`` reads sharded data batch by batch (else: in memory)
@@ -202,9 +206,24 @@ class Recipe(ABC):
             raise ValueError(f"batch_size {cfg.batch_size} exceeds the {info.num_train} training images")
         if self.needs_labels and info.num_classes < 2:
             raise ValueError(f"recipe {self.name!r} needs a labelled data set with at least 2 classes")
-        self.modules: dict[str, nn.Module] = {}
+        self.lzn: LatentZoningNetwork | None = None  # an LZN recipe's model: it holds the networks
+        self._own: dict[str, nn.Module] = {}  # networks a baseline keeps outside a model
         self.train_data: ImageDataset | ShardedDataset | None = None
         self.loader: BatchLoader | None = None
+
+    @property
+    def modules(self) -> Mapping[str, nn.Module]:
+        """The networks the trainer optimises, by name, each held once: an LZN recipe's model parts
+        (``lzn.parts()``: encoder, decoder, label_anchors, text_encoder, ...), read-only, then the networks
+        kept outside the model (a baseline's, e.g. CLIP's logit scale), in the mutable dict a baseline
+        sets with ``self.modules = {...}``."""
+        if self.lzn is None:
+            return self._own
+        return MappingProxyType({**self.lzn.parts(), **self._own})
+
+    @modules.setter
+    def modules(self, value: dict[str, nn.Module]) -> None:
+        self._own = value
 
     @property
     def device(self) -> torch.device:
@@ -232,6 +251,10 @@ class Recipe(ABC):
         for the plain step (chunking off, or a chunk that holds the whole batch)."""
         size = self.cfg.train.chunk_size
         return size if size is not None and size < batch else None
+
+    def build_references(self) -> None:
+        """Reference sets the exported model keeps besides the image bank (the runner builds that one), under
+        the current weights: called with the EMA weights before evaluation and export. None by default."""
 
     @abstractmethod
     def step(self, batch: Any, step: int) -> StepOutput:

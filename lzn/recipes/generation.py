@@ -18,7 +18,7 @@ from lzn.core import rectified_flow
 from lzn.core.compiled import check_compile
 from lzn.data import ImageDataset, ShardedDataset
 from lzn.eval import reconstruction_error
-from lzn.models import FlowConfig, LatentZoningNetwork
+from lzn.models import FlowConfig, LabelAnchors, LatentZoningNetwork
 from lzn.recipes.common import (DataInfo, NetConfig, Recipe, RecipeConfig, backward, build_net, cached_anchors,
                                 check_chunkable, check_flow)
 from lzn.training import StepOutput
@@ -26,7 +26,7 @@ from lzn.training import StepOutput
 
 @dataclass
 class GenerationConfig(RecipeConfig):
-    encoder: NetConfig = field(default_factory=lambda: NetConfig("small_encoder"))
+    encoder: NetConfig | None = field(default_factory=lambda: NetConfig("small_encoder"))  # null: plain RF (rf)
     decoder: NetConfig = field(default_factory=lambda: NetConfig("small_unet"))
     flow: FlowConfig = field(default_factory=FlowConfig)  # DPM-Solver++ 3M, 20 steps (method.md §2.7)
     noise_scale: float = 1.0  # alpha of the start point (method.md §2.4)
@@ -43,7 +43,28 @@ class GenerationConfig(RecipeConfig):
         checks.at_least("recon_images", self.recon_images, 1)
 
 
+def build_model(cfg: GenerationConfig, info: DataInfo, *, decoder: bool = True,
+                label_anchors: bool = False) -> LatentZoningNetwork:
+    """The model of a generation-style run (method.md §5.3, §7.2): an image encoder (none when ``cfg.encoder``
+    is null: the plain RF baseline, whose decoder then sees no latent), an image decoder (class-conditional
+    with ``cfg.class_conditional``), optional label anchors. Networks are built in that order, so a seed
+    gives the same initial weights as before."""
+    classes = info.num_classes if cfg.class_conditional else 0
+    if cfg.class_conditional and info.num_classes < 2:
+        raise ValueError("class_conditional needs a labelled data set")
+    if cfg.encoder is None and not decoder:
+        raise ValueError("encoder: null leaves nothing to train without a decoder")
+    enc = None if cfg.encoder is None else build_net(cfg.encoder, info, cfg.latent_dim)
+    q = cfg.latent_dim if enc is not None else 0  # a decoder without an encoder gets no latent
+    dec = build_net(cfg.decoder, info, q, classes, key="decoder") if decoder else None
+    anchors = LabelAnchors(info.num_classes, cfg.latent_dim) if label_anchors else None
+    named = info.class_names and (anchors is not None or (classes and dec is not None))
+    return LatentZoningNetwork(enc, dec, anchors, cfg.flow, class_names=tuple(info.class_names) if named else None)
+
+
 class GenerationRecipe(Recipe):
+    """Case study 1 (``generation``) and, with ``encoder: null``, the rectified-flow baseline (``rf``)."""
+
     name: ClassVar[str] = "generation"
     config_cls: ClassVar[type[RecipeConfig]] = GenerationConfig
     chunkable: ClassVar[bool] = True
@@ -52,30 +73,20 @@ class GenerationRecipe(Recipe):
     def __init__(self, cfg: GenerationConfig, info: DataInfo) -> None:
         super().__init__(cfg, info)
         self.classes = info.num_classes if cfg.class_conditional else 0
-        if cfg.class_conditional and info.num_classes < 2:
-            raise ValueError("class_conditional needs a labelled data set")
-        self.modules = {}
-        if self.wants_encoder():
-            self.modules["encoder"] = build_net(cfg.encoder, info, cfg.latent_dim)
-        if self.wants_decoder():
-            q = cfg.latent_dim if self.wants_encoder() else 0  # a decoder without an encoder gets no latent
-            self.modules["decoder"] = build_net(cfg.decoder, info, q, self.classes, key="decoder")
-        names = tuple(info.class_names) if (self.classes and info.class_names and "decoder" in self.modules) else None
-        self.lzn = LatentZoningNetwork(self.modules.get("encoder"), self.modules.get("decoder"), None, cfg.flow,
-                                       class_names=names)
+        self.lzn = self.build_model()
         if cfg.train.chunk_size is not None:
+            if self.lzn.encoder is None:
+                raise ValueError("train.chunk_size: recipe rf (generation with encoder: null) has no chunked step; set "
+                                 "train.chunk_size=null")
             check_chunkable(self.modules)
-        if cfg.train.compile and "encoder" in self.modules:
+        if cfg.train.compile and self.lzn.encoder is not None:
             check_compile(cfg.train.device or "cpu")  # fail at build time, not at the first step
 
-    def wants_encoder(self) -> bool:
-        return True
-
-    def wants_decoder(self) -> bool:
-        return True
+    def build_model(self) -> LatentZoningNetwork:
+        return build_model(self.cfg, self.info)
 
     def rf_loss(self, x: Tensor, latent: Tensor | None, labels: Tensor | None) -> Tensor:
-        decoder = self.modules["decoder"]
+        decoder = self.lzn.decoder
         lab = labels if self.classes else None
         return rectified_flow.rf_loss(lambda xs, s: decoder(xs, s, latent, lab), x)
 
@@ -85,7 +96,7 @@ class GenerationRecipe(Recipe):
         times each chunk's share into the decoder at once and returns the detached loss and d(scale *
         loss) / d latent (B, q). Times s, then image noise, are drawn for the whole batch first, in the
         order of ``rf_loss``, so the draws equal the plain step's."""
-        decoder, b = self.modules["decoder"], x.shape[0]
+        decoder, b = self.lzn.decoder, x.shape[0]
         s = rectified_flow.sample_s(b, device=x.device, dtype=x.dtype)  # (B,)
         noise = torch.randn(x.shape, device=x.device, dtype=x.dtype)  # (B, C, H, W)
         lat = latent.detach().requires_grad_(True)  # (B, q); its .grad collects every chunk's share
@@ -103,10 +114,13 @@ class GenerationRecipe(Recipe):
 
     def step(self, batch: Any, step: int) -> StepOutput:
         x, y = batch
+        if self.lzn.encoder is None:  # the RF baseline (method.md §5.8)
+            loss = self.rf_loss(x, None, y)
+            return StepOutput(loss, {"rf": loss.detach()}, batch_size=x.shape[0])
         chunk = self.chunk(x.shape[0])
         if chunk is not None:
             return self.chunked_step(x, y, chunk)
-        latent = self.lzn.latents_from_anchors(self.modules["encoder"](x), noise_scale=self.cfg.noise_scale,
+        latent = self.lzn.latents_from_anchors(self.lzn.encoder(x), noise_scale=self.cfg.noise_scale,
                                                allow_nonfinite=True,  # a diverged step: NaN loss, skipped
                                                compile=self.cfg.train.compile)
         loss = self.rf_loss(x, latent, y)
@@ -118,7 +132,7 @@ class GenerationRecipe(Recipe):
         metrics: dict[str, float | Tensor] = {}
 
         def run(scale: float) -> Tensor:
-            anchors, replay = cached_anchors(self.modules["encoder"], x, chunk)  # (B, q) leaf
+            anchors, replay = cached_anchors(self.lzn.encoder, x, chunk)  # (B, q) leaf
             latent = self.lzn.latents_from_anchors(anchors, noise_scale=self.cfg.noise_scale, allow_nonfinite=True,
                                                    compile=self.cfg.train.compile)
             loss, grad = self.chunked_rf(x, latent, y, chunk, scale)  # grad: (B, q)

@@ -18,9 +18,10 @@ from lzn import checks, distributed
 from lzn.core import zones
 from lzn.data import ImageDataset
 from lzn.eval import accuracy
-from lzn.models import LabelAnchors, LatentZoningNetwork
+from lzn.models import LatentZoningNetwork
 from lzn.models.network import Context
 from lzn.recipes.common import DataInfo, RecipeConfig, backward, cached_anchors
+from lzn.recipes import generation
 from lzn.recipes.generation import GenerationConfig, GenerationRecipe
 from lzn.training import StepOutput
 
@@ -46,7 +47,15 @@ class JointConfig(GenerationConfig):
             checks.non_negative(f"eval_alphas[{i}]", alpha)
 
 
+def build_model(cfg: JointConfig, info: DataInfo) -> LatentZoningNetwork:
+    """Image encoder, image decoder (none with ``rf_weight = 0``: the "no gen" ablation, method.md §7.6),
+    label anchors (method.md §7.2)."""
+    return generation.build_model(cfg, info, decoder=cfg.rf_weight > 0, label_anchors=True)
+
+
 class JointRecipe(GenerationRecipe):
+    """Case study 3 (``joint``) and, with ``rf_weight: 0``, its "no gen" ablation (``nogen``)."""
+
     name: ClassVar[str] = "joint"
     config_cls: ClassVar[type[RecipeConfig]] = JointConfig
     needs_labels: ClassVar[bool] = True
@@ -56,18 +65,16 @@ class JointRecipe(GenerationRecipe):
     def __init__(self, cfg: JointConfig, info: DataInfo) -> None:
         if info.num_classes < 2:
             raise ValueError("the joint recipe needs a labelled data set with at least 2 classes")
+        if cfg.encoder is None:
+            raise ValueError("encoder: the joint recipe aligns image latents to label zones and needs an image encoder")
         super().__init__(cfg, info)
-        self.modules["label_anchors"] = LabelAnchors(info.num_classes, cfg.latent_dim)
-        names = tuple(info.class_names) if info.class_names else None
-        self.lzn = LatentZoningNetwork(self.modules["encoder"], self.modules.get("decoder"),
-                                       self.modules["label_anchors"], cfg.flow, class_names=names)
 
-    def wants_decoder(self) -> bool:
-        return self.cfg.rf_weight > 0  # "no gen": encoder and label anchors only
+    def build_model(self) -> LatentZoningNetwork:
+        return build_model(self.cfg, self.info)  # type: ignore[arg-type]
 
     def alignment(self, latent: Tensor, y: Tensor, metrics: dict[str, float | Tensor]) -> Tensor:
         """Alignment loss of latents (B, q) to the label anchors (method.md §7.3 step 5); logs it."""
-        cfg, la = self.cfg, self.modules["label_anchors"]
+        cfg, la = self.cfg, self.lzn.label_anchors
         logw = None
         if cfg.class_weights:  # counts over the global batch, zero-count classes included (method.md §3.4)
             counts = distributed.all_reduce_sum(torch.bincount(y, minlength=la.num_classes).to(latent.dtype))
@@ -84,7 +91,7 @@ class JointRecipe(GenerationRecipe):
         chunk = self.chunk(x.shape[0])
         if chunk is not None:
             return self.chunked_step(x, y, chunk)
-        latent = self.lzn.latents_from_anchors(self.modules["encoder"](x), noise_scale=cfg.noise_scale,
+        latent = self.lzn.latents_from_anchors(self.lzn.encoder(x), noise_scale=cfg.noise_scale,
                                                allow_nonfinite=True,  # a diverged step: NaN loss, skipped
                                                compile=cfg.train.compile)
         metrics: dict[str, float | Tensor] = {}
@@ -105,7 +112,7 @@ class JointRecipe(GenerationRecipe):
         metrics: dict[str, float | Tensor] = {}
 
         def run(scale: float) -> Tensor:
-            anchors, replay = cached_anchors(self.modules["encoder"], x, chunk)  # (B, q) leaf
+            anchors, replay = cached_anchors(self.lzn.encoder, x, chunk)  # (B, q) leaf
             latent = self.lzn.latents_from_anchors(anchors, noise_scale=cfg.noise_scale, allow_nonfinite=True,
                                                    compile=cfg.train.compile)
             loss = x.new_zeros(())

@@ -43,6 +43,11 @@ class RepresentationConfig(RecipeConfig):
         checks.at_least("probe_epochs", self.probe_epochs, 1)
 
 
+def build_model(cfg: RepresentationConfig, info: DataInfo) -> LatentZoningNetwork:
+    """An image encoder alone (method.md §6.3); its latents use ``cfg.flow`` (Euler, method.md §2.7)."""
+    return LatentZoningNetwork(build_net(cfg.encoder, info, cfg.latent_dim), None, None, cfg.flow)
+
+
 class RepresentationRecipe(Recipe):
     name: ClassVar[str] = "representation"
     config_cls: ClassVar[type[RecipeConfig]] = RepresentationConfig
@@ -53,8 +58,7 @@ class RepresentationRecipe(Recipe):
     def __init__(self, cfg: RepresentationConfig, info: DataInfo) -> None:
         super().__init__(cfg, info)
         self.augment = TwoViewAugment(TwoViewConfig.for_size(info.size, **cfg.augment))
-        self.modules = {"encoder": build_net(cfg.encoder, info, cfg.latent_dim)}
-        self.lzn = LatentZoningNetwork(self.modules["encoder"], None, None, cfg.flow)
+        self.lzn = build_model(cfg, info)
         if cfg.train.chunk_size is not None:
             check_chunkable(self.modules)
         if cfg.train.compile:
@@ -79,7 +83,7 @@ class RepresentationRecipe(Recipe):
         b, chunk = x.shape[0], self.chunk(x.shape[0])
         if chunk is not None:
             return self.chunked_step(v1, v2, chunk)
-        encoder = self.modules["encoder"]
+        encoder = self.lzn.encoder
         latent = self.lzn.latents_from_anchors(encoder(v1), noise_scale=self.cfg.noise_scale,
                                                allow_nonfinite=True, compile=self.cfg.train.compile)  # (B, q); NaN steps are skipped
         loss, assign = self.alignment(latent, encoder(v2))
@@ -89,7 +93,7 @@ class RepresentationRecipe(Recipe):
         """The plain step's gradients with the encoder run ``chunk`` views at a time (gradient caching,
         method.md §9.7): anchors of both views without graph, the loss on them, then the encoder again."""
         metrics: dict[str, float | Tensor] = {}
-        encoder = self.modules["encoder"]
+        encoder = self.lzn.encoder
 
         def run(scale: float) -> Tensor:
             anchors1, replay1 = cached_anchors(encoder, v1, chunk)  # (B, q) leaves
@@ -112,7 +116,7 @@ class RepresentationRecipe(Recipe):
         if split == self.cfg.data.train_split or test.labels is None or self.train_data is None \
                 or self.train_data.labels is None:
             return {}
-        fn = self.modules["encoder"].features
+        fn = self.lzn.encoder.features
         train_f = extract_features(fn, self.train_data, device=self.device)  # sharded sets stream, batch by batch
         test_f = extract_features(fn, test, device=self.device)
         ya, yb = self.train_data.labels, test.labels

@@ -12,6 +12,7 @@ import json
 import logging
 import os
 from contextlib import nullcontext
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ import torch
 from lzn import distributed
 from lzn.distributed import pick_device
 from lzn.atomic import atomic_write_text
-from lzn.recipes.baselines import ClassifierRecipe, NoGenRecipe, RFRecipe, SimCLRRecipe
+from lzn.recipes.baselines import ClassifierRecipe, SimCLRRecipe
 from lzn.data import DataConfig, ImageDataset, ShardedDataset, check_labels, has_split, load_split
 from lzn.recipes.common import DataInfo, Recipe, RecipeConfig, data_info
 from lzn.recipes.config import ConfigError, load_yaml, merge, parse_set, yaml_load
@@ -35,17 +36,39 @@ from lzn.training import Trainer, latest_checkpoint, load_checkpoint
 
 log = logging.getLogger("lzn")
 
-RECIPES: dict[str, type[Recipe]] = {
-    "generation": GenerationRecipe,
-    "representation": RepresentationRecipe,
-    "joint": JointRecipe,
-    "rf": RFRecipe,
-    "simclr": SimCLRRecipe,
-    "classifier": ClassifierRecipe,
-    "nogen": NoGenRecipe,
-    "text": TextImageRecipe,
-    "clip": CLIPRecipe,
-}
+@dataclass(frozen=True)
+class RecipeSpec:
+    """A recipe by name: its class (typed config, model, step, evaluation) and the config values that
+    define it, e.g. ``nogen`` = ``joint`` with ``rf_weight: 0``. Calling it builds the recipe."""
+
+    name: str
+    cls: type[Recipe]
+    defaults: tuple[tuple[str, Any], ...] = ()  # (key, value) over the class's config defaults
+
+    @property
+    def config_cls(self) -> type[RecipeConfig]:
+        return self.cls.config_cls
+
+    def default_config(self) -> RecipeConfig:
+        return merge(self.cls.config_cls(), dict(self.defaults))
+
+    def __call__(self, cfg: RecipeConfig, info: DataInfo) -> Recipe:
+        rec = self.cls(cfg, info)  # type: ignore[arg-type]
+        rec.name = self.name
+        return rec
+
+
+RECIPES: dict[str, RecipeSpec] = {spec.name: spec for spec in (
+    RecipeSpec("generation", GenerationRecipe),
+    RecipeSpec("representation", RepresentationRecipe),
+    RecipeSpec("joint", JointRecipe),
+    RecipeSpec("rf", GenerationRecipe, (("encoder", None),)),  # plain rectified flow: no encoder, no latent
+    RecipeSpec("simclr", SimCLRRecipe),
+    RecipeSpec("classifier", ClassifierRecipe),
+    RecipeSpec("nogen", JointRecipe, (("rf_weight", 0.0),)),  # "RF+LZN (no gen)": no decoder, no RF loss
+    RecipeSpec("text", TextImageRecipe),
+    RecipeSpec("clip", CLIPRecipe),
+)}
 PRESETS = ("digits", "fashion", "cifar10", "imagenet")
 RUN_FILE = "run.yaml"
 # keys that may change when a run is resumed (e.g. to train longer); everything else must match
@@ -53,18 +76,23 @@ RESUMABLE_CHANGES = {"train.steps", "train.budgets", "train.log_every", "train.c
                      "train.tensorboard", "train.keep_last", "train.device", "sample_every", "reference_size"}
 
 
-def recipe_class(name: str) -> type[Recipe]:
+def recipe_class(name: str) -> RecipeSpec:
+    """The recipe called ``name``: call it with (config, data info) to build it."""
     if name not in RECIPES:
         raise ConfigError(f"unknown recipe {name!r}; choose one of {', '.join(RECIPES)}")
     return RECIPES[name]
 
 
-def preset_overrides(preset: str, recipe: str) -> dict[str, Any]:
-    """The preset file's ``common`` section merged with its section for ``recipe`` (if any)."""
+def _preset(preset: str) -> dict[str, Any]:
     if preset not in PRESETS:
         raise ConfigError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
     text = resources.files("lzn.recipes").joinpath("presets", f"{preset}.yaml").read_text()
-    data = yaml_load(text) or {}
+    return yaml_load(text) or {}
+
+
+def preset_overrides(preset: str, recipe: str) -> dict[str, Any]:
+    """The preset file's ``common`` section merged with its section for ``recipe`` (if any)."""
+    data = _preset(preset)
     out: dict[str, Any] = {}
     _deep_update(out, data.get("common", {}))
     _deep_update(out, data.get(recipe, {}))
@@ -81,14 +109,24 @@ def _deep_update(dst: dict[str, Any], src: dict[str, Any]) -> None:
 
 def resolve_config(recipe: str, preset: str | None = None, config_file: str | None = None,
                    sets: list[str] | None = None) -> RecipeConfig:
-    """Defaults <- preset <- config file <- ``--set`` items, each checked against the typed config."""
-    cfg = recipe_class(recipe).config_cls()
-    if preset:
-        cfg = merge(cfg, preset_overrides(preset, recipe))
+    """Defaults <- preset's ``common`` section <- the recipe's defining values (``nogen``: rf_weight 0) <-
+    the preset's section for the recipe <- config file <- ``--set`` items, each checked against the typed
+    config. A value that contradicts what defines the recipe (an encoder for ``rf``) is refused."""
+    spec = recipe_class(recipe)
+    cfg = spec.config_cls()
+    data = _preset(preset) if preset else {}
+    cfg = merge(cfg, data.get("common", {}))
+    cfg = merge(cfg, dict(spec.defaults))
+    cfg = merge(cfg, data.get(recipe, {}))
     if config_file:
         cfg = merge(cfg, load_yaml(config_file))
     if sets:
         cfg = merge(cfg, parse_set(sets))
+    for key, value in spec.defaults:
+        if getattr(cfg, key) != value:
+            base = spec.cls.name
+            raise ConfigError(f"{key}: recipe {recipe!r} is {base!r} with {key}={'null' if value is None else value}; "
+                              f"remove the {key} setting, or train recipe {base!r}")
     return cfg
 
 
@@ -247,6 +285,7 @@ def _train(recipe: str, cfg: RecipeConfig, run_dir: str | Path) -> dict[str, Any
             picked = reference_indices(len(train_data), train_data.labels, min(cfg.reference_size, len(train_data)),
                                        seed=cfg.train.seed)  # read only these images of a sharded set
             model.build_reference_from(train_data.batch(picked)[0], batch_size=cfg.eval_batch_size)
+        rec.build_references()  # e.g. the text reference of text-to-image generation
         if eval_split is not None:
             results.update(rec.evaluate(eval_data, run_dir if distributed.is_main() else None, split=eval_split))
         if distributed.is_main() and getattr(rec, "lzn", None) is not None:
@@ -285,7 +324,9 @@ def load_run(run_dir: str | Path, device: str | None = None) -> tuple[Recipe, Re
     meta = load_yaml(path)
     name = meta.get("recipe")
     cls = recipe_class(str(name))
-    cfg = merge(cls.config_cls(), meta["config"])
+    if name == "rf":  # runs from before rf was generation without an encoder recorded the unused encoder section
+        meta["config"]["encoder"] = None
+    cfg = merge(cls.default_config(), meta["config"])
     dev = pick_device(device)
     info = DataInfo(**meta["data_info"])
     rec = cls(cfg, info)

@@ -20,22 +20,22 @@ independent of which other captions are generated with it.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from lzn import checks, distributed
 from lzn.core import rectified_flow, zones
-from lzn.core.reference import latents_with_reference
 from lzn.data import ImageDataset, ShardedDataset
 from lzn.data.captions import ATTRIBUTES, attribute_levels, pixel_attributes
 from lzn.eval import accuracy, class_consistency
 from lzn.eval.judge import pixel_judge
-from lzn.models import FlowConfig, GenerationOutput, LabelAnchors, LatentZoningNetwork
+from lzn.models import FlowConfig, GenerationOutput, LabelAnchors, LatentZoningNetwork, TypeParts, build
 from lzn.recipes.captioned import CaptionedConfig, CaptionedRecipe, same_caption
 from lzn.recipes.common import DataInfo, NetConfig, RecipeConfig, build_net, check_flow
 from lzn.training import StepOutput
@@ -77,6 +77,20 @@ class TextImageConfig(CaptionedConfig):
         checks.at_least("gen_samples", self.gen_samples, 0)
 
 
+def build_model(cfg: TextImageConfig, info: DataInfo, encoder: nn.Module, text_encoder: nn.Module) -> LatentZoningNetwork:
+    """One model of three types (method.md §10): image (``encoder``, and the latent-conditioned decoder unless
+    ``rf_weight`` is 0), text (``text_encoder`` and the candidate decoder) and, with ``label_weight`` > 0,
+    label. Its flow carries the alignment's reverse steps and cut-off (the text decoder's choice) and alpha
+    (text-to-image latents). ``encoder`` and ``text_encoder`` are built first, in that order, by the caller."""
+    decoder = build_net(cfg.decoder, info, cfg.latent_dim, key="decoder") if cfg.rf_weight > 0 else None
+    anchors = LabelAnchors(info.num_classes, cfg.latent_dim) if cfg.label_weight > 0 else None
+    flow = dataclasses.replace(cfg.flow, candidate_steps=cfg.align_steps, candidate_cutoff=cfg.cutoff,
+                               noise_scale=cfg.noise_scale)
+    names = tuple(info.class_names) if (anchors is not None and info.class_names) else None
+    return LatentZoningNetwork(encoder, decoder, anchors, flow, class_names=names,
+                               types={"text": TypeParts(text_encoder, build("candidate_decoder"))})
+
+
 class TextImageRecipe(CaptionedRecipe):
     name: ClassVar[str] = "text"
     config_cls: ClassVar[type[RecipeConfig]] = TextImageConfig
@@ -84,21 +98,21 @@ class TextImageRecipe(CaptionedRecipe):
 
     def __init__(self, cfg: TextImageConfig, info: DataInfo) -> None:
         super().__init__(cfg, info)
-        if cfg.rf_weight > 0:
-            self.modules["decoder"] = build_net(cfg.decoder, info, cfg.latent_dim, key="decoder")
-        if cfg.label_weight > 0:
-            self.modules["label_anchors"] = LabelAnchors(info.num_classes, cfg.latent_dim)
-        # the image side as a LatentZoningNetwork (latents, label decoder, export); text lives beside it
-        self.lzn = LatentZoningNetwork(self.modules["encoder"], self.modules.get("decoder"),
-                                       self.modules.get("label_anchors"), cfg.flow)  # type: ignore[arg-type]
+        self.lzn = build_model(cfg, info, self.modules.pop("encoder"), self.modules.pop("text_encoder"))
         self.reference_captions: list[str] | None = None
 
     def attach_data(self, data: ImageDataset | ShardedDataset) -> None:
         super().attach_data(data)
-        assert self.captions is not None
+        assert self.train_captions is not None  # composed or the user's own, indexed like the images
         gen = torch.Generator().manual_seed(self.cfg.train.seed)
         pick = torch.randperm(len(data), generator=gen)[: self.cfg.batch_size - 1]
-        self.reference_captions = [self.captions.captions[i] for i in pick.tolist()]
+        self.reference_captions = [self.train_captions[i] for i in pick.tolist()]
+
+    def build_references(self) -> None:
+        """The model's text reference set: the anchors of the reference captions under the current weights
+        (the runner calls this with the EMA weights before evaluating and exporting the model)."""
+        if self.reference_captions:
+            self.lzn.build_reference_from(self.reference_captions, type="text")
 
     # ---- training ----------------------------------------------------------------------------------
 
@@ -119,8 +133,8 @@ class TextImageRecipe(CaptionedRecipe):
     def step(self, batch: Any, step: int) -> StepOutput:
         x, y, captions = batch
         cfg = self.cfg
-        img = self.modules["encoder"](x)  # (B, q)
-        txt = self.modules["text_encoder"](captions)  # (B, q)
+        img = self.lzn.encoder(x)  # (B, q)
+        txt = self.lzn.text_encoder(captions)  # (B, q)
         match = same_caption(captions, x.device)  # (B, n), symmetric in the two directions
         lat_img = self.latents(img, cfg.noise_scale)  # (B, q)
         metrics: dict[str, float | Tensor] = {}
@@ -132,12 +146,12 @@ class TextImageRecipe(CaptionedRecipe):
             metrics["align_i2t"], metrics["align_t2i"] = i2t.detach(), t2i.detach()
             loss = loss + cfg.align_weight * (i2t + t2i)
         if cfg.rf_weight > 0:
-            decoder = self.modules["decoder"]
+            decoder = self.lzn.decoder
             rf = rectified_flow.rf_loss(lambda xs, s: decoder(xs, s, lat_img, None), x)
             metrics["rf"] = rf.detach()
             loss = loss + cfg.rf_weight * rf
         if cfg.label_weight > 0:
-            la = self.modules["label_anchors"]
+            la = self.lzn.label_anchors
             assert isinstance(la, LabelAnchors)
             counts = distributed.all_reduce_sum(torch.bincount(y, minlength=la.num_classes).to(lat_img.dtype))
             probs = la.alignment_probs(lat_img, y, steps=cfg.flow.label_steps,
@@ -149,97 +163,63 @@ class TextImageRecipe(CaptionedRecipe):
 
     # ---- decoders: texts from a candidate set, images from a caption ---------------------------------
 
-    def _flow_back_scores(self, latents: Tensor, anchors: Tensor) -> Tensor:
-        """The label decoder's mechanism over any candidate anchors (M, q) (method.md §3.5): latents (B, q)
-        flow back; the assignment probability of each candidate is its responsibility averaged over the
-        recorded steps the alignment loss looks at (after the cut-off), and the candidate nearest the end
-        point gets the top rank. -> (B, M), rows sum to 1 up to that tie-break."""
-        end, probs = zones.flow_back(latents, anchors, steps=self.cfg.align_steps)  # (B, q), (steps, B, M)
-        drop = int(self.cfg.cutoff * self.cfg.align_steps)
-        scores = probs[drop:].mean(dim=0)  # (B, M)
-        best = zones.nearest(end, anchors)  # (B,)
-        top = scores.max(dim=1).values  # (B,)
-        scores[torch.arange(scores.shape[0]), best] = top + 1e-6  # ties to the nearest anchor, rank 1
-        return scores / scores.sum(dim=1, keepdim=True)
-
-    def _chunks(self, n: int) -> list[slice]:
-        b = self.cfg.eval_batch_size
-        return [slice(i, i + b) for i in range(0, n, b)]
+    def _retrieval_scores(self, query_type: str, queries: Any, candidate_type: str, candidates: Any) -> Tensor:
+        """``LatentZoningNetwork.retrieval_scores`` with this run's protocol: each chunk of ``eval_batch_size``
+        queries is its own anchor set (the paper's, method.md §8.2), alpha ``eval_noise_scale``, seeded noise."""
+        return self.lzn.retrieval_scores(query_type, queries, candidate_type, candidates,
+                                         noise_scale=self.cfg.eval_noise_scale, batch_size=self.cfg.eval_batch_size,
+                                         generator=torch.Generator(device=self.device).manual_seed(0), context="batch")
 
     @torch.no_grad()
     def text_scores(self, images: Tensor, texts: Sequence[str]) -> Tensor:
-        """Image latents (each chunk of ``eval_batch_size`` its own anchor set, the paper's protocol,
-        method.md §8.2) flowed back over the candidate texts' anchors: (N, M)."""
-        dev = self.device
-        anchors = self.modules["text_encoder"](list(texts))  # (M, q)
-        gen = torch.Generator(device=dev).manual_seed(0)
-        out = []
-        for sl in self._chunks(images.shape[0]):
-            a = self.modules["encoder"](images[sl].to(dev))  # (b, q)
-            noise = torch.randn(a.shape, generator=gen, device=dev)
-            lat = self.lzn.latents_from_anchors(a, noise, noise_scale=self.cfg.eval_noise_scale)
-            out.append(self._flow_back_scores(lat, anchors))
-        return torch.cat(out)
+        """Image latents flowed back over the candidate texts' anchors (the text decoder): (N, M)."""
+        return self._retrieval_scores("image", images.to(self.device), "text", list(texts))
 
     @torch.no_grad()
     def image_scores(self, texts: Sequence[str], images: Tensor) -> Tensor:
-        """Caption latents (chunks of the queried captions as anchor sets) flowed back over the candidate
-        images' anchors: (M, N)."""
-        dev = self.device
-        encoder = self.modules["encoder"]
-        anchors = torch.cat([encoder(images[sl].to(dev)) for sl in self._chunks(images.shape[0])])  # (N, q)
-        gen = torch.Generator(device=dev).manual_seed(0)
-        texts = list(texts)
-        out = []
-        for sl in self._chunks(len(texts)):
-            a = self.modules["text_encoder"](texts[sl])  # (b, q)
-            noise = torch.randn(a.shape, generator=gen, device=dev)
-            lat = self.lzn.latents_from_anchors(a, noise, noise_scale=self.cfg.eval_noise_scale)
-            out.append(self._flow_back_scores(lat, anchors))
-        return torch.cat(out)
-
-    @torch.no_grad()
-    def caption_latents(self, captions: Sequence[str], reference_captions: Sequence[str] | None = None,
-                        generator: torch.Generator | None = None, noise: Tensor | None = None) -> Tensor:
-        """Latent of each caption from its zone against the reference caption anchors (module docstring):
-        each caption over the reference plus itself, alpha = noise_scale, start noise ``noise`` (B, q) or
-        drawn from ``generator``: (B, q)."""
-        ref = reference_captions if reference_captions is not None else self.reference_captions
-        if not ref:
-            raise ValueError("text-to-image generation needs reference captions: attach the training data, or "
-                             "pass reference_captions (e.g. batch_size - 1 training captions)")
-        text = self.modules["text_encoder"]
-        own, bank = text(list(captions)), text(list(ref))  # (B, q), (R, q)
-        if noise is None:
-            noise = torch.randn(own.shape, generator=generator, device=own.device)
-        return latents_with_reference(own, bank, noise, steps=self.cfg.flow.steps, solver=self.cfg.flow.solver,
-                                      eps=self.cfg.flow.eps, noise_scale=self.cfg.noise_scale)
+        """Caption latents flowed back over the candidate images' anchors: (M, N)."""
+        return self._retrieval_scores("text", list(texts), "image", images.to(self.device))
 
     @torch.no_grad()
     def generate_from_text(self, captions: Sequence[str], reference_captions: Sequence[str] | None = None,
                            generator: torch.Generator | None = None, batch_size: int = 250) -> Tensor:
-        """One image per caption (B, C, H, W) in [-1, 1] up to sampler error: the caption's latent (see
-        ``caption_latents``), then the image decoder's rectified flow (method.md §5.9)."""
-        if "decoder" not in self.modules:
+        """One image per caption (B, C, H, W) in [-1, 1] up to sampler error: ``generate(given=("text", ...))``,
+        each caption's latent drawn from its zone against the reference captions (module docstring), whose
+        anchors are first recomputed under the current weights (``reference_captions`` replaces them)."""
+        if self.lzn.decoder is None:
             raise ValueError("this run has no image decoder (rf_weight = 0); text-to-image needs one")
-        decoder, dev = self.modules["decoder"], self.device
-        gen = generator or torch.Generator(device=dev).manual_seed(0)
+        if reference_captions is not None and len(reference_captions):
+            self.reference_captions = list(reference_captions)
+        if not self.reference_captions or (reference_captions is not None and not len(reference_captions)):
+            raise ValueError("text-to-image generation needs reference captions: attach the training data, or "
+                             "pass reference_captions (e.g. batch_size - 1 training captions)")
+        self.build_references()
+        gen = generator or torch.Generator(device=self.device).manual_seed(0)
         captions = list(captions)
-        out = []
-        for start in range(0, len(captions), batch_size):
-            lat = self.caption_latents(captions[start:start + batch_size], reference_captions, gen)  # (b, q)
-            c, size = self.info.channels, self.info.size
-            noise = torch.randn((lat.shape[0], c, size, size), generator=gen, device=dev)
-            out.append(rectified_flow.sample(lambda xs, s: decoder(xs, s, lat, None), noise,
-                                             method=self.cfg.sampler, steps=self.cfg.sampler_steps))
-        return torch.cat(out)
+        return torch.cat([self.lzn.generate(given=("text", captions[i:i + batch_size]), sampler=self.cfg.sampler,
+                                            steps=self.cfg.sampler_steps, generator=gen).images
+                          for i in range(0, len(captions), batch_size)])
 
-    def sample_grid(self, path: Path, seed: int = 0, per_caption: int = 8) -> Path:
-        """A grid of text-to-image samples, one row per typed caption (written left of its row), among them
-        phrasings the caption templates never produce ("a fat zero", "seven, drawn thin and slanted")."""
+    def sample_grid(self, path: Path, seed: int = 0, per_caption: int = 8,
+                    captions: Sequence[str] | None = None) -> Path:
+        """A grid of text-to-image samples, one row per caption (written left of its row): for composed
+        captions typed ones, among them phrasings the caption templates never produce ("a fat zero",
+        "seven, drawn thin and slanted"); given ``captions`` (e.g. held-out ones), or else for user captions
+        the training captions, the first 8 distinct of them, each cut to 48 characters in the margin."""
         from lzn.viz import save_image_grid
 
         w = self.words
+        if captions is not None or self.user_captions:
+            if captions is None:
+                assert self.train_captions is not None, "attach_data() first"
+                captions = self.train_captions
+            max_rows, label_chars = 8, 48
+            captions = list(dict.fromkeys(captions))[:max_rows]  # distinct, in order
+            repeated = [c for c in captions for _ in range(per_caption)]
+            gen = torch.Generator(device=self.device).manual_seed(seed)
+            images = self.generate_from_text(repeated, generator=gen)
+            labels = [c if len(c) <= label_chars else c[:label_chars - 3] + "..." for c in captions]
+            return save_image_grid(images.clamp(-1, 1), path, nrow=per_caption, row_labels=labels)
         if self.kind == "digit" and len(w) == 10:
             captions = [f"a fat {w[0]}", f"{w[7]}, drawn thin and slanted", f"the digit {w[3]}", f"a small, thin {w[1]}",
                         f"a large, thick {w[8]}", f"a faint {w[2]}, slanted left", f"a bright {w[4]}",
@@ -257,7 +237,10 @@ class TextImageRecipe(CaptionedRecipe):
         """Text-to-image samples of held-out captions: class consistency (a pixel classifier fitted on the
         training images judges each sample against its caption's class), attribute consistency (each
         attribute the caption names, measured on the sample with the training thresholds of its class),
-        and class consistency of class-prompt samples through ``lzn.eval.class_consistency``."""
+        and class consistency of class-prompt samples through ``lzn.eval.class_consistency``. Empty with
+        user captions (``data.name=captions``): they have no classes or measured attributes to check."""
+        if self.user_captions:
+            return {}
         train = self.train_data
         assert isinstance(train, ImageDataset) and train.labels is not None and self.captions is not None
         judge = pixel_judge(train.images, train.labels, train.num_classes)
@@ -282,14 +265,15 @@ class TextImageRecipe(CaptionedRecipe):
 
     def evaluate(self, data: ImageDataset, run_dir: Any, split: str = "test") -> dict[str, float]:
         out = self.retrieval_metrics(data, split)
-        if "label_anchors" in self.modules and data.labels is not None:  # the label decoder, for comparison
+        if self.lzn.label_anchors is not None and data.labels is not None:  # the label decoder, for comparison
             out[f"{split}_label_accuracy"] = accuracy(self.lzn, data.images, data.labels,
                                                       noise_scale=self.cfg.eval_noise_scale,
                                                       batch_size=self.cfg.eval_batch_size, context="batch")
-        if "decoder" in self.modules and self.train_data is not None and self.cfg.gen_samples:
+        if self.lzn.decoder is not None and self.train_data is not None and self.cfg.gen_samples:
             out.update(self.consistency(data, split))
-            if run_dir is not None:
-                self.sample_grid(Path(run_dir) / "samples.png")
+            if run_dir is not None:  # user captions: rows of held-out captions
+                rows = self.held_out_captions(data)[1] if self.user_captions else None
+                self.sample_grid(Path(run_dir) / "samples.png", captions=rows)
         return out
 
 

@@ -56,7 +56,7 @@ def test_default_config_is_valid_and_replace_validates():
 
 
 @pytest.mark.parametrize("changes,match", [
-    (dict(name="imagenet"), r"^name must be one of \['arrays', 'cifar10', 'digits', 'fashion', 'folder', 'shards'\], "
+    (dict(name="imagenet"), r"^name must be one of \['arrays', 'captions', 'cifar10', 'digits', 'fashion', 'folder', 'shards'\], "
                             r"got 'imagenet'"),
     (dict(size=0), r"^size must be a positive"),
     (dict(channels=2), r"^channels must be 1 .* or 3 .*got 2"),

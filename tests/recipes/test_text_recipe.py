@@ -12,7 +12,7 @@ import torch
 from lzn.core import zones
 from lzn.data import DataConfig, caption_dataset, load_split
 from lzn.data.captions import DIGIT_WORDS
-from lzn.models import FlowConfig
+from lzn.models import FlowConfig, LatentZoningNetwork
 from lzn.recipes import runner
 from lzn.recipes.clip import CLIPConfig, CLIPRecipe
 from lzn.recipes.captioned import same_caption
@@ -185,15 +185,21 @@ def test_text_to_image_latents_do_not_depend_on_the_other_captions(digits, tmp_p
     rec.attach_data(train)
     assert len(rec.reference_captions) == rec.cfg.batch_size - 1
     noise = torch.randn(2, 8, generator=torch.Generator().manual_seed(1))
-    one = rec.caption_latents(["a large, thick seven"], noise=noise[:1])
-    two = rec.caption_latents(["a large, thick seven", "a small two"], noise=noise)
-    torch.testing.assert_close(one[0], two[0])
-    alone = rec.caption_latents(["a large, thick seven"], reference_captions=["a small two"], noise=noise[:1])
-    assert not torch.allclose(alone, one)  # the reference set matters: it shapes the zone
-    images = rec.generate_from_text(["the digit three", "a small two"])
+    model = rec.lzn
+    with torch.no_grad():
+        rec.build_references()  # the model's text reference set: the anchors of the reference captions
+        assert model.reference_of("text").shape == (rec.cfg.batch_size - 1, 8)
+        one = model.latents("text", ["a large, thick seven"], noise=noise[:1])
+        two = model.latents("text", ["a large, thick seven", "a small two"], noise=noise)
+        torch.testing.assert_close(one[0], two[0])
+        model.build_reference_from(["a small two"], type="text")
+        alone = model.latents("text", ["a large, thick seven"], noise=noise[:1])
+        assert not torch.allclose(alone, one)  # the reference set matters: it shapes the zone
+        images = rec.generate_from_text(["the digit three", "a small two"])  # rebuilds the reference of the run
+        assert torch.equal(model.reference_of("text"), model.anchors("text", rec.reference_captions))
     assert images.shape == (2, 1, 8, 8) and torch.isfinite(images).all()
     with pytest.raises(ValueError, match="reference captions"):
-        rec.caption_latents(["a two"], reference_captions=[])
+        rec.generate_from_text(["a two"], reference_captions=[])
     with torch.no_grad():
         res = rec.evaluate(test, tmp_path, "test")
     assert (tmp_path / "samples.png").exists()
@@ -202,7 +208,7 @@ def test_text_to_image_latents_do_not_depend_on_the_other_captions(digits, tmp_p
 
 
 def test_runner_trains_evaluates_exports_and_reloads(tmp_path):
-    assert runner.RECIPES["text"] is TextImageRecipe and runner.RECIPES["clip"].name == "clip"
+    assert runner.RECIPES["text"].cls is TextImageRecipe and runner.RECIPES["clip"].name == "clip"
     sets = ["batch_size=64", "latent_dim=8", "eval_batch_size=200", "train.steps=3", "train.warmup_steps=2",
             "train.log_every=1", "train.progress=false", "train.lr=1.0e-3", "text_encoder=small", "text_width=32",
             "text_layers=1", "flow.steps=4", "align_steps=5", "sampler_steps=2", "gen_samples=10", "eval_pairs=50",
@@ -214,6 +220,18 @@ def test_runner_trains_evaluates_exports_and_reloads(tmp_path):
     assert {"test_i2t_recall@1", "test_t2i_recall@5", "test_prompt_accuracy", "test_t2i_class_consistency"} <= set(res)
     rec, _ = runner.load_run(tmp_path / "run")
     assert set(rec.modules) == {"encoder", "text_encoder", "decoder"}
+    # the exported model holds the text type: its encoder, its decoder and the reference of text-to-image
+    model = LatentZoningNetwork.from_pretrained(str(tmp_path / "run" / "model"))
+    assert model.data_types == ("image", "text") and model.reference_of("text").shape == (63, 8)
+    test = load_split(cfg.data, "test")
+    prompts = [f"the digit {w}" for w in ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")]
+    with torch.no_grad():
+        pred = model.classify(test.images[:50], prompts=prompts, batch_size=200, context="batch",
+                              generator=torch.Generator().manual_seed(0))
+        rec.attach_data(load_split(cfg.data, "train"))
+        assert torch.equal(pred, rec.prompt_classify(test.images[:50], prompts))  # the run's metric = the model's
+        out = model.generate(given=("text", ["a fat zero", "seven, drawn thin and slanted"]), sampler="euler", steps=2)
+    assert out.images.shape == (2, 1, 8, 8) and torch.isfinite(out.images).all()
 
 
 def test_lzn_demo_text_prints_retrieval_and_writes_the_caption_grid(tmp_path, capsys):

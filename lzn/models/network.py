@@ -1,5 +1,5 @@
 """``LatentZoningNetwork``: named data types sharing one latent space, composed through the latent-zone
-core (method.md §1, §5-§7, §10). Built in: ``image`` (an image encoder and / or a rectified-flow image
+core (method.md §1, §5-§7, §12). Built in: ``image`` (an image encoder and / or a rectified-flow image
 decoder) and ``label`` (label anchors: encoder and decoder in one). Further types (``text``) are
 registered in ``lzn.models.datatypes`` and given as ``types={"text": TypeParts(encoder, decoder)}``.
 Tasks are compositions of two operations, spelled by type:
@@ -584,7 +584,7 @@ class LatentZoningNetwork(nn.Module):
         return rectified_flow.sample(fn, noise, method=sampler, steps=steps, rtol=rtol, atol=atol)
 
     # ------------------------------------------------------------------------------------------
-    # data types by name (method.md §10)
+    # data types by name (method.md §12)
 
     @property
     def data_types(self) -> tuple[str, ...]:
@@ -685,7 +685,7 @@ class LatentZoningNetwork(nn.Module):
         """Latents (B, q) back to a type. "image": the image decoder's rectified flow conditioned on each
         latent (method.md §5.9) -> images (B, C, H, W) (a class-conditional decoder takes ``labels``, else
         the label decoder's); "label": the label decoder (method.md §3.5) -> classes (B,); any other type
-        chooses among ``candidates`` (samples of that type, method.md §10): :class:`Choices` of the ``k``
+        chooses among ``candidates`` (samples of that type, method.md §12): :class:`Choices` of the ``k``
         best per latent."""
         name = self._check_type(type)
         self._check_latents(latents)
@@ -714,7 +714,7 @@ class LatentZoningNetwork(nn.Module):
         """The ``k`` best candidates of each query, e.g. ``retrieve("image", images, "text", captions)`` or
         ``retrieve("text", captions, "image", images)``: each query's latent (``latents(query_type, ...)``;
         with ``context="batch"`` each chunk of ``batch_size`` queries is its own anchor set) flows back over
-        the candidates' anchors (method.md §3.5, §10). ``noise_scale`` 0 (default) starts every latent at
+        the candidates' anchors (method.md §3.5, §12). ``noise_scale`` 0 (default) starts every latent at
         its zone's centre, so a query's candidates do not depend on random noise."""
         qname, cname = self._check_type(query_type), self._check_type(candidate_type)
         if qname == "label":

@@ -26,6 +26,7 @@ import hashlib
 import importlib.metadata
 import importlib.util
 import json
+import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -250,6 +251,8 @@ class WordPieceTokenizer:
     def __call__(self, texts: Sequence[str]) -> tuple[Tensor, Tensor, Tensor]:
         """B texts -> ids, attention mask, token types, each int64 (B, T)."""
         enc = self.tokenizer.encode_batch(list(texts))
+        if any(e.overflowing for e in enc):
+            _warn_cut(self, "all-MiniLM-L6-v2", self.max_length)
         ids = torch.tensor([e.ids for e in enc], dtype=torch.int64)
         mask = torch.tensor([e.attention_mask for e in enc], dtype=torch.int64)
         types = torch.tensor([e.type_ids for e in enc], dtype=torch.int64)
@@ -287,7 +290,18 @@ def check_texts(texts: Sequence[str], who: str) -> list[str]:
     bad = [i for i, t in enumerate(texts) if not isinstance(t, str)]
     if bad:
         raise TypeError(f"{who} takes a list of strings; item {bad[0]} is {type(texts[bad[0]]).__name__}")
+    empty = [i for i, t in enumerate(texts) if not t.strip()]
+    if empty:
+        raise ValueError(f"{who} takes non-empty strings; item {empty[0]} is {texts[empty[0]]!r}")
     return list(texts)
+
+
+def _warn_cut(owner: object, what: str, max_length: int) -> None:
+    """One UserWarning per encoder that texts longer than its ``max_length`` tokens are cut."""
+    if not getattr(owner, "_warned_cut", False):
+        owner._warned_cut = True  # type: ignore[attr-defined]
+        warnings.warn(f"{what}: texts longer than {max_length} tokens are cut to {max_length} (said once)",
+                      UserWarning, stacklevel=3)
 
 
 def _head(in_dim: int, latent_dim: int, hidden: int | None) -> nn.Module:
@@ -398,7 +412,10 @@ class SmallTextEncoder(nn.Module):
 
     def tokenize(self, texts: Sequence[str]) -> tuple[Tensor, Tensor]:
         """B strings -> ids (B, T) int64 and mask (B, T) bool (True = real token), T <= max_length."""
-        rows = [[1] + [b + 2 for b in t.encode("utf-8")][: self.max_length - 1] for t in texts]
+        raw = [t.encode("utf-8") for t in texts]
+        if any(len(r) >= self.max_length for r in raw):
+            _warn_cut(self, "SmallTextEncoder", self.max_length)
+        rows = [[1] + [b + 2 for b in r][: self.max_length - 1] for r in raw]
         t_max = max(len(r) for r in rows)
         ids = torch.zeros(len(rows), t_max, dtype=torch.int64)
         for i, r in enumerate(rows):

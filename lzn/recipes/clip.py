@@ -1,6 +1,6 @@
 """Baseline for the text recipe: a CLIP-style image-text model with the same image and text encoders,
 the symmetric InfoNCE loss with a learnable temperature over the global batch, and the same retrieval
-and prompt-classification evaluation, ranking by cosine similarity (issue 10)."""
+and prompt-classification evaluation, ranking by cosine similarity (method.md §12.5)."""
 
 from __future__ import annotations
 

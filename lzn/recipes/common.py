@@ -1,8 +1,10 @@
 """What every recipe shares: typed config sections, data info, network construction and batches.
 
-A recipe is a typed config plus a class with ``modules`` (named nn.Modules the trainer optimises), a
-``step(batch, step) -> StepOutput`` and a few task methods used for evaluation and the CLI. Recipes use
-the library (models, core, data); the training loop knows nothing about them.
+A recipe is a typed config, a function building its model (an LZN recipe's ``build_model(cfg, info)``
+returns a :class:`~lzn.models.LatentZoningNetwork`), a ``step(batch, step) -> StepOutput`` and an
+``evaluate`` calling ``lzn.eval`` and the model's own task methods. ``modules`` (what the trainer
+optimises) are the model's parts, held once by the model; a baseline without a model keeps its own.
+Recipes use the library (models, core, data); the training loop knows nothing about them.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Text as a third data type: images and captions aligned zone to zone, text-conditioned generation
-(method.md §1.3 anchors, §2 latents, §3 alignment; issue 10).
+(method.md §12; §1.3 anchors, §2 latents, §3 alignment).
 
 Step: image anchors E_img(x) and caption anchors E_txt(c), each gathered over the global batch (§4.1).
 Image latents (over the image anchors) flow back over the caption anchors and must land on their own
@@ -78,7 +78,7 @@ class TextImageConfig(CaptionedConfig):
 
 
 def build_model(cfg: TextImageConfig, info: DataInfo, encoder: nn.Module, text_encoder: nn.Module) -> LatentZoningNetwork:
-    """One model of three types (method.md §10): image (``encoder``, and the latent-conditioned decoder unless
+    """One model of three types (method.md §12): image (``encoder``, and the latent-conditioned decoder unless
     ``rf_weight`` is 0), text (``text_encoder`` and the candidate decoder) and, with ``label_weight`` > 0,
     label. Its flow carries the alignment's reverse steps and cut-off (the text decoder's choice) and alpha
     (text-to-image latents). ``encoder`` and ``text_encoder`` are built first, in that order, by the caller."""

@@ -1,4 +1,4 @@
-"""Named data types in one model (method.md §10): text beside image and label, tasks as compositions of
+"""Named data types in one model (method.md §12): text beside image and label, tasks as compositions of
 ``latents`` and ``decode``, a type registered from outside the library, save / load with old folders."""
 
 from __future__ import annotations
@@ -179,7 +179,7 @@ def test_folders_written_before_types_load(tmp_path):
                            model.classify(x, context="batch", generator=torch.Generator().manual_seed(0)))
 
 
-# ---- a data type added from outside the library: points in the plane ---------------------------------
+# ---- a type added from outside the library: points in the plane ("xy"; docs/data-types.md registers "point")
 
 class PointEncoder(nn.Module):
     """(B, 2) points -> (B, q) anchors."""
@@ -200,21 +200,36 @@ def check_points(points: object, who: str) -> Tensor:
 
 
 def test_a_new_type_is_an_encoder_and_a_registration(tmp_path):
-    register_data_type(DataType("point", "a (B, 2) tensor", check_points, count=lambda p: p.shape[0]))
-    register_network("point_encoder", __name__, "PointEncoder", data="point")
+    register_data_type(DataType("xy", "a (B, 2) tensor", check_points, count=lambda p: p.shape[0]))
+    register_network("xy_encoder", __name__, "PointEncoder", data="xy")
     torch.manual_seed(0)
     enc = build("small_encoder", image_channels=1, image_size=8, latent_dim=Q, channels=[4, 8], hidden=16)
     model = LatentZoningNetwork(enc, flow=FlowConfig(candidate_steps=200),  # close anchors: a finer reverse flow
-                                types={"point": TypeParts(build("point_encoder", latent_dim=Q),
+                                types={"xy": TypeParts(build("xy_encoder", latent_dim=Q),
                                                           build("candidate_decoder"))}).eval()
     pts = torch.randn(7, 2)
     with torch.no_grad():
-        lat = model.latents("point", pts, noise=torch.randn(7, Q), context="batch")
-        assert torch.equal(model.decode("point", lat, pts).indices[:, 0], torch.arange(7))
-        assert model.retrieve("image", images(), "point", pts, k=2).indices.shape == (5, 2)
+        lat = model.latents("xy", pts, noise=torch.randn(7, Q), context="batch")
+        assert torch.equal(model.decode("xy", lat, pts).indices[:, 0], torch.arange(7))
+        assert model.retrieve("image", images(), "xy", pts, k=2).indices.shape == (5, 2)
     with pytest.raises(ValueError, match=r"takes a \(B, 2\) tensor"):
-        model.latents("point", torch.zeros(3))
+        model.latents("xy", torch.zeros(3))
     model.save_pretrained(str(tmp_path / "p"))
     loaded = LatentZoningNetwork.from_pretrained(str(tmp_path / "p"))
-    assert loaded.data_types == ("image", "point")
-    torch.testing.assert_close(loaded.anchors("point", pts), model.anchors("point", pts))
+    assert loaded.data_types == ("image", "xy")
+    torch.testing.assert_close(loaded.anchors("xy", pts), model.anchors("xy", pts))
+
+
+def test_texts_are_checked_and_long_ones_cut_with_one_warning():
+    model = text_model()
+    with pytest.raises(ValueError, match="non-empty strings; item 1 is '  '"):
+        model.latents("text", ["a zero", "  "])
+    enc = build("small_text_encoder", latent_dim=Q, width=16, layers=1, max_length=8)
+    with pytest.warns(UserWarning, match="longer than 8 tokens are cut to 8 .said once"):
+        cut = enc(["a very long caption indeed", "short"])
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        enc(["another very long caption"])  # said once per encoder
+    torch.testing.assert_close(cut[0], enc(["a very "])[0])  # the start token and the first 7 bytes

@@ -1,12 +1,15 @@
-"""The inference commands (sample, classify, embed, reconstruct): each loads an exported model
-(``RUN_DIR/model`` or a ``save_pretrained`` folder) and calls ``lzn.eval``; no training recipe is
-rebuilt. A run folder also supplies its data config and evaluation settings (``run.yaml``)."""
+"""The inference commands (sample, classify, embed, reconstruct, evaluate, retrieve): each loads an exported
+model (``RUN_DIR/model`` or a ``save_pretrained`` folder) and calls the model or ``lzn.eval``; no training
+recipe is rebuilt. A run folder also supplies its data config and evaluation settings (``run.yaml``).
+A model with a text type (``lzn train text``) also samples for captions (``sample --caption``), classifies
+by class prompts (``classify --prompts`` / ``--prompt-template``) and retrieves images for captions
+(``retrieve``)."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -112,6 +115,41 @@ def npy_path(out: str) -> Path:
     return path
 
 
+def read_captions(args: argparse.Namespace) -> list[str] | None:
+    """The captions of ``--caption`` (repeatable) and ``--captions-file`` (one per line, blank lines
+    skipped), in that order; None when neither is given."""
+    captions = list(args.caption or [])
+    if getattr(args, "captions_file", None):
+        path = Path(args.captions_file)
+        if not path.is_file():
+            raise ValueError(f"--captions-file {args.captions_file}: no such file; expected a text file with one "
+                             "caption per line")
+        lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+        found = [line for line in lines if line]
+        if not found:
+            raise ValueError(f"--captions-file {args.captions_file} holds no caption (one per line, blank lines "
+                             "skipped)")
+        captions += found
+    elif not captions:
+        return None
+    if any(not c.strip() for c in captions):
+        raise ValueError('--caption is empty; expected a text such as --caption "a fat zero"')
+    return [c.strip() for c in captions]
+
+
+def need_text(loaded: Loaded, flag: str) -> None:
+    """A ValueError naming ``flag`` when the model has no text type."""
+    types = loaded.model.data_types
+    if "text" not in types:
+        raise ValueError(f"{flag} needs a model with a text type; the model at {loaded.path} has data types "
+                         f"{', '.join(types) or 'none'}: train one with `lzn train text --preset digits --out RUN`")
+
+
+def margin_label(text: str, width: int = 32) -> str:
+    """``text`` cut to ``width`` characters for a grid's left margin."""
+    return text if len(text) <= width else text[: width - 3].rstrip() + "..."
+
+
 def sample(args: argparse.Namespace) -> int:
     from lzn.viz import save_image_grid
 
@@ -120,6 +158,12 @@ def sample(args: argparse.Namespace) -> int:
     if out.is_dir() or out.suffix.lower() != ".png":
         raise ValueError(f"--out {args.out} is {'a directory' if out.is_dir() else 'not a .png'}; "
                          "expected a .png file path")
+    captions = read_captions(args)
+    if captions is not None and (args.labels is not None or args.num is not None):
+        raise ValueError(f"give --caption / --captions-file (text-to-image) or "
+                         f"{'--labels' if args.labels is not None else '--num'}, not both")
+    if captions is None and args.per_caption is not None:
+        raise ValueError('--per-caption applies to captions; add --caption "a fat zero" (or --captions-file)')
     if args.labels is not None and args.num is not None:
         raise ValueError("give --num (unconditional samples) or --labels (one sample per listed class), not both")
     if args.labels is not None and not args.labels.strip():
@@ -131,12 +175,20 @@ def sample(args: argparse.Namespace) -> int:
                          "(representation / nogen runs only encode)")
     if loaded.meta is None and not args.out:
         out = Path("lzn-sample.png")  # never write into a model folder
+    gen = torch.Generator(device=model.device).manual_seed(args.seed)
+    if captions is not None:
+        need_text(loaded, "--caption")
+        per = args.per_caption or 8
+        res = model.generate(given=("text", [c for c in captions for _ in range(per)]), sampler=args.sampler,
+                             steps=args.steps, generator=gen)
+        path = save_image_grid(res.images, out, nrow=per, row_labels=[margin_label(c) for c in captions])
+        say(f"samples ({per} per caption, one row each): {Path(path).resolve()}")
+        return 0
     labels = None
     if args.labels:
         if model.num_classes == 0:
             raise ValueError(f"--labels needs a model with classes; the model at {loaded.path} has none")
         labels = parse_labels(args.labels, model)
-    gen = torch.Generator(device=model.device).manual_seed(args.seed)
     res = model.generate(num=None if labels is not None else (args.num or 64), labels=labels, sampler=args.sampler,
                          steps=args.steps, generator=gen)
     path = save_image_grid(res.images, out)
@@ -149,30 +201,118 @@ def sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def class_prompts(args: argparse.Namespace, ds: Any) -> list[str] | None:  # ds: ImageDataset
+    """One prompt per class of ``ds``: ``--prompts`` as given, or ``--prompt-template`` filled with the class
+    words (``{cls}``: "zero".."nine" for digits, else the class names; ``{kind}``: digit / item)."""
+    from lzn.data.captions import class_words
+
+    if args.prompts is None and args.prompt_template is None:
+        return None
+    k = ds.num_classes
+    if args.prompt_template is not None:
+        if k == 0:
+            raise ValueError(f"--prompt-template needs labelled data with classes; the {args.split} split of "
+                             f"{ds.name} has none: give one text per class with --prompts")
+        words, kind = class_words(ds.class_names, k)
+        return [args.prompt_template.format(cls=w, kind=kind) for w in words]
+    prompts = [p.strip() for p in args.prompts]
+    if any(not p for p in prompts):
+        raise ValueError('--prompts holds an empty text; expected one text per class, e.g. --prompts "the digit zero" '
+                         '"the digit one" ...')
+    if k and len(prompts) != k:
+        names = f" ({', '.join(ds.class_names)})" if ds.class_names else ""
+        raise ValueError(f"--prompts gives {len(prompts)} texts, but {ds.name} has {k} classes{names}: give one per "
+                         "class, in class order")
+    return prompts
+
+
 def classify(args: argparse.Namespace) -> int:
     from lzn.atomic import atomic_save_npy
 
+    if args.prompts is not None and args.prompt_template is not None:
+        raise ValueError("give --prompts (one text per class) or --prompt-template (e.g. \"the digit {cls}\"), "
+                         "not both")
+    if args.prompt_template is not None:
+        import string
+
+        try:
+            fields = {f for _, f, _, _ in string.Formatter().parse(args.prompt_template) if f is not None}
+        except ValueError as err:
+            raise ValueError(f"--prompt-template {args.prompt_template!r}: {err}") from None
+        if "cls" not in fields or fields - {"cls", "kind"}:
+            raise ValueError(f"--prompt-template must hold {{cls}} (the class word) and no field other than {{kind}}, "
+                             f"e.g. \"the digit {{cls}}\"; got {args.prompt_template!r}")
     out = npy_path(args.out) if args.out else None
     loaded = load(args.run_dir, args.device)
     model = loaded.model
-    if model.label_anchors is None or model.encoder is None:
+    prompted = args.prompts is not None or args.prompt_template is not None
+    if prompted:
+        need_text(loaded, "--prompts" if args.prompts is not None else "--prompt-template")
+        if model.encoder is None:
+            raise ValueError(f"the model at {loaded.path} has no image encoder to classify with")
+    elif model.label_anchors is None or model.encoder is None:
+        also = (" (this model has a text type: classify by class prompts with --prompt-template \"the digit {cls}\" "
+                "or --prompts)" if "text" in model.data_types else "")
         raise ValueError(f"the model at {loaded.path} has no label decoder (label anchors and an image encoder); "
-                         "classify needs a joint or nogen model")
-    alpha = args.noise_scale if args.noise_scale is not None else float(loaded.setting("eval_noise_scale", 1.0))
+                         f"classify needs a joint or nogen model{also}")
     batch = int(loaded.setting("eval_batch_size", 2000))
-    context = args.context or ("reference" if model.reference is not None else "batch")
+    context: Literal["reference", "batch"] = args.context or ("reference" if model.reference is not None else "batch")
     ds = data(args, loaded)
     gen = torch.Generator(device=model.device).manual_seed(args.seed)
-    pred = model.classify(ds.images.to(model.device), noise_scale=alpha, batch_size=batch, generator=gen,
-                          context=context).cpu()
     how = (f"reference bank of {model.reference.shape[0]} anchors" if context == "reference" and model.reference is not None
-           else f"anchor sets of {min(batch, len(pred))} images")
+           else f"anchor sets of {min(batch, len(ds))} images")
+    if prompted:
+        prompts = class_prompts(args, ds)
+        assert prompts is not None
+        alpha = args.noise_scale if args.noise_scale is not None else 0.0
+        pred = model.classify(ds.images.to(model.device), prompts=prompts, noise_scale=alpha, batch_size=batch,
+                              generator=gen, context=context).cpu()
+        how = f"prompt classification over {len(prompts)} prompts such as {prompts[0]!r}, {how}"
+    else:
+        alpha = args.noise_scale if args.noise_scale is not None else float(loaded.setting("eval_noise_scale", 1.0))
+        pred = model.classify(ds.images.to(model.device), noise_scale=alpha, batch_size=batch, generator=gen,
+                              context=context).cpu()
     if ds.labels is not None:
         acc = (pred == ds.labels).float().mean().item()
         say(f"{args.split} accuracy: {acc:.4f} on {len(pred)} images ({how}, alpha = {alpha:g})")
     if out is not None:
         atomic_save_npy(out, pred.numpy())
         say(f"predictions: {out.resolve()}")
+    return 0
+
+
+def retrieve(args: argparse.Namespace) -> int:
+    """The ``--k`` best images of the split for each caption (text -> image retrieval), as a labelled grid."""
+    from lzn.viz import save_image_grid
+
+    captions = read_captions(args)
+    if captions is None:
+        raise ValueError('retrieve needs captions: --caption "a fat zero" (repeatable) or --captions-file FILE')
+    default = Path(args.run_dir) / "samples" / "lzn-retrieve.png"
+    out = Path(args.out) if args.out else default
+    if out.is_dir() or out.suffix.lower() != ".png":
+        raise ValueError(f"--out {args.out} is {'a directory' if out.is_dir() else 'not a .png'}; "
+                         "expected a .png file path")
+    loaded = load(args.run_dir, args.device)
+    model = loaded.model
+    need_text(loaded, "retrieve")
+    if model.encoder is None:
+        raise ValueError(f"the model at {loaded.path} has no image encoder to retrieve images with")
+    if loaded.meta is None and not args.out:
+        out = Path("lzn-retrieve.png")  # never write into a model folder
+    ds = data(args, loaded)
+    batch = int(loaded.setting("eval_batch_size", 2000))
+    gen = torch.Generator(device=model.device).manual_seed(args.seed)
+    choices = model.retrieve("text", captions, "image", ds.images.to(model.device), k=args.k, batch_size=batch,
+                             generator=gen, context=args.context)
+    idx = choices.indices.cpu()  # (len(captions), k)
+    for caption, row in zip(captions, idx.tolist()):
+        shown = [f"{i} ({ds.class_names[int(ds.labels[i])] if ds.class_names else int(ds.labels[i])})"
+                 if ds.labels is not None else str(i) for i in row]
+        say(f"{caption!r}: {', '.join(shown)}")
+    path = save_image_grid(ds.images[idx.flatten()], out, nrow=idx.shape[1],
+                           row_labels=[margin_label(c) for c in captions])
+    say(f"best {idx.shape[1]} of {len(ds)} {args.split} images per caption (one row each): {Path(path).resolve()}")
     return 0
 
 

@@ -2,7 +2,13 @@
 
     lzn train RECIPE --preset NAME [--config FILE.yaml] [--set key=value ...] --out RUN_DIR
     lzn sample RUN_OR_MODEL [--num N | --labels 0,1,2 | --labels cat,dog] [--out FILE.png]
+    lzn sample RUN_OR_MODEL --caption "a fat zero" [--caption ...] [--captions-file FILE] [--per-caption 8]
+                                  text-to-image (a text model): one labelled row per caption
     lzn classify RUN_OR_MODEL [--data NAME] [--root PATH] [--split test] [--context reference|batch] [--out FILE.npy]
+    lzn classify RUN_OR_MODEL --prompts "the digit zero" "the digit one" ... | --prompt-template "the digit {cls}"
+                                  prompt classification (a text model): one text per class, in class order
+    lzn retrieve RUN_OR_MODEL --caption TEXT [--caption ...] [--k 8] [--split test] [--out FILE.png]
+                                  the k best images of the split per caption (a text model)
     lzn embed RUN_OR_MODEL [--data NAME] [--root PATH] --out FILE.npy [--head]
     lzn reconstruct RUN_OR_MODEL [--out DIR]
     lzn evaluate RUN_OR_MODEL [--extractor fast|inception|none] [--num N]   every metric that applies
@@ -221,6 +227,14 @@ def _positive(text: str) -> float:
     return value
 
 
+def caption_args(p: argparse.ArgumentParser) -> None:
+    """``--caption`` (repeatable) and ``--captions-file``."""
+    p.add_argument("--caption", action="append", default=None, metavar="TEXT",
+                   help="a caption (repeatable), e.g. --caption \"a fat zero\"; needs a text model (lzn train text)")
+    p.add_argument("--captions-file", default=None, metavar="FILE",
+                   help="a text file of captions, one per line (blank lines skipped)")
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
         """One line and exit code 2, like every other expected failure (no usage block)."""
@@ -255,6 +269,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--steps", type=_positive_int, default=20)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--out", default=None, help="PNG path (default: RUN_DIR/samples/lzn-sample.png)")
+    caption_args(s)
+    s.add_argument("--per-caption", type=_positive_int, default=None,
+                   help="samples per caption, one grid row each (default: 8)")
     contexts = ["reference", "batch"]
     for name, help_, func in (("classify", "classify a data set with a trained model", inference.classify),
                               ("embed", "write embeddings of a data set to .npy", inference.embed),
@@ -274,6 +291,12 @@ def build_parser() -> argparse.ArgumentParser:
                            help="anchor set of each latent: the model's reference bank (default when it has one) "
                                 "or the batch (the paper's protocol)")
             p.add_argument("--seed", type=int, default=0)
+            p.add_argument("--prompts", nargs="+", default=None, metavar="TEXT",
+                           help="prompt classification (a text model): one text per class of the data, in class "
+                                "order, e.g. --prompts \"the digit zero\" \"the digit one\" ...")
+            p.add_argument("--prompt-template", default=None, metavar="TEMPLATE",
+                           help="prompt classification with one prompt per class from a template: {cls} is the class "
+                                "word (zero..nine for digits, else the class name), e.g. \"the digit {cls}\"")
         if name == "reconstruct":
             p.add_argument("--num", type=_positive_int, default=64, help="images to reconstruct (default: 64)")
             p.add_argument("--sampler", default=None, choices=["euler", "heun", "dopri5"],
@@ -281,6 +304,18 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--steps", type=_positive_int, default=None, help="euler / heun steps (default: the run's)")
             p.add_argument("--context", choices=contexts, default=None,
                            help="anchor set of the latents (default: batch, the paper's metric)")
+
+    rt = run_cmd("retrieve", "the best images of a data split for each caption (a text model), as a labelled grid",
+                 inference.retrieve)
+    caption_args(rt)
+    rt.add_argument("--k", type=_positive_int, default=8, help="images per caption (default: 8)")
+    rt.add_argument("--data", default=None, help="data set name (default: the run's)")
+    rt.add_argument("--root", default=None, help="data path (default: the run's)")
+    rt.add_argument("--split", default="test", choices=["train", "test"])
+    rt.add_argument("--context", choices=contexts, default=None,
+                    help="anchor set of the caption latents (default: the model's text reference set when it has one)")
+    rt.add_argument("--seed", type=int, default=0)
+    rt.add_argument("--out", default=None, help="PNG path (default: RUN_DIR/samples/lzn-retrieve.png)")
 
     e = run_cmd("evaluate", "FID/KID/precision/recall, accuracy sweeps, reconstruction, probes, zone diagnostics "
                             "(every metric that applies, or --metrics); writes metrics.json and prints a table",

@@ -67,6 +67,15 @@ MAX_CAPTION_CHARS = 1000
 _EPS = 1e-6
 
 
+def class_words(class_names: Sequence[str] | None, num_classes: int) -> tuple[tuple[str, ...], str]:
+    """The words captions use for the classes and the kind of thing they are ("digit" / "item"):
+    ``DIGIT_WORDS`` for classes named "0".."9" (or unnamed, ten of them), else the names in lower case."""
+    names = tuple(class_names) if class_names else tuple(str(i) for i in range(num_classes))
+    if names == tuple(str(i) for i in range(10)):
+        return DIGIT_WORDS, "digit"
+    return tuple(n.lower() for n in names), "item"
+
+
 # ----------------------------------------------------------------------------------------------
 # Pixel attributes
 # ----------------------------------------------------------------------------------------------
@@ -234,10 +243,8 @@ def caption_dataset(data: ImageDataset, *, seed: int = 0, thresholds: Tensor | N
     if data.labels is None or data.class_names is None or data.image_shape[0] != 1:
         raise ValueError(f"{data.name}: composed captions need a labelled grayscale set with class names "
                          f"(N, 1, H, W), got {data.image_shape} {'unlabelled' if data.labels is None else ''}".rstrip())
-    digits = tuple(data.class_names) == tuple(str(i) for i in range(10))
-    words = DIGIT_WORDS if digits else tuple(n.lower() for n in data.class_names)
-    return caption_images(data.images, data.labels, words, seed=seed, kind="digit" if digits else "item",
-                          thresholds=thresholds)
+    words, kind = class_words(data.class_names, data.num_classes)
+    return caption_images(data.images, data.labels, words, seed=seed, kind=kind, thresholds=thresholds)
 
 
 # ----------------------------------------------------------------------------------------------

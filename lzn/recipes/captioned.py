@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from lzn import checks, distributed
 from lzn.data import ImageDataset, ShardedDataset, caption_dataset
-from lzn.data.captions import DIGIT_WORDS, CaptionSet
+from lzn.data.captions import CaptionSet, class_words  # class_words: re-exported for old imports
 from lzn.eval.retrieval import recall_at_k, same_text, unique_texts
 from lzn.models import build
 from lzn.recipes.common import DataInfo, NetConfig, Recipe, RecipeConfig, build_net
@@ -70,15 +70,6 @@ def build_text_encoder(cfg: CaptionedConfig) -> nn.Module:
             raise type(err)(f"text_encoder=minilm: {err}; or set text_encoder=small (trained from scratch, no "
                             "package needed)") from None
     return build("small_text_encoder", latent_dim=cfg.latent_dim, width=cfg.text_width, layers=cfg.text_layers)
-
-
-def class_words(class_names: Sequence[str] | None, num_classes: int) -> tuple[tuple[str, ...], str]:
-    """The words captions use for the classes and the kind of thing they are ("digit" / "item"), as
-    ``caption_dataset`` picks them."""
-    names = tuple(class_names) if class_names else tuple(str(i) for i in range(num_classes))
-    if names == tuple(str(i) for i in range(10)):
-        return DIGIT_WORDS, "digit"
-    return tuple(n.lower() for n in names), "item"
 
 
 def caption_ids(captions: Sequence[str], device: torch.device) -> Tensor:

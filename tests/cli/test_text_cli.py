@@ -1,0 +1,108 @@
+"""The text commands of `lzn` on a tiny text run: sample for captions, classify by class prompts,
+retrieve images for captions, and their one-line errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from PIL import Image
+
+from lzn.cli.main import main
+from lzn.data import load_split
+from lzn.data.captions import DIGIT_WORDS
+from lzn.models import LatentZoningNetwork
+from lzn.recipes import runner
+from tests.recipes.tiny import sets
+
+PROMPTS = [f"the digit {w}" for w in DIGIT_WORDS]
+
+
+@pytest.fixture(scope="module")
+def text_run(tmp_path_factory):
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # two shared cores: one thread is faster than two contending ones
+    out = tmp_path_factory.mktemp("runs") / "text"
+    overrides = [s for s in sets("text") if not s.startswith("train.checkpoint_every")]
+    runner.train("text", runner.resolve_config("text", "digits", sets=overrides), out)
+    yield out
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def no_text_model(text_run, tmp_path_factory):
+    """A save_pretrained folder of the run's image encoder and decoder alone: data types ("image",)."""
+    m = LatentZoningNetwork.from_pretrained(str(text_run / "model"))
+    out = tmp_path_factory.mktemp("models") / "image-only"
+    LatentZoningNetwork(m.encoder, m.decoder, None, m.flow).save_pretrained(str(out))
+    return out
+
+
+def _fails(args, capsys, *needles):
+    capsys.readouterr()
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith(f"lzn {args[0]}: error:"), err
+    for needle in needles:
+        assert needle in err, err
+
+
+def test_sample_for_captions_writes_one_labelled_row_per_caption(text_run, tmp_path, capsys):
+    (tmp_path / "captions.txt").write_text("a thin one\n\n  \n")
+    capsys.readouterr()
+    args = ["sample", str(text_run), "--caption", "a fat zero", "--caption", "seven, drawn thin and slanted",
+            "--captions-file", str(tmp_path / "captions.txt"), "--per-caption", "3", "--steps", "2",
+            "--out", str(tmp_path / "t2i.png")]
+    assert main(args) == 0
+    assert "3 per caption" in capsys.readouterr().out
+    with Image.open(tmp_path / "t2i.png") as im:  # 3 rows of 3 digits (32 px cells, 1 px padding), captions left
+        assert im.format == "PNG" and im.height == 3 * 33 + 1 and im.width > 3 * 33 + 1 + 40
+
+
+def test_classify_by_prompts_equals_the_model(text_run, tmp_path, capsys):
+    model = LatentZoningNetwork.from_pretrained(str(text_run / "model"))
+    test = load_split(_data_config(text_run), "test")
+    context = "reference" if model.reference is not None else "batch"
+    pred = model.classify(test.images, prompts=PROMPTS, batch_size=200, context=context,
+                          generator=torch.Generator().manual_seed(0))
+    want = (pred == test.labels).float().mean().item()
+    for flags in (["--prompts", *PROMPTS], ["--prompt-template", "the {kind} {cls}"]):
+        capsys.readouterr()
+        assert main(["classify", str(text_run), *flags, "--out", str(tmp_path / "p.npy")]) == 0
+        out = capsys.readouterr().out
+        acc = float(out.split("accuracy: ")[1].split()[0])
+        assert 0.0 <= acc <= 1.0 and acc == pytest.approx(want, abs=1e-4), out
+        assert "prompt classification over 10 prompts" in out
+
+
+def test_retrieve_writes_k_images_per_caption(text_run, tmp_path, capsys):
+    capsys.readouterr()
+    args = ["retrieve", str(text_run), "--caption", "a fat zero", "--caption", "the digit seven", "--k", "4",
+            "--out", str(tmp_path / "r.png")]
+    assert main(args) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("'a fat zero': ") and len(lines[0].split(": ", 1)[1].split(", ")) == 4
+    with Image.open(tmp_path / "r.png") as im:
+        assert im.height == 2 * 33 + 1 and im.width > 4 * 33 + 1 + 40
+
+
+def test_text_flags_fail_in_one_line(text_run, no_text_model, tmp_path, capsys):
+    run = str(text_run)
+    _fails(["sample", str(no_text_model), "--caption", "a fat zero", "--out", str(tmp_path / "s.png")], capsys,
+           "--caption", "data types image", "lzn train text")
+    _fails(["classify", str(no_text_model), "--data", "digits", "--prompts", *PROMPTS], capsys,
+           "--prompts", "data types image", "lzn train text")
+    _fails(["classify", run, "--prompts", "zero", "one"], capsys, "--prompts gives 2 texts", "10 classes")
+    _fails(["classify", run, "--prompts", *PROMPTS, "--prompt-template", "the digit {cls}"], capsys,
+           "--prompts", "--prompt-template", "not both")
+    _fails(["classify", run, "--prompt-template", "the digit"], capsys, "--prompt-template", "{cls}")
+    _fails(["sample", run, "--caption", "a fat zero", "--labels", "0,1"], capsys, "--caption", "--labels", "not both")
+    _fails(["sample", run, "--captions-file", str(tmp_path / "none.txt")], capsys, "--captions-file", "no such file")
+    _fails(["retrieve", run], capsys, "--caption")
+    _fails(["classify", run], capsys, "no label decoder", "--prompt-template")
+
+
+def _data_config(run):
+    from lzn.data import DataConfig
+    from lzn.recipes.config import load_yaml
+
+    return DataConfig(**load_yaml(run / "run.yaml")["config"]["data"])

@@ -170,6 +170,9 @@ def _demo_text(args: argparse.Namespace, start: float) -> int:
     say(f"text-to-image: class consistency {results['test_t2i_class_consistency']:.3f}, attribute consistency "
         f"{results['test_t2i_attribute_consistency']:.3f}")
     say(f"samples for typed captions: {out / 'samples.png'}")
+    say(f"model (save_pretrained: image and text types, the text reference set): {out / 'model'}")
+    say(f'  try: lzn sample {args.out} --caption "a fat zero"; lzn classify {args.out} --prompt-template '
+        f'"the digit {{cls}}" --context batch')
     say(f"report (one HTML page): {write_report(out)}")
     say(f"done in {time.time() - start:.0f} s")
     return 0
@@ -245,8 +248,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="lzn", description="Latent Zoning Networks")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    t = sub.add_parser("train", help="train a recipe (generation, representation, joint, rf, simclr, classifier, nogen)")
-    t.add_argument("recipe")
+    t = sub.add_parser("train", help="train a recipe (generation, representation, joint, text; baselines rf, simclr, "
+                                     "classifier, nogen, clip)")
+    t.add_argument("recipe", help="generation | representation | joint | text | rf | simclr | classifier | nogen | clip")
     t.add_argument("--preset", default=None, help="digits | fashion | cifar10 | imagenet")
     t.add_argument("--config", default=None, help="YAML file of config overrides (merged into the preset)")
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",

@@ -31,7 +31,7 @@ class SimCLRConfig(RepresentationConfig):
 class SimCLRRecipe(RepresentationRecipe):
     """NT-Xent over the gathered batch of both views' projections (the anchors), same encoder and views."""
 
-    name: ClassVar[str] = "simclr"
+    name = "simclr"
     config_cls: ClassVar[type[RecipeConfig]] = SimCLRConfig
     chunkable: ClassVar[bool] = False  # its own step has no chunked form
     cfg: SimCLRConfig
@@ -72,7 +72,7 @@ class ClassifierConfig(RecipeConfig):
 class ClassifierRecipe(Recipe):
     """Supervised cross-entropy: the same encoder (anchor output) plus a linear head."""
 
-    name: ClassVar[str] = "classifier"
+    name = "classifier"
     config_cls: ClassVar[type[RecipeConfig]] = ClassifierConfig
     needs_labels: ClassVar[bool] = True
     cfg: ClassifierConfig

@@ -58,7 +58,7 @@ def symmetric_info_nce(img: Tensor, txt: Tensor, scale: Tensor, match: Tensor) -
 
 
 class CLIPRecipe(CaptionedRecipe):
-    name: ClassVar[str] = "clip"
+    name = "clip"
     config_cls: ClassVar[type[RecipeConfig]] = CLIPConfig
     cfg: CLIPConfig
 

@@ -65,10 +65,11 @@ def build_model(cfg: GenerationConfig, info: DataInfo, *, decoder: bool = True,
 class GenerationRecipe(Recipe):
     """Case study 1 (``generation``) and, with ``encoder: null``, the rectified-flow baseline (``rf``)."""
 
-    name: ClassVar[str] = "generation"
+    name = "generation"
     config_cls: ClassVar[type[RecipeConfig]] = GenerationConfig
     chunkable: ClassVar[bool] = True
     cfg: GenerationConfig
+    lzn: LatentZoningNetwork  # the model holds the networks (``modules`` are its parts)
 
     def __init__(self, cfg: GenerationConfig, info: DataInfo) -> None:
         super().__init__(cfg, info)

@@ -56,7 +56,7 @@ def build_model(cfg: JointConfig, info: DataInfo) -> LatentZoningNetwork:
 class JointRecipe(GenerationRecipe):
     """Case study 3 (``joint``) and, with ``rf_weight: 0``, its "no gen" ablation (``nogen``)."""
 
-    name: ClassVar[str] = "joint"
+    name = "joint"
     config_cls: ClassVar[type[RecipeConfig]] = JointConfig
     needs_labels: ClassVar[bool] = True
     chunkable: ClassVar[bool] = True

@@ -49,11 +49,12 @@ def build_model(cfg: RepresentationConfig, info: DataInfo) -> LatentZoningNetwor
 
 
 class RepresentationRecipe(Recipe):
-    name: ClassVar[str] = "representation"
+    name = "representation"
     config_cls: ClassVar[type[RecipeConfig]] = RepresentationConfig
     chunkable: ClassVar[bool] = True
     streams_eval: ClassVar[bool] = True
     cfg: RepresentationConfig
+    lzn: LatentZoningNetwork  # the model holds the networks (``modules`` are its parts)
 
     def __init__(self, cfg: RepresentationConfig, info: DataInfo) -> None:
         super().__init__(cfg, info)

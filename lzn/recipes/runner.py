@@ -15,6 +15,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -308,7 +309,7 @@ def _evaluation_data(data: DataConfig, train_data: Data) -> tuple[str | None, Da
     return data.train_split, train_data
 
 
-def _check_finite_weights(modules: dict[str, torch.nn.Module]) -> None:
+def _check_finite_weights(modules: Mapping[str, torch.nn.Module]) -> None:
     bad = [n for n, m in modules.items() if not all(bool(torch.isfinite(p).all()) for p in m.parameters())]
     if bad:
         raise RuntimeError(f"training produced NaN or infinite weights in {sorted(bad)}; nothing was exported "

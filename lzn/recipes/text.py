@@ -92,9 +92,10 @@ def build_model(cfg: TextImageConfig, info: DataInfo, encoder: nn.Module, text_e
 
 
 class TextImageRecipe(CaptionedRecipe):
-    name: ClassVar[str] = "text"
+    name = "text"
     config_cls: ClassVar[type[RecipeConfig]] = TextImageConfig
     cfg: TextImageConfig
+    lzn: LatentZoningNetwork  # the model holds the networks (``modules`` are its parts)
 
     def __init__(self, cfg: TextImageConfig, info: DataInfo) -> None:
         super().__init__(cfg, info)

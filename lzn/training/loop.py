@@ -13,7 +13,7 @@ import difflib
 import json
 import math
 import random
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict
 from pathlib import Path
@@ -42,7 +42,7 @@ class Trainer:
 
     def __init__(
         self,
-        modules: dict[str, nn.Module],
+        modules: Mapping[str, nn.Module],
         step_fn: StepFn,
         batches: Callable[[int], Any],
         config: TrainConfig,

@@ -9,8 +9,8 @@ loop, batch and step budget, several seeds (CPU, minutes).
 * ``joint``: case study 3's label decoder (test accuracy), and class consistency of its label-conditional
   samples;
 * ``rf``: class-conditional rectified flow, class consistency of its samples (generation baseline);
-* with ``--fid N``: FID and KID of N samples of text / joint / rf against the test images
-  (EfficientNet-Lite0 features, ``lzn[fid]``), text-to-image from held-out captions.
+* with ``--fid N``: FID and KID of N samples of text / joint / rf against the test images (a seeded draw of
+  at most ``--fid-reals``, 2000; EfficientNet-Lite0 features, ``lzn[fid]``), text-to-image from held-out captions.
 
 Class consistency is judged by one pixel classifier (``lzn.eval.judge.pixel_judge``) fitted on the
 training images. Each (recipe, seed) trains into ``--out/RECIPE-sSEED`` (resumed if present). Prints JSON
@@ -29,9 +29,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import Tensor
 
 from lzn.data import ImageDataset, load_split
-from lzn.eval import class_consistency, fast_extractor, generate_like, generation_metrics
+from lzn.eval import class_consistency, fast_extractor, generate_like
+from lzn.eval.fid import fid, kid
 from lzn.eval.judge import pixel_judge
 from compare_digits import seed_summary  # benchmarks/ is on the path of a script run from it
 from lzn.recipes import runner
@@ -64,10 +66,22 @@ def judged(run_dir: Path, judge: Any, num: int) -> dict[str, float]:
     return {"class_consistency": res["class_consistency"]}
 
 
+_REAL: dict[str, Tensor] = {}  # features of the FID reference images, extracted once per process
+
+
+def real_features(test: ImageDataset, extractor: Any, reals: int) -> Tensor:
+    """Features of at most ``reals`` test images (a seeded draw; all of them when there are fewer)."""
+    key = f"{test.name}-{len(test)}-{reals}"
+    if key not in _REAL:
+        pick = torch.randperm(len(test), generator=torch.Generator().manual_seed(0))[:reals]
+        _REAL[key] = extractor(test.images[pick])
+    return _REAL[key]
+
+
 def fid_of(recipe: str, run_dir: Path, train: ImageDataset, test: ImageDataset, extractor: Any,
-           num: int) -> dict[str, float]:
-    """FID / KID of ``num`` samples against the test images: text-to-image samples of held-out captions
-    for ``text``, label-conditional samples at the training class frequencies for ``joint`` / ``rf``."""
+           num: int, reals: int) -> dict[str, float]:
+    """FID / KID of ``num`` samples against (at most ``reals``) test images: text-to-image samples of held-out
+    captions for ``text``, label-conditional samples at the training class frequencies for ``joint`` / ``rf``."""
     rec, cfg = runner.load_run(run_dir)
     with torch.no_grad():
         if isinstance(rec, TextImageRecipe):
@@ -77,8 +91,9 @@ def fid_of(recipe: str, run_dir: Path, train: ImageDataset, test: ImageDataset, 
         else:
             fake = generate_like(rec.lzn, num, train.labels, sampler=cfg.sampler,  # type: ignore[attr-defined]
                                  steps=cfg.sampler_steps, progress=False)  # type: ignore[attr-defined]
-    gen = generation_metrics(test.images, fake, extractor, kid_subset_size=min(num, len(test)))
-    return {"fid": gen["fid"], "kid": gen["kid_mean"]}
+    real, fake_f = real_features(test, extractor, reals), extractor(fake)  # (N, D), (M, D)
+    kid_mean, _ = kid(real, fake_f, subset_size=min(num, real.shape[0]))
+    return {"fid": fid(real, fake_f), "kid": kid_mean}
 
 
 def main() -> None:
@@ -94,6 +109,8 @@ def main() -> None:
     parser.add_argument("--out", default=None, help="run folders (default runs/text_PRESET)")
     parser.add_argument("--fid", type=int, default=0, metavar="N",
                         help="also FID/KID of N samples vs the test images (EfficientNet-Lite0 features; 0: off)")
+    parser.add_argument("--fid-reals", type=int, default=2000, metavar="N",
+                        help="test images of the FID reference (a seeded draw; all when fewer; default 2000)")
     args = parser.parse_args()
     args.out = args.out or f"runs/text_{args.preset}"
     torch.set_num_threads(args.threads)
@@ -117,7 +134,7 @@ def main() -> None:
                 train, test = (load_split(cfg.data, s) for s in ("train", "test"))
                 assert isinstance(train, ImageDataset) and isinstance(test, ImageDataset)
                 extractor = extractor or fast_extractor(progress=False)
-                res.update(fid_of(recipe, run_dir, train, test, extractor, args.fid))
+                res.update(fid_of(recipe, run_dir, train, test, extractor, args.fid, args.fid_reals))
             runs.setdefault(recipe, []).append(res)
     summary = seed_summary(runs)
     print(json.dumps({"preset": args.preset, "seeds": args.seeds, "steps": args.steps, "batch_size": args.batch_size,

@@ -9,6 +9,10 @@ loop, batch and step budget, several seeds (CPU, minutes).
 * ``joint``: case study 3's label decoder (test accuracy), and class consistency of its label-conditional
   samples;
 * ``rf``: class-conditional rectified flow, class consistency of its samples (generation baseline);
+* ``text_label`` (not run by default): ``text`` with label anchors aligned too (``label_weight=1``), the
+  same figures plus its label decoder's accuracy: does a class-shaped latent space make text-to-image
+  samples follow the caption's class (``benchmarks/text_gap.py`` diagnoses why they do not always)?
+  ``text_align``: ``text`` without the image decoder (``rf_weight=0``): what generation costs retrieval;
 * with ``--fid N``: FID and KID of N samples of text / joint / rf against the test images (a seeded draw of
   at most ``--fid-reals``, 2000; EfficientNet-Lite0 features, ``lzn[fid]``), text-to-image from held-out captions.
 
@@ -44,11 +48,20 @@ SUMMARY = [("text", "test_i2t_recall@1"), ("text", "test_i2t_recall@5"), ("text"
            ("clip", "test_t2i_recall@1"), ("clip", "test_t2i_recall@5"), ("text", "test_prompt_accuracy"),
            ("clip", "test_prompt_accuracy"), ("joint", "test_accuracy"), ("text", "test_t2i_class_consistency"),
            ("text", "test_prompt_class_consistency"), ("joint", "class_consistency"), ("rf", "class_consistency"),
-           ("text", "test_t2i_attribute_consistency"), ("text", "fid"), ("joint", "fid"), ("rf", "fid")]
+           ("text", "test_t2i_attribute_consistency"), ("text", "fid"), ("joint", "fid"), ("rf", "fid"),
+           ("text_label", "test_i2t_recall@1"), ("text_label", "test_prompt_accuracy"),
+           ("text_label", "test_label_accuracy"), ("text_label", "test_t2i_class_consistency"),
+           ("text_label", "fid")]
+
+
+# variants: a recipe with settings of its own, trained into NAME-sSEED
+VARIANTS = {"text_label": ("text", ["label_weight=1.0"]),  # the text recipe with label anchors aligned too
+            "text_align": ("text", ["rf_weight=0"])}  # alignment alone: no decoder sharing the image encoder
 
 
 def settings(recipe: str, seed: int, steps: int, batch: int, text_encoder: str) -> list[str]:
-    out = [f"train.seed={seed}", f"train.steps={steps}", "train.progress=false", f"batch_size={batch}",
+    recipe, extra = VARIANTS.get(recipe, (recipe, []))
+    out = extra + [f"train.seed={seed}", f"train.steps={steps}", "train.progress=false", f"batch_size={batch}",
            f"train.warmup_steps={min(100, steps // 5)}", f"train.checkpoint_every={steps}"]
     if recipe in ("text", "clip"):
         out += [f"text_encoder={text_encoder}", "train.lr=2.0e-3", "eval_pairs=400"]
@@ -98,7 +111,10 @@ def fid_of(recipe: str, run_dir: Path, train: ImageDataset, test: ImageDataset, 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--recipes", nargs="*", default=["text", "clip", "joint", "rf"])
+    parser.add_argument("--recipes", nargs="*", default=["text", "clip", "joint", "rf"],
+                        choices=["text", "clip", "joint", "rf", *VARIANTS],
+                        help="text_label: the text recipe with label anchors too (label_weight=1); text_align: "
+                             "without the image decoder (rf_weight=0)")
     parser.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--batch-size", type=int, default=128)
@@ -109,6 +125,8 @@ def main() -> None:
     parser.add_argument("--out", default=None, help="run folders (default runs/text_PRESET)")
     parser.add_argument("--fid", type=int, default=0, metavar="N",
                         help="also FID/KID of N samples vs the test images (EfficientNet-Lite0 features; 0: off)")
+    parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                        help="a config setting for every run, after the script's own (repeatable)")
     parser.add_argument("--fid-reals", type=int, default=2000, metavar="N",
                         help="test images of the FID reference (a seeded draw; all when fewer; default 2000)")
     args = parser.parse_args()
@@ -116,11 +134,13 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     judge, extractor = None, None
     runs: dict[str, list[dict[str, Any]]] = {}
-    for recipe in args.recipes:
+    for name in args.recipes:
+        recipe = VARIANTS.get(name, (name, []))[0]
         for seed in args.seeds:
             cfg = runner.resolve_config(recipe, args.preset,
-                                        sets=settings(recipe, seed, args.steps, args.batch_size, args.text_encoder))
-            run_dir = Path(args.out) / f"{recipe}-s{seed}"
+                                        sets=settings(name, seed, args.steps, args.batch_size, args.text_encoder)
+                                        + args.sets)
+            run_dir = Path(args.out) / f"{name}-s{seed}"
             start = time.perf_counter()
             res = runner.train(recipe, cfg, run_dir)
             if recipe in ("joint", "rf"):
@@ -130,12 +150,12 @@ def main() -> None:
                     judge = pixel_judge(train_data.images, train_data.labels)
                 res.update(judged(run_dir, judge, 200))
             res["seconds"] = time.perf_counter() - start
-            if args.fid and recipe in ("text", "joint", "rf"):
+            if args.fid and recipe in ("text", "joint", "rf") and "rf_weight=0" not in VARIANTS.get(name, ("", []))[1]:
                 train, test = (load_split(cfg.data, s) for s in ("train", "test"))
                 assert isinstance(train, ImageDataset) and isinstance(test, ImageDataset)
                 extractor = extractor or fast_extractor(progress=False)
                 res.update(fid_of(recipe, run_dir, train, test, extractor, args.fid, args.fid_reals))
-            runs.setdefault(recipe, []).append(res)
+            runs.setdefault(name, []).append(res)
     summary = seed_summary(runs)
     print(json.dumps({"preset": args.preset, "seeds": args.seeds, "steps": args.steps, "batch_size": args.batch_size,
                       "text_encoder": args.text_encoder, "runs": runs, "summary": summary}, indent=2))

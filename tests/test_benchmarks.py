@@ -86,3 +86,29 @@ def test_stream_benchmark_trains_on_generated_shards_and_reports_throughput(tmp_
     assert set(rec["loader_images_per_s"]["224_two_view"]) == {"workers_0", "workers_1", "workers_2"}
     assert out.stdout.strip().splitlines()[-1].startswith("summary: 600 images on shards")
     assert list(tmp_path.iterdir()) == []  # the generated shards are removed
+
+
+def test_text_benchmark_and_its_gap_diagnosis_run_on_a_tiny_budget(tmp_path):
+    from tests.recipes.tiny import sets
+
+    tiny = [a for item in sets("text") for a in ("--set", item)]
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks/text_digits.py"), "--recipes", "text", "text_align",
+                          "--seeds", "0", "--steps", "3", "--batch-size", "64", "--text-encoder", "small",
+                          "--out", str(tmp_path), *tiny], check=True, capture_output=True, text=True, cwd=ROOT,
+                         timeout=300)
+    report = json.loads(out.stdout[: out.stdout.rindex("}") + 1])
+    assert set(report["runs"]) == {"text", "text_align"}
+    assert "test_t2i_class_consistency" in report["runs"]["text"][0]  # the decoder's figures
+    assert "test_t2i_class_consistency" not in report["runs"]["text_align"][0]  # rf_weight=0: no decoder
+    assert "rf_weight: 0" in (tmp_path / "text_align-s0" / "run.yaml").read_text()
+    gap = subprocess.run([sys.executable, str(ROOT / "benchmarks/text_gap.py"), str(tmp_path / "text-s0"), "--num", "8",
+                          "--alphas", "0", "--refs", "3"], check=True, capture_output=True, text=True, cwd=ROOT,
+                         timeout=300)
+    summary = json.loads(gap.stdout[: gap.stdout.rindex("}") + 1])["summary"]
+    assert set(summary) == {"real", "image_latent", "image_nn", "caption", "caption_nn", "caption_alpha=0",
+                            "caption_ref=3"}
+    assert all(0.0 <= v["mean"] <= 1.0 for v in summary.values())
+    assert gap.stdout.strip().splitlines()[-1].startswith("text_gap (1 runs")
+    bad = subprocess.run([sys.executable, str(ROOT / "benchmarks/text_gap.py"), str(tmp_path / "text_align-s0")],
+                         capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert bad.returncode != 0 and "no image decoder" in bad.stderr

@@ -1,0 +1,126 @@
+"""Where do text-to-image samples lose their caption's class? A diagnosis of finished ``text`` runs.
+
+``benchmarks/text_digits.py`` finds that LZN's text-to-image samples follow the caption's class less
+often than label-conditional samples follow their label. This script splits that figure into its parts,
+on the held-out pairs of each run folder given (``runs/text_digits/text-s0`` ...), with one pixel judge
+fitted on the training images:
+
+* ``real``: the judge on the held-out images themselves, the ceiling of every other figure.
+* ``image_latent``: the image decoder fed the latents of the held-out *images* (batch context, the
+  training protocol). The decoder's own ceiling: what it does with latents from the zones it was trained on.
+* ``caption``: the decoder fed caption latents, each drawn from its zone against the run's reference set
+  (``batch_size - 1`` training captions): the figure the text recipe reports.
+* ``caption_nn``: no decoding: the class of the nearest held-out image latent to each caption latent
+  (``image_nn``: the same for each image latent, itself left out). When ``caption_nn`` is near
+  ``caption`` and far below ``image_nn``, the loss happens before the decoder: caption zones sit among
+  the image zones of other classes.
+* ``caption_alpha=A``: captions drawn with a narrower zone (noise scale A < 1 moves the latent toward the
+  zone's most typical point, method.md §2.9): how much class consistency a narrower draw buys.
+* ``caption_ref=R``: the reference set of R training captions instead of the run's.
+
+Prints JSON (per run, then mean and sample sd over runs) and a one-line summary.
+
+    nice python benchmarks/text_gap.py runs/text_digits/text-s0 runs/text_digits/text-s1 runs/text_digits/text-s2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from lzn.data import ImageDataset, load_split
+from lzn.eval.judge import pixel_judge
+from lzn.recipes import runner
+from lzn.recipes.text import TextImageRecipe
+
+
+def nearest_class(queries: Tensor, keys: Tensor, key_labels: Tensor, leave_out: bool) -> Tensor:
+    """Label of each query's nearest key (Euclidean); ``leave_out``: queries are the keys, skip self."""
+    dist = torch.cdist(queries, keys)  # (M, N)
+    if leave_out:
+        dist.fill_diagonal_(float("inf"))
+    return key_labels[dist.argmin(dim=1)]
+
+
+def diagnose(run_dir: Path, num: int, alphas: list[float], refs: list[int]) -> dict[str, float]:
+    rec, cfg = runner.load_run(run_dir)
+    if not isinstance(rec, TextImageRecipe):
+        raise SystemExit(f"text_gap.py: {run_dir} is a run of the {rec.name!r} recipe; expected a run of 'text'")
+    if rec.lzn.decoder is None:
+        raise SystemExit(f"text_gap.py: {run_dir} has no image decoder (rf_weight = 0)")
+    train, test = (load_split(cfg.data, s) for s in ("train", "test"))
+    assert isinstance(train, ImageDataset) and isinstance(test, ImageDataset) and train.labels is not None
+    judge = pixel_judge(train.images, train.labels, train.num_classes)
+    rec.attach_data(train)
+    images, labels, pairs = rec.held_out_pairs(test)
+    n = min(num, len(pairs.captions))
+    images, labels, captions = images[:n].to(rec.device), labels[:n], pairs.captions[:n]
+    lzn, out = rec.lzn, {}
+    kw = {"sampler": cfg.sampler, "steps": cfg.sampler_steps}
+
+    def judged(fake: Tensor) -> float:
+        return float((judge(fake.clamp(-1, 1).cpu()) == labels).float().mean())
+
+    with torch.no_grad():
+        out["real"] = judged(images)  # the judge's own accuracy: the ceiling of every figure below
+        gen = torch.Generator(device=rec.device).manual_seed(0)
+        z_img = lzn.latents("image", images, context="batch", generator=gen)  # (n, q)
+        out["image_latent"] = judged(lzn.decode("image", z_img, generator=gen, **kw))  # type: ignore[arg-type]
+        out["image_nn"] = float((nearest_class(z_img, z_img, labels, True) == labels).float().mean())
+        base_ref = list(rec.reference_captions or [])
+        rec.build_references()
+        gen = torch.Generator(device=rec.device).manual_seed(1)  # not the images' noise: latents near the
+        z_cap = lzn.latents("text", captions, generator=gen)  # noise would pair up; against the reference set
+        out["caption"] = judged(rec.generate_from_text(captions, generator=torch.Generator(device=rec.device)
+                                                       .manual_seed(0)))  # the recipe's own figure
+        out["caption_nn"] = float((nearest_class(z_cap, z_img, labels, False) == labels).float().mean())
+        for alpha in alphas:
+            gen = torch.Generator(device=rec.device).manual_seed(0)
+            fake = lzn.generate(given=("text", captions), noise_scale=alpha, generator=gen, **kw).images
+            out[f"caption_alpha={alpha:g}"] = judged(fake)
+        all_train = rec.train_captions or []
+        for size in refs:
+            pick = torch.randperm(len(all_train), generator=torch.Generator().manual_seed(1))[:size]
+            fake = rec.generate_from_text(captions, reference_captions=[all_train[i] for i in pick.tolist()],
+                                          generator=torch.Generator(device=rec.device).manual_seed(0))
+            out[f"caption_ref={size}"] = judged(fake)
+        rec.reference_captions = base_ref
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("runs", nargs="+", type=Path, help="finished text run folders")
+    parser.add_argument("--num", type=int, default=200, help="held-out pairs per run (default 200)")
+    parser.add_argument("--alphas", type=float, nargs="*", default=[0.5, 0.0], help="narrower zone draws")
+    parser.add_argument("--refs", type=int, nargs="*", default=[15, 1023], help="other reference set sizes")
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    for run in args.runs:
+        if not (run / "run.yaml").is_file():
+            raise SystemExit(f"text_gap.py: {run} is not a run folder (no run.yaml); train one with "
+                             "benchmarks/text_digits.py or `lzn train text --out DIR`")
+    per_run: dict[str, dict[str, float]] = {}
+    for run in args.runs:
+        per_run[str(run)] = diagnose(run, args.num, args.alphas, args.refs)
+        print(f"{run}: " + ", ".join(f"{k} {v:.3f}" for k, v in per_run[str(run)].items()), file=sys.stderr)
+    keys = list(next(iter(per_run.values())))
+    summary: dict[str, Any] = {}
+    for k in keys:
+        vals = [r[k] for r in per_run.values()]
+        summary[k] = {"mean": statistics.fmean(vals), "sd": statistics.stdev(vals) if len(vals) > 1 else 0.0}
+    print(json.dumps({"runs": per_run, "summary": summary, "num": args.num}, indent=2))
+    print(f"text_gap ({len(per_run)} runs, class consistency): "
+          + "; ".join(f"{k} {summary[k]['mean']:.3f}+-{summary[k]['sd']:.3f}" for k in keys))
+
+
+if __name__ == "__main__":
+    main()

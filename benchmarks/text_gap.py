@@ -6,16 +6,16 @@ on the held-out pairs of each run folder given (``runs/text_digits/text-s0`` ...
 fitted on the training images:
 
 * ``real``: the judge on the held-out images themselves, the ceiling of every other figure.
-* ``image_latent``: the image decoder fed the latents of the held-out *images* (batch context, the
-  training protocol). The decoder's own ceiling: what it does with latents from the zones it was trained on.
+* ``image_latent``: the image decoder fed the latents of the held-out *images* (batch context and the
+  run's noise scale: the training protocol). The decoder's own ceiling: what it does with latents from the zones it was trained on.
 * ``caption``: the decoder fed caption latents, each drawn from its zone against the run's reference set
   (``batch_size - 1`` training captions): the figure the text recipe reports.
 * ``caption_nn``: no decoding: the class of the nearest held-out image latent to each caption latent
   (``image_nn``: the same for each image latent, itself left out). When ``caption_nn`` is near
   ``caption`` and far below ``image_nn``, the loss happens before the decoder: caption zones sit among
   the image zones of other classes.
-* ``caption_alpha=A``: captions drawn with a narrower zone (noise scale A < 1 moves the latent toward the
-  zone's most typical point, method.md §2.9): how much class consistency a narrower draw buys.
+* ``caption_alpha=A``: caption latents drawn with noise scale A instead of the run's ``noise_scale`` (0.45;
+  0 takes each zone's most typical point, 1 the whole zone, method.md §2.9): what a narrower draw buys.
 * ``caption_ref=R``: the reference set of R training captions instead of the run's.
 
 Prints JSON (per run, then mean and sample sd over runs) and a one-line summary.
@@ -71,20 +71,22 @@ def diagnose(run_dir: Path, num: int, alphas: list[float], refs: list[int]) -> d
     with torch.no_grad():
         out["real"] = judged(images)  # the judge's own accuracy: the ceiling of every figure below
         gen = torch.Generator(device=rec.device).manual_seed(0)
-        z_img = lzn.latents("image", images, context="batch", generator=gen)  # (n, q)
+        alpha = lzn.flow.noise_scale  # the run's noise_scale: training's and generation's alpha
+        z_img = lzn.latents("image", images, context="batch", noise_scale=alpha, generator=gen)  # (n, q)
         out["image_latent"] = judged(lzn.decode("image", z_img, generator=gen, **kw))  # type: ignore[arg-type]
         out["image_nn"] = float((nearest_class(z_img, z_img, labels, True) == labels).float().mean())
         base_ref = list(rec.reference_captions or [])
         rec.build_references()
         gen = torch.Generator(device=rec.device).manual_seed(1)  # not the images' noise: latents near the
-        z_cap = lzn.latents("text", captions, generator=gen)  # noise would pair up; against the reference set
+        z_cap = lzn.latents("text", captions, noise_scale=alpha, generator=gen)  # noise would pair up; over
+        # the reference set
         out["caption"] = judged(rec.generate_from_text(captions, generator=torch.Generator(device=rec.device)
                                                        .manual_seed(0)))  # the recipe's own figure
         out["caption_nn"] = float((nearest_class(z_cap, z_img, labels, False) == labels).float().mean())
-        for alpha in alphas:
+        for a in alphas:
             gen = torch.Generator(device=rec.device).manual_seed(0)
-            fake = lzn.generate(given=("text", captions), noise_scale=alpha, generator=gen, **kw).images
-            out[f"caption_alpha={alpha:g}"] = judged(fake)
+            fake = lzn.generate(given=("text", captions), noise_scale=a, generator=gen, **kw).images
+            out[f"caption_alpha={a:g}"] = judged(fake)
         all_train = rec.train_captions or []
         for size in refs:
             pick = torch.randperm(len(all_train), generator=torch.Generator().manual_seed(1))[:size]
@@ -99,7 +101,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", nargs="+", type=Path, help="finished text run folders")
     parser.add_argument("--num", type=int, default=200, help="held-out pairs per run (default 200)")
-    parser.add_argument("--alphas", type=float, nargs="*", default=[0.5, 0.0], help="narrower zone draws")
+    parser.add_argument("--alphas", type=float, nargs="*", default=[0.0, 1.0], help="other noise scales of the draw")
     parser.add_argument("--refs", type=int, nargs="*", default=[15, 1023], help="other reference set sizes")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()

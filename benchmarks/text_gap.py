@@ -55,6 +55,9 @@ def diagnose(run_dir: Path, num: int, alphas: list[float], refs: list[int]) -> d
         raise SystemExit(f"text_gap.py: {run_dir} is a run of the {rec.name!r} recipe; expected a run of 'text'")
     if rec.lzn.decoder is None:
         raise SystemExit(f"text_gap.py: {run_dir} has no image decoder (rf_weight = 0)")
+    if cfg.data.name == "captions":
+        raise SystemExit(f"text_gap.py: {run_dir} trained on your own captions (data.name=captions): they name no "
+                         "class to check; the diagnosis needs digits or fashion")
     train, test = (load_split(cfg.data, s) for s in ("train", "test"))
     assert isinstance(train, ImageDataset) and isinstance(test, ImageDataset) and train.labels is not None
     judge = pixel_judge(train.images, train.labels, train.num_classes)

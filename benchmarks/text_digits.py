@@ -147,7 +147,7 @@ def main() -> None:
                     judge = pixel_judge(train_data.images, train_data.labels)
                 res.update(judged(run_dir, judge, 200))
             res["seconds"] = time.perf_counter() - start
-            if args.fid and recipe in ("text", "joint", "rf") and "rf_weight=0" not in VARIANTS.get(name, ("", []))[1]:
+            if args.fid and recipe in ("text", "joint", "rf") and getattr(cfg, "rf_weight", 1.0) > 0:  # a decoder
                 train, test = (load_split(cfg.data, s) for s in ("train", "test"))
                 assert isinstance(train, ImageDataset) and isinstance(test, ImageDataset)
                 extractor = extractor or fast_extractor(progress=False)
@@ -156,7 +156,8 @@ def main() -> None:
     summary = seed_summary(runs)
     print(json.dumps({"preset": args.preset, "seeds": args.seeds, "steps": args.steps, "batch_size": args.batch_size,
                       "text_encoder": args.text_encoder, "runs": runs, "summary": summary}, indent=2))
-    shown = SUMMARY + [(v, m) for v in VARIANTS for r, m in SUMMARY if r == "text"] + [("text_label", "test_label_accuracy")]
+    shown = (SUMMARY + [(v, m) for v in VARIANTS for r, m in SUMMARY if r == "text"]
+             + [("text_label", "test_label_accuracy")])
     parts = [f"{r} {m.removeprefix('test_')} {summary[r][m]['mean']:.3f}+-{summary[r][m]['sd']:.3f}"
              for r, m in shown if m in summary.get(r, {})]
     print(f"text_{args.preset} ({len(args.seeds)} seeds, {args.steps} steps, batch {args.batch_size}): " + "; ".join(parts))

@@ -7,7 +7,8 @@ fitted on the training images:
 
 * ``real``: the judge on the held-out images themselves, the ceiling of every other figure.
 * ``image_latent``: the image decoder fed the latents of the held-out *images* (batch context and the
-  run's noise scale: the training protocol). The decoder's own ceiling: what it does with latents from the zones it was trained on.
+  run's noise scale: the training protocol). The decoder's own ceiling: what it does with latents from
+  the zones it was trained on.
 * ``caption``: the decoder fed caption latents, each drawn from its zone against the run's reference set
   (``batch_size - 1`` training captions): the figure the text recipe reports.
 * ``caption_nn``: no decoding: the class of the nearest held-out image latent to each caption latent
@@ -27,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 from pathlib import Path
 from typing import Any
@@ -39,6 +39,21 @@ from lzn.data import ImageDataset, load_split
 from lzn.eval.judge import pixel_judge
 from lzn.recipes import runner
 from lzn.recipes.text import TextImageRecipe
+
+from compare_digits import seed_summary  # benchmarks/ is on the path of a script run from it
+
+_JUDGES: dict[str, tuple[ImageDataset, ImageDataset, Any]] = {}  # per data config: train, test, pixel judge
+
+
+def data_and_judge(data_cfg: Any) -> tuple[ImageDataset, ImageDataset, Any]:
+    """The train and test splits of a run's data and a pixel judge fitted on the training images, once per
+    data config (the runs of one preset share them)."""
+    key = repr(data_cfg)
+    if key not in _JUDGES:
+        train, test = (load_split(data_cfg, s) for s in ("train", "test"))
+        assert isinstance(train, ImageDataset) and isinstance(test, ImageDataset) and train.labels is not None
+        _JUDGES[key] = train, test, pixel_judge(train.images, train.labels, train.num_classes)
+    return _JUDGES[key]
 
 
 def nearest_class(queries: Tensor, keys: Tensor, key_labels: Tensor, leave_out: bool) -> Tensor:
@@ -58,9 +73,7 @@ def diagnose(run_dir: Path, num: int, alphas: list[float], refs: list[int]) -> d
     if cfg.data.name == "captions":
         raise SystemExit(f"text_gap.py: {run_dir} trained on your own captions (data.name=captions): they name no "
                          "class to check; the diagnosis needs digits or fashion")
-    train, test = (load_split(cfg.data, s) for s in ("train", "test"))
-    assert isinstance(train, ImageDataset) and isinstance(test, ImageDataset) and train.labels is not None
-    judge = pixel_judge(train.images, train.labels, train.num_classes)
+    train, test, judge = data_and_judge(cfg.data)
     rec.attach_data(train)
     images, labels, pairs = rec.held_out_pairs(test)
     n = min(num, len(pairs.captions))
@@ -78,13 +91,11 @@ def diagnose(run_dir: Path, num: int, alphas: list[float], refs: list[int]) -> d
         z_img = lzn.latents("image", images, context="batch", noise_scale=alpha, generator=gen)  # (n, q)
         out["image_latent"] = judged(lzn.decode("image", z_img, generator=gen, **kw))  # type: ignore[arg-type]
         out["image_nn"] = float((nearest_class(z_img, z_img, labels, True) == labels).float().mean())
-        base_ref = list(rec.reference_captions or [])
-        rec.build_references()
-        gen = torch.Generator(device=rec.device).manual_seed(1)  # not the images' noise: latents near the
-        z_cap = lzn.latents("text", captions, noise_scale=alpha, generator=gen)  # noise would pair up; over
-        # the reference set
+        # the recipe's own figure; generate_from_text builds the text reference set the latents below use
         out["caption"] = judged(rec.generate_from_text(captions, generator=torch.Generator(device=rec.device)
-                                                       .manual_seed(0)))  # the recipe's own figure
+                                                       .manual_seed(0)))
+        gen = torch.Generator(device=rec.device).manual_seed(1)  # not the images' noise, or the two would pair up
+        z_cap = lzn.latents("text", captions, noise_scale=alpha, generator=gen)  # over the reference set
         out["caption_nn"] = float((nearest_class(z_cap, z_img, labels, False) == labels).float().mean())
         for a in alphas:
             gen = torch.Generator(device=rec.device).manual_seed(0)
@@ -96,7 +107,6 @@ def diagnose(run_dir: Path, num: int, alphas: list[float], refs: list[int]) -> d
             fake = rec.generate_from_text(captions, reference_captions=[all_train[i] for i in pick.tolist()],
                                           generator=torch.Generator(device=rec.device).manual_seed(0))
             out[f"caption_ref={size}"] = judged(fake)
-        rec.reference_captions = base_ref
     return out
 
 
@@ -117,11 +127,8 @@ def main() -> None:
     for run in args.runs:
         per_run[str(run)] = diagnose(run, args.num, args.alphas, args.refs)
         print(f"{run}: " + ", ".join(f"{k} {v:.3f}" for k, v in per_run[str(run)].items()), file=sys.stderr)
-    keys = list(next(iter(per_run.values())))
-    summary: dict[str, Any] = {}
-    for k in keys:
-        vals = [r[k] for r in per_run.values()]
-        summary[k] = {"mean": statistics.fmean(vals), "sd": statistics.stdev(vals) if len(vals) > 1 else 0.0}
+    keys = list(next(iter(per_run.values())))  # in measuring order
+    summary = seed_summary({"gap": list(per_run.values())})["gap"]
     print(json.dumps({"runs": per_run, "summary": summary, "num": args.num}, indent=2))
     print(f"text_gap ({len(per_run)} runs, class consistency): "
           + "; ".join(f"{k} {summary[k]['mean']:.3f}+-{summary[k]['sd']:.3f}" for k in keys))

@@ -41,6 +41,7 @@ from lzn.eval.fid import fid, kid
 from lzn.eval.judge import pixel_judge
 from compare_digits import seed_summary  # benchmarks/ is on the path of a script run from it
 from lzn.recipes import runner
+from lzn.recipes.config import ConfigError
 from lzn.recipes.text import TextImageRecipe
 
 SUMMARY = [("text", "test_i2t_recall@1"), ("text", "test_i2t_recall@5"), ("text", "test_t2i_recall@1"),
@@ -131,28 +132,33 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     judge, extractor = None, None
     runs: dict[str, list[dict[str, Any]]] = {}
+    plan = []  # every run's config, resolved before the first one trains: a mistyped --set stops at once
     for name in args.recipes:
         recipe = VARIANTS.get(name, (name, []))[0]
         for seed in args.seeds:
-            cfg = runner.resolve_config(recipe, args.preset,
-                                        sets=settings(name, seed, args.steps, args.batch_size, args.text_encoder)
-                                        + args.sets)
-            run_dir = Path(args.out) / f"{name}-s{seed}"
-            start = time.perf_counter()
-            res = runner.train(recipe, cfg, run_dir)
-            if recipe in ("joint", "rf"):
-                if judge is None:
-                    train_data = load_split(cfg.data, "train")
-                    assert isinstance(train_data, ImageDataset) and train_data.labels is not None
-                    judge = pixel_judge(train_data.images, train_data.labels)
-                res.update(judged(run_dir, judge, 200))
-            res["seconds"] = time.perf_counter() - start
-            if args.fid and recipe in ("text", "joint", "rf") and getattr(cfg, "rf_weight", 1.0) > 0:  # a decoder
-                train, test = (load_split(cfg.data, s) for s in ("train", "test"))
-                assert isinstance(train, ImageDataset) and isinstance(test, ImageDataset)
-                extractor = extractor or fast_extractor(progress=False)
-                res.update(fid_of(recipe, run_dir, train, test, extractor, args.fid, args.fid_reals))
-            runs.setdefault(name, []).append(res)
+            try:
+                plan.append((name, recipe, seed, runner.resolve_config(
+                    recipe, args.preset, sets=settings(name, seed, args.steps, args.batch_size, args.text_encoder)
+                    + args.sets)))
+            except ConfigError as err:
+                parser.error(f"{name}: {err}")
+    for name, recipe, seed, cfg in plan:
+        run_dir = Path(args.out) / f"{name}-s{seed}"
+        start = time.perf_counter()
+        res = runner.train(recipe, cfg, run_dir)
+        if recipe in ("joint", "rf"):
+            if judge is None:
+                train_data = load_split(cfg.data, "train")
+                assert isinstance(train_data, ImageDataset) and train_data.labels is not None
+                judge = pixel_judge(train_data.images, train_data.labels)
+            res.update(judged(run_dir, judge, 200))
+        res["seconds"] = time.perf_counter() - start
+        if args.fid and recipe in ("text", "joint", "rf") and getattr(cfg, "rf_weight", 1.0) > 0:  # a decoder
+            train, test = (load_split(cfg.data, s) for s in ("train", "test"))
+            assert isinstance(train, ImageDataset) and isinstance(test, ImageDataset)
+            extractor = extractor or fast_extractor(progress=False)
+            res.update(fid_of(recipe, run_dir, train, test, extractor, args.fid, args.fid_reals))
+        runs.setdefault(name, []).append(res)
     summary = seed_summary(runs)
     print(json.dumps({"preset": args.preset, "seeds": args.seeds, "steps": args.steps, "batch_size": args.batch_size,
                       "text_encoder": args.text_encoder, "runs": runs, "summary": summary}, indent=2))

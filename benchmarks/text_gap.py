@@ -118,6 +118,10 @@ def main() -> None:
     parser.add_argument("--refs", type=int, nargs="*", default=[15, 1023], help="other reference set sizes")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
+    if args.num < 1 or any(r < 1 for r in args.refs) or args.threads < 1:
+        parser.error("--num, --refs and --threads take whole numbers >= 1")
+    if any(not 0.0 <= a < float("inf") for a in args.alphas):  # NaN fails this too
+        parser.error(f"--alphas: noise scales are finite numbers >= 0, got {args.alphas}")
     torch.set_num_threads(args.threads)
     for run in args.runs:
         if not (run / "run.yaml").is_file():

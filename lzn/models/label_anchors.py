@@ -1,7 +1,9 @@
 """Labels as a data type: encoder, decoder and class-conditional latents (method.md §3.4, §3.5, §7).
 
-The label encoder is a learnable (num_classes, q) anchor matrix initialised N(0, 1) (§7.2); it is an
-ordinary parameter, so DDP all-reduces its gradient like any other (no dummy inputs needed).
+The label encoder is a learnable (num_classes, q) anchor matrix initialised N(0, 1) (§7.2) or, with
+``init="simplex"``, as the vertices of a randomly rotated regular simplex (every pair of classes equally far
+apart, each anchor of norm sqrt(q), method.md §7.2); it is an ordinary parameter, so DDP all-reduces its
+gradient like any other (no dummy inputs needed).
 """
 
 from __future__ import annotations
@@ -11,15 +13,36 @@ from torch import Tensor, nn
 
 from lzn.core import zones
 
+LABEL_INITS = ("normal", "simplex")
+
+
+def simplex_anchors(num_classes: int, latent_dim: int, generator: torch.Generator | None = None) -> Tensor:
+    """K = ``num_classes`` points in R^q, centred at 0, pairwise equidistant, each of norm sqrt(q) (the typical
+    norm of an N(0, I) draw), in a random orientation: (K, q). Needs K - 1 <= q."""
+    k, q = num_classes, latent_dim
+    if k - 1 > q:
+        raise ValueError(f"a simplex of {k} label anchors needs latent_dim >= {k - 1}, got {q}; use init='normal'")
+    centred = torch.eye(k, dtype=torch.float64) - 1.0 / k  # (K, K): rows equidistant, spanning K - 1 dimensions
+    basis, _ = torch.linalg.qr(centred[:, : k - 1])  # (K, K-1): orthonormal basis of the sum-zero subspace
+    coords = centred @ basis  # (K, K-1)
+    rotation, _ = torch.linalg.qr(torch.randn(q, k - 1, generator=generator, dtype=torch.float64))  # (q, K-1)
+    points = coords @ rotation.t()  # (K, q)
+    return (points / points.norm(dim=1, keepdim=True) * q**0.5).float()
+
 
 class LabelAnchors(nn.Module):
-    def __init__(self, num_classes: int, latent_dim: int, *, generator: torch.Generator | None = None) -> None:
+    def __init__(self, num_classes: int, latent_dim: int, *, init: str = "normal",
+                 generator: torch.Generator | None = None) -> None:
         super().__init__()
         if num_classes < 2 or latent_dim < 1:
             raise ValueError(f"LabelAnchors needs num_classes >= 2 and latent_dim >= 1, got {num_classes}, {latent_dim}")
+        if init not in LABEL_INITS:
+            raise ValueError(f"label anchor init must be one of {list(LABEL_INITS)}, got {init!r}")
         self.num_classes = num_classes
         self.latent_dim = latent_dim
-        self.weight = nn.Parameter(torch.randn(num_classes, latent_dim, generator=generator))  # (K, q)
+        weight = (torch.randn(num_classes, latent_dim, generator=generator) if init == "normal"
+                  else simplex_anchors(num_classes, latent_dim, generator))
+        self.weight = nn.Parameter(weight)  # (K, q)
 
     def forward(self, labels: Tensor) -> Tensor:
         """Label encoder: (B,) class indices -> (B, q) anchors."""

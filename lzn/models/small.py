@@ -4,8 +4,9 @@ These are scaled-down stand-ins for the NCSN++ decoder and U-Net encoder of meth
 keeping their interfaces:
 
 * ``SmallEncoder``: (B, C, S, S) -> anchors (B, q); conv + GroupNorm + SiLU layers with stride-2
-  down-sampling, global average pooling ("features"), an MLP head. Unconstrained output, optional
-  dropout (active in training mode, method.md §5.5).
+  down-sampling, global average pooling ("features"), an MLP head. Unconstrained output, or with
+  ``head_norm`` a GroupNorm over groups of 8 coordinates with a learnable affine (anchors of norm about
+  sqrt(q), as case study 2's projection head); optional dropout (active in training mode, method.md §5.5).
 * ``SmallUNet``: the image rectified-flow velocity network v(x_s, s | latent, label). The condition
   vector is ``ConditionMLP([latent, one-hot label, sinusoidal(999 s)])`` (method.md §5.4); every residual
   block adds SiLU -> Linear -> channel-wise bias of it. s is the image RF clock (0 = noise, 1 = data),
@@ -35,6 +36,15 @@ def group_norm(channels: int, max_groups: int = 32) -> nn.GroupNorm:
     while channels % groups:
         groups -= 1
     return nn.GroupNorm(groups, channels, eps=1e-6)
+
+
+def anchor_norm(latent_dim: int) -> nn.GroupNorm:
+    """GroupNorm over groups of 8 anchor coordinates (fewer groups when 8 does not divide q), learnable
+    affine: each group standardised, so anchors sit at a norm of about sqrt(q) whatever the trunk does."""
+    groups = max(1, latent_dim // 8)
+    while latent_dim % groups:
+        groups -= 1
+    return nn.GroupNorm(groups, latent_dim, eps=1e-6)
 
 
 def _check_images(x: Tensor, channels: int, size: int, who: str) -> None:
@@ -67,13 +77,15 @@ class SmallEncoderConfig:
     channels: tuple[int, ...] = (32, 64, 128)
     hidden: int = 256
     dropout: float = 0.0
+    head_norm: bool = False  # end the head in GroupNorm over groups of 8 coordinates (method.md §5.5)
 
 
 class SmallEncoder(nn.Module):
-    """Small CNN encoder: (B, C, S, S) in [-1, 1] -> anchors (B, latent_dim), no output normalisation.
+    """Small CNN encoder: (B, C, S, S) in [-1, 1] -> anchors (B, latent_dim).
 
     stem conv3x3 -> GN -> SiLU; per further level: conv3x3/2 -> GN -> SiLU -> conv3x3 -> GN -> SiLU;
-    global average pool -> ``features`` (B, channels[-1]); head Linear -> SiLU -> Dropout -> Linear.
+    global average pool -> ``features`` (B, channels[-1]); head Linear -> SiLU -> Dropout -> Linear, then
+    with ``head_norm`` GroupNorm(max(1, latent_dim // 8) groups, affine) over the anchor coordinates.
     Build with a config, keyword overrides, or both: ``SmallEncoder(image_size=28, latent_dim=32)``.
     """
 
@@ -101,6 +113,7 @@ class SmallEncoder(nn.Module):
             nn.SiLU(),
             nn.Dropout(cfg.dropout),
             nn.Linear(cfg.hidden, cfg.latent_dim),
+            *([anchor_norm(cfg.latent_dim)] if cfg.head_norm else []),
         )
 
     def features(self, x: Tensor) -> Tensor:

@@ -44,7 +44,7 @@ class GenerationConfig(RecipeConfig):
 
 
 def build_model(cfg: GenerationConfig, info: DataInfo, *, decoder: bool = True,
-                label_anchors: bool = False) -> LatentZoningNetwork:
+                label_anchors: bool = False, label_init: str = "normal") -> LatentZoningNetwork:
     """The model of a generation-style run (method.md §5.3, §7.2): an image encoder (none when ``cfg.encoder``
     is null: the plain RF baseline, whose decoder then sees no latent), an image decoder (class-conditional
     with ``cfg.class_conditional``), optional label anchors. Networks are built in that order, so a seed
@@ -57,7 +57,7 @@ def build_model(cfg: GenerationConfig, info: DataInfo, *, decoder: bool = True,
     enc = None if cfg.encoder is None else build_net(cfg.encoder, info, cfg.latent_dim)
     q = cfg.latent_dim if enc is not None else 0  # a decoder without an encoder gets no latent
     dec = build_net(cfg.decoder, info, q, classes, key="decoder") if decoder else None
-    anchors = LabelAnchors(info.num_classes, cfg.latent_dim) if label_anchors else None
+    anchors = LabelAnchors(info.num_classes, cfg.latent_dim, init=label_init) if label_anchors else None
     named = info.class_names and (anchors is not None or (classes and dec is not None))
     return LatentZoningNetwork(enc, dec, anchors, cfg.flow, class_names=tuple(info.class_names) if named else None)
 

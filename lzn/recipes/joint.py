@@ -21,6 +21,7 @@ from lzn.eval import accuracy
 from lzn.models import LatentZoningNetwork
 from lzn.models.network import Context
 from lzn.recipes.common import DataInfo, RecipeConfig, backward, cached_anchors
+from lzn.recipes.config import ConfigError
 from lzn.recipes import generation
 from lzn.recipes.generation import GenerationConfig, GenerationRecipe
 from lzn.training import StepOutput
@@ -34,6 +35,7 @@ class JointConfig(GenerationConfig):
     cutoff: float = 0.2  # fraction of recorded reverse steps dropped (method.md §3.3)
     align_form: Literal["prob", "log"] = "prob"
     class_weights: bool = True  # label mixture weights = global batch class frequencies (method.md §3.4)
+    label_init: Literal["normal", "simplex"] = "normal"  # label anchors N(0, I) or a regular simplex (method.md §7.2)
     eval_noise_scale: float = 1.0  # alpha of test latents for `test_accuracy` (paper's plain metric: 1)
     eval_alphas: list[float] = field(default_factory=lambda: [0.0, 0.5, 1.0])  # also reported (method.md §8.2)
 
@@ -50,7 +52,10 @@ class JointConfig(GenerationConfig):
 def build_model(cfg: JointConfig, info: DataInfo) -> LatentZoningNetwork:
     """Image encoder, image decoder (none with ``rf_weight = 0``: the "no gen" ablation, method.md §7.6),
     label anchors (method.md §7.2)."""
-    return generation.build_model(cfg, info, decoder=cfg.rf_weight > 0, label_anchors=True)
+    if cfg.label_init == "simplex" and info.num_classes - 1 > cfg.latent_dim:
+        raise ConfigError(f"label_init: a simplex of {info.num_classes} label anchors needs latent_dim >= "
+                          f"{info.num_classes - 1}, got {cfg.latent_dim}; use label_init: normal")
+    return generation.build_model(cfg, info, decoder=cfg.rf_weight > 0, label_anchors=True, label_init=cfg.label_init)
 
 
 class JointRecipe(GenerationRecipe):

@@ -47,3 +47,29 @@ def test_class_log_weights_count_zero_classes():
 def test_bad_labels(bad):
     with pytest.raises(ValueError, match="labels"):
         LabelAnchors(4, 3)(bad)
+
+
+@pytest.mark.parametrize("k,q", [(10, 16), (10, 9), (3, 2), (2, 1), (5, 200)])
+def test_simplex_init_is_centred_equidistant_and_of_norm_sqrt_q(k, q):
+    # naive reference: every pair of anchors at the same distance, the regular simplex's
+    # sqrt(2 K / (K - 1)) x the common norm, and the anchors summing to zero
+    la = LabelAnchors(k, q, init="simplex", generator=torch.Generator().manual_seed(0))
+    w = la.weight.detach().double()
+    assert w.shape == (k, q)
+    norms = w.norm(dim=1)
+    assert torch.allclose(norms, torch.full((k,), math.sqrt(q), dtype=torch.float64), atol=1e-4)
+    expected = math.sqrt(q) * math.sqrt(2 * k / (k - 1))
+    for i in range(k):
+        for j in range(i + 1, k):
+            assert abs((w[i] - w[j]).norm().item() - expected) < 1e-4
+    assert w.sum(dim=0).abs().max().item() < 1e-4
+
+
+def test_simplex_init_depends_on_the_generator_and_refuses_too_few_dimensions():
+    a = LabelAnchors(4, 8, init="simplex", generator=torch.Generator().manual_seed(0)).weight
+    b = LabelAnchors(4, 8, init="simplex", generator=torch.Generator().manual_seed(1)).weight
+    assert not torch.allclose(a, b)  # a random orientation, not one fixed layout
+    with pytest.raises(ValueError, match="latent_dim >= 9"):
+        LabelAnchors(10, 8, init="simplex")
+    with pytest.raises(ValueError, match="init must be one of"):
+        LabelAnchors(10, 16, init="orthogonal")

@@ -133,3 +133,17 @@ def test_validation_errors() -> None:
         SmallEncoder(dropout=1.0)
     with pytest.raises(ValueError, match="num_classes"):
         SmallUNet(num_classes=-1)
+
+
+@pytest.mark.parametrize("q,groups", [(16, 2), (32, 4), (8, 1), (12, 1), (4, 1), (200, 25)])
+def test_head_norm_standardises_each_group_of_anchor_coordinates(q: int, groups: int) -> None:
+    enc = SmallEncoder(SmallEncoderConfig(image_size=8, latent_dim=q, channels=(8, 16), hidden=32, head_norm=True))
+    norm = enc.head[-1]
+    assert isinstance(norm, torch.nn.GroupNorm) and norm.num_groups == groups
+    a = enc(torch.randn(5, 1, 8, 8) * 3 + 2)  # (5, q), affine still at its identity init
+    per_group = a.reshape(5, groups, q // groups)
+    assert torch.allclose(per_group.mean(-1), torch.zeros(5, groups), atol=1e-4)
+    assert torch.allclose(per_group.var(-1, unbiased=False), torch.ones(5, groups), atol=1e-3)
+    assert torch.allclose(a.norm(dim=1), torch.full((5,), q**0.5), atol=1e-2)
+    plain = SmallEncoder(SmallEncoderConfig(image_size=8, latent_dim=q, channels=(8, 16), hidden=32))
+    assert not isinstance(plain.head[-1], torch.nn.GroupNorm)

@@ -1,0 +1,369 @@
+"""Why does LZN lose to its baselines? One factor at a time from a preset, LZN and baseline at the same budget.
+
+Each study trains its LZN recipe(s) and its baseline on a preset (digits by default, ``--preset fashion``
+for the confirmation), once per (variant, recipe, seed), and prints a table: mean +- sample sd over
+seeds, the difference to the baseline, the change against the preset row (an effect counts when it
+exceeds twice the larger seed sd), and the zone diagnostics of the LZN model (round trip at the flow's
+20 steps, fraction of test latents in their label zone, anchor norm and nearest-anchor distance).
+
+Studies (the hypotheses of docs/method.md §10):
+  classification   joint (+ nogen on the preset and combination rows) vs classifier: test accuracy at
+                   alpha 0 and 1, EMA and raw weights, evaluation anchor set = the training batch
+  representation   representation vs simclr: kNN and linear probe of the encoder's features
+
+Every finished run is cached in its folder under ``--out`` (the trainer's own resume, plus
+``ablate-eval.json`` for this script's measurements), so an interrupted study restarts where it was;
+``--jobs 2`` runs two single-threaded trainings side by side (both cores of a small machine).
+
+    python experiments/ablate.py --study classification --seeds 0 1 2 --jobs 2
+    python experiments/ablate.py --study classification --variants preset dropout --seeds 0   # a quick look
+    python experiments/ablate.py --study classification --preset fashion --variants preset best --steps 2400
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lzn import LatentZoningNetwork
+from lzn.atomic import atomic_write_text
+from lzn.data import load_split
+from lzn.eval import accuracy, zone_diagnostics
+from lzn.recipes.runner import resolve_config, train
+from lzn.training.checkpoint import latest_checkpoint, load_checkpoint
+
+ALPHAS = (0.0, 0.5, 1.0, 1.2)  # the paper's sweep reaches 1.2 (method.md §8.2)
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One row: ``both`` applies to LZN and baseline alike (the same networks and budget), ``lzn`` to the
+    LZN recipes only (a setting the baseline does not have)."""
+
+    hypothesis: str
+    what: str
+    both: tuple[str, ...] = ()
+    lzn: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Study:
+    lzn: tuple[str, ...]  # LZN recipes trained on every row
+    baseline: str
+    extra: tuple[str, ...]  # LZN recipes trained only on the rows in ``extra_rows``
+    extra_rows: tuple[str, ...]
+    metrics: dict[str, str]  # metric key -> label, measured for LZN and baseline alike
+    variants: dict[str, Variant] = field(default_factory=dict)
+
+
+CLASSIFICATION = Study(
+    lzn=("joint",), baseline="classifier", extra=("nogen",), extra_rows=("preset", "best"),
+    metrics={"acc_a0": "accuracy (alpha 0)", "acc_a1": "accuracy (alpha 1)"},
+    variants={
+        "preset": Variant("-", "the preset as it is"),
+        "batch": Variant("H1", "anchor set x4: batch 1024 (same steps)", both=("batch_size=1024",)),
+        "latent": Variant("H2", "latent dimension x4", both=("latent_dim=64",)),
+        "paper_lr": Variant("H3", "paper's LR ratios 1:40:2 (encoder 5e-5, decoder 2e-3, label anchors 1e-4)",
+                            lzn=("train.lr.encoder=5e-5", "train.lr.label_anchors=1e-4")),
+        "label_lr": Variant("H3", "label-anchor LR = encoder LR (2e-3, not 1e-2)", lzn=("train.lr.label_anchors=2e-3",)),
+        "freeze": Variant("H3", "decoder frozen after 30 % of the steps", lzn=("train.budgets.decoder={freeze}",)),
+        "dropout": Variant("H4", "encoder dropout 0.15", both=("encoder.kwargs.dropout=0.15",)),
+        "head_norm": Variant("H5", "anchor head ends in GroupNorm (anchors of norm ~sqrt(q))",
+                             both=("encoder.kwargs.head_norm=true",)),
+        "steps": Variant("H6", "3x the steps", both=("train.steps={steps3}",)),
+        "simplex": Variant("H8", "label anchors on a regular simplex", lzn=("label_init=simplex",)),
+        "log": Variant("H9", "log-form alignment loss", lzn=("align_form=log",)),
+        "train_alpha": Variant("H10", "training latents at alpha 0.5 (not 1)", lzn=("noise_scale=0.5",)),
+    },
+)
+
+REPRESENTATION = Study(
+    lzn=("representation",), baseline="simclr", extra=(), extra_rows=(),
+    metrics={"knn_accuracy": "kNN accuracy", "probe_accuracy": "linear probe"},
+    variants={
+        "preset": Variant("-", "the preset as it is"),
+        "batch": Variant("H1", "anchor set x4: batch 1024 (same steps)", both=("batch_size=1024",)),
+        "latent": Variant("H2", "latent dimension x4", both=("latent_dim=64",)),
+        "dropout": Variant("H4", "encoder dropout 0.15", both=("encoder.kwargs.dropout=0.15",)),
+        "head_norm": Variant("H5", "anchor head ends in GroupNorm (anchors of norm ~sqrt(q))",
+                             both=("encoder.kwargs.head_norm=true",)),
+        "steps": Variant("H6", "3x the steps", both=("train.steps={steps3}",)),
+        "prob": Variant("H9", "probability-form alignment loss (preset: log)", lzn=("align_form=prob",)),
+    },
+)
+
+STUDIES = {"classification": CLASSIFICATION, "representation": REPRESENTATION}
+
+
+def _fill(items: tuple[str, ...], steps: int) -> list[str]:
+    """Settings with the budget-relative values filled in for a run of ``steps`` steps."""
+    return [s.format(freeze=max(1, round(0.3 * steps)), steps3=3 * steps) for s in items]
+
+
+def run_sets(study: Study, variant: str, recipe: str, seed: int, preset: str, steps: int | None,
+             best: list[str]) -> list[str]:
+    """The --set items of one run: seed, budget, then the variant's settings for this recipe."""
+    base = resolve_config(study.baseline, preset, sets=[f"train.steps={steps}"] if steps else None)
+    budget = base.train.steps or 0
+    sets = [f"train.seed={seed}", "train.progress=false"] + ([f"train.steps={steps}"] if steps else [])
+    names = best if variant == "best" else [variant]
+    is_lzn = recipe != study.baseline
+    for name in names:
+        v = study.variants[name]
+        sets += _fill(v.both, budget)
+        if is_lzn:
+            if recipe == "nogen":  # no decoder: its settings do not apply
+                sets += [s for s in _fill(v.lzn, budget) if "decoder" not in s]
+            else:
+                sets += _fill(v.lzn, budget)
+    return sets
+
+
+# ---- measurements --------------------------------------------------------------------------------
+
+def _raw_model(folder: Path) -> LatentZoningNetwork | None:
+    """The exported model with the last checkpoint's live (not EMA) weights; None when they are the same."""
+    model = LatentZoningNetwork.from_pretrained(str(folder / "model"))
+    ckpt = latest_checkpoint(folder)
+    if ckpt is None:
+        return None
+    state = load_checkpoint(ckpt)
+    parts = model.parts()
+    if not state.get("ema"):
+        return None
+    for name, module in parts.items():
+        module.load_state_dict(state["modules"][name])
+    return model.eval()
+
+
+@torch.no_grad()
+def anchor_geometry(model: LatentZoningNetwork, images: torch.Tensor, batch: int) -> dict[str, float]:
+    """Mean anchor norm and mean distance to the nearest other anchor over anchor sets of ``batch`` test
+    images; the smallest distance between two label anchors (the narrowest class margin at t = 0)."""
+    norms, nearest = [], []
+    for chunk in images.split(batch):
+        if chunk.shape[0] < 2:
+            continue
+        a = model.anchors(chunk.to(model.device)).double()  # (B, q)
+        d = torch.cdist(a, a)
+        d.fill_diagonal_(float("inf"))
+        norms.append(a.norm(dim=1).mean().item())
+        nearest.append(d.min(dim=1).values.mean().item())
+    out = {"anchor_norm": statistics.fmean(norms), "anchor_nearest": statistics.fmean(nearest)}
+    if model.label_anchors is not None:
+        w = model.label_anchors.weight.double()
+        d = torch.cdist(w, w)
+        d.fill_diagonal_(float("inf"))
+        out["label_anchor_min_dist"] = d.min().item()
+    return out
+
+
+def measure(study_name: str, recipe: str, folder: Path, preset: str, sets: list[str]) -> dict[str, Any]:
+    """This script's figures of one finished run (cached in ``ablate-eval.json``)."""
+    cache = folder / "ablate-eval.json"
+    if cache.exists():
+        return json.loads(cache.read_text())
+    study = STUDIES[study_name]
+    cfg = resolve_config(recipe, preset, sets=sets)
+    results = json.loads((folder / "results.json").read_text())
+    out: dict[str, Any] = {"results": results}
+    if recipe == study.baseline:
+        if study_name == "classification":
+            out["acc_a0"] = out["acc_a1"] = results["test_accuracy"]  # a classifier has no alpha
+        else:
+            out.update({k: results[k] for k in study.metrics})
+    else:
+        test = load_split(cfg.data, cfg.data.test_split)
+        model = LatentZoningNetwork.from_pretrained(str(folder / "model")).eval()
+        batch = cfg.batch_size  # the evaluation anchor set = the training batch (the paper's protocol)
+        if study_name == "classification":
+            assert test.labels is not None
+            for weights, m in (("ema", model), ("raw", _raw_model(folder))):
+                if m is None:
+                    continue
+                for alpha in ALPHAS:
+                    key = f"acc_a{alpha:g}" + ("" if weights == "ema" else "_raw")
+                    out[key] = accuracy(m, test.images, test.labels, noise_scale=alpha, batch_size=batch,
+                                        context="batch")
+            out["acc_a0_reference"] = accuracy(model, test.images, test.labels, noise_scale=0.0, context="reference")
+        else:
+            out.update({k: results[k] for k in study.metrics})
+        diag = zone_diagnostics(model, test.images, test.labels if model.label_anchors is not None else None,
+                                batch_size=batch, step_factors=(1,))
+        out["round_trip"] = diag["round_trip"]["x1"]
+        out["label_zone_fraction"] = diag["label_zone_fraction"]
+        out.update(anchor_geometry(model, test.images, batch))
+    atomic_write_text(cache, json.dumps(out, indent=2) + "\n")
+    return out
+
+
+def job(args: tuple[str, str, str, int, str, int | None, list[str], str]) -> tuple[str, str, int, dict[str, Any], float]:
+    """Train (or resume, or skip when finished) one run and measure it; one thread per job."""
+    study_name, variant, recipe, seed, preset, steps, best, out = args
+    torch.set_num_threads(int(os.environ.get("ABLATE_THREADS", "1")))
+    study = STUDIES[study_name]
+    sets = run_sets(study, variant, recipe, seed, preset, steps, best)
+    folder = Path(out) / preset / study_name / variant / f"{recipe}-s{seed}"
+    start = time.time()
+    cfg = resolve_config(recipe, preset, sets=sets)
+    train(recipe, cfg, folder)
+    figures = measure(study_name, recipe, folder, preset, sets)
+    return variant, recipe, seed, figures, time.time() - start
+
+
+# ---- table -----------------------------------------------------------------------------------------
+
+def _stats(values: list[float]) -> tuple[float, float]:
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def summarise(study: Study, runs: dict[tuple[str, str], list[dict[str, Any]]], variants: list[str]) -> dict[str, Any]:
+    """Per variant and recipe: mean and sd of each figure over seeds; the LZN - baseline difference; the
+    change against the preset row and whether it counts (|change| > 2 x the larger sd)."""
+    table: dict[str, Any] = {}
+    for variant in variants:
+        row: dict[str, Any] = {}
+        for (v, recipe), results in runs.items():
+            if v != variant:
+                continue
+            keys = sorted({k for r in results for k, x in r.items() if isinstance(x, (int, float))})
+            row[recipe] = {k: dict(zip(("mean", "sd"), _stats([r[k] for r in results if k in r])), n=len(results))
+                           for k in keys}
+        table[variant] = row
+    for variant, row in table.items():
+        base = row.get(study.baseline, {})
+        for recipe in (*study.lzn, *study.extra):
+            if recipe not in row:
+                continue
+            for key in study.metrics:
+                if key in row[recipe] and key in base:
+                    row[recipe][key]["vs_baseline"] = row[recipe][key]["mean"] - base[key]["mean"]
+                ref = table.get("preset", {}).get(recipe, {}).get(key)
+                if variant != "preset" and ref and key in row[recipe]:
+                    change = row[recipe][key]["mean"] - ref["mean"]
+                    row[recipe][key]["vs_preset"] = change
+                    row[recipe][key]["counts"] = abs(change) > 2 * max(ref["sd"], row[recipe][key]["sd"])
+    return table
+
+
+def markdown(study: Study, table: dict[str, Any], best: list[str]) -> str:
+    def cell(stat: dict[str, Any] | None, key: str) -> str:
+        if not stat or key not in stat:
+            return "-"
+        s = stat[key]
+        return f"{s['mean']:.3f} +- {s['sd']:.3f}"
+
+    def delta(stat: dict[str, Any] | None, key: str, what: str) -> str:
+        if not stat or key not in stat or what not in stat[key]:
+            return "-"
+        mark = " *" if what == "vs_preset" and stat[key].get("counts") else ""
+        return f"{stat[key][what]:+.3f}{mark}"
+
+    lzn_recipes = [*study.lzn, *study.extra]
+    lines = []
+    head = ["variant", "hyp.", "what"]
+    for key, label in study.metrics.items():
+        head += [f"{r} {label}" for r in lzn_recipes] + [f"{study.baseline} {label}",
+                                                         f"{study.lzn[0]} - {study.baseline}", "vs preset"]
+    extra = {"acc_a0_raw": "raw weights (alpha 0)", "acc_a0_reference": "bank (alpha 0)", "round_trip": "round trip",
+             "label_zone_fraction": "in label zone", "anchor_norm": "anchor norm", "anchor_nearest": "nearest anchor"}
+    extra = {k: label for k, label in extra.items() if any(k in row.get(study.lzn[0], {}) for row in table.values())}
+    head += list(extra.values())
+    lines.append("| " + " | ".join(head) + " |")
+    lines.append("|" + "---|" * len(head))
+    for variant, row in table.items():
+        v = study.variants.get(variant)
+        what = v.what if v else "best: " + " + ".join(best)
+        hyp = v.hypothesis if v else "+".join(study.variants[b].hypothesis for b in best)
+        cells = [variant, hyp, what]
+        for key in study.metrics:
+            cells += [cell(row.get(r), key) for r in lzn_recipes] + [cell(row.get(study.baseline), key)]
+            main = row.get(study.lzn[0])
+            cells += [delta(main, key, "vs_baseline"), delta(main, key, "vs_preset")]
+        main = row.get(study.lzn[0])
+        cells += [cell(main, k) for k in extra]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--study", choices=sorted(STUDIES), default="classification")
+    parser.add_argument("--preset", choices=["digits", "fashion"], default="digits")
+    parser.add_argument("--variants", nargs="*", default=None,
+                        help="rows to run (default: every one-factor row); 'best' is the combination of --best")
+    parser.add_argument("--best", nargs="*", default=[], help="the variants combined in the 'best' row")
+    parser.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
+    parser.add_argument("--steps", type=int, default=None, help="train.steps of every run (default: the preset's)")
+    parser.add_argument("--jobs", type=int, default=1, help="trainings side by side, one thread each")
+    parser.add_argument("--out", default="runs/ablate")
+    parser.add_argument("--json", default=None, help="also write the table as JSON here")
+    parser.add_argument("--md", default=None, help="also write the Markdown table here")
+    args = parser.parse_args(argv)
+    study = STUDIES[args.study]
+    variants = args.variants if args.variants is not None else list(study.variants)
+    unknown = [v for v in [*variants, *args.best] if v not in study.variants and v != "best"]
+    if unknown:
+        parser.error(f"unknown variant(s) {unknown} for --study {args.study}; choose from {list(study.variants)} or best")
+    if "best" in variants and not args.best:
+        parser.error("the 'best' row needs --best VARIANT [VARIANT ...]")
+    if not args.seeds or min(args.seeds) < 0:
+        parser.error("--seeds needs at least one seed >= 0")
+    if args.jobs < 1 or (args.steps is not None and args.steps < 1):
+        parser.error("--jobs and --steps must be >= 1")
+    jobs = []
+    for variant in variants:
+        recipes = [*study.lzn, study.baseline] + (list(study.extra) if variant in study.extra_rows else [])
+        for recipe in recipes:
+            v = study.variants.get(variant)
+            if recipe == study.baseline and v is not None and variant != "preset" and not v.both:
+                continue  # the baseline is unchanged by an LZN-only setting: its preset row stands
+            for seed in args.seeds:
+                jobs.append((args.study, variant, recipe, seed, args.preset, args.steps, args.best, args.out))
+    for v in [*variants, *args.best]:  # a wrong setting is one error line now, not a traceback hours later
+        for recipe in [*study.lzn, study.baseline]:
+            resolve_config(recipe, args.preset, sets=run_sets(study, v, recipe, 0, args.preset, args.steps, args.best))
+    runs: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    seconds: dict[str, float] = {}
+    start = time.time()
+    with ProcessPoolExecutor(max_workers=args.jobs) as pool:
+        for variant, recipe, seed, figures, took in pool.map(job, jobs):
+            runs.setdefault((variant, recipe), []).append(figures)
+            seconds[variant] = seconds.get(variant, 0.0) + took
+            print(f"done {variant}/{recipe}-s{seed} ({took:.0f} s)", file=sys.stderr, flush=True)
+    # an LZN-only row is compared with the preset's baseline (same settings)
+    for variant in variants:
+        if (variant, study.baseline) not in runs and ("preset", study.baseline) in runs:
+            runs[(variant, study.baseline)] = runs[("preset", study.baseline)]
+    table = summarise(study, runs, variants)
+    md = markdown(study, table, args.best)
+    report = {"study": args.study, "preset": args.preset, "seeds": args.seeds, "steps": args.steps,
+              "best": args.best, "table": table, "seconds": seconds, "wall_seconds": time.time() - start}
+    text = json.dumps(report, indent=2)
+    print(text)
+    print(md)
+    if args.json:
+        atomic_write_text(Path(args.json), text + "\n")
+    if args.md:
+        atomic_write_text(Path(args.md), md + "\n")
+    main_recipe = study.lzn[0]
+    key = next(iter(study.metrics))
+    best_row = max(table, key=lambda v: table[v].get(main_recipe, {}).get(key, {}).get("mean", -1.0))
+    print(f"summary: ablate {args.study} on {args.preset} ({len(args.seeds)} seeds): best {main_recipe} row "
+          f"'{best_row}' {table[best_row][main_recipe][key]['mean']:.3f} vs {study.baseline} "
+          f"{table[best_row].get(study.baseline, {}).get(key, {}).get('mean', float('nan')):.3f} ({key})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

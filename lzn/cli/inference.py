@@ -51,6 +51,32 @@ def load(path: str, device: str | None) -> Loaded:
     return Loaded(LatentZoningNetwork.from_pretrained(str(p / "model"), dev).eval(), meta, p)
 
 
+def raw_weights_model(loaded: Loaded) -> LatentZoningNetwork | None:
+    """The run's model with the last checkpoint's live weights instead of the exported EMA weights (None for
+    a bare model folder or a run without EMA). It has no reference bank: the bank holds anchors of the EMA
+    encoder, so only the batch protocol applies to these weights."""
+    from lzn.training.checkpoint import live_weights
+
+    if loaded.meta is None:
+        return None
+    live = live_weights(loaded.path)
+    if live is None:
+        return None
+    model = LatentZoningNetwork.from_pretrained(str(loaded.path / "model"), loaded.model.device)
+    for name, module in model.parts().items():
+        module.load_state_dict(live[name])
+    model.reference = None
+    return model.eval()
+
+
+def protocol_batches(loaded: Loaded) -> tuple[int, ...]:
+    """Evaluation anchor sets of the accuracy sweep: the run's training batch (the paper's protocol: a test
+    anchor set as large as the training one, method.md §8.2) and its eval_batch_size; a bare model folder:
+    2000."""
+    sizes = (loaded.setting("batch_size", None), loaded.setting("eval_batch_size", 2000))
+    return tuple(dict.fromkeys(int(s) for s in sizes if s))
+
+
 def data(args: argparse.Namespace, loaded: Loaded):  # type: ignore[no-untyped-def]
     """The ``--split`` of the data set to run on: the run's own (``--root`` to move it), or ``--data NAME``."""
     from lzn.data import DataNotFoundError, load_split
@@ -384,11 +410,21 @@ def evaluate(args: argparse.Namespace) -> int:
     names = loaded.model.class_names
     train = load_split(cfg, "train", class_names=names)
     test = load_split(cfg, "test", class_names=names) if has_split(cfg, "test") else None
+    batch_sizes = args.batch_sizes or protocol_batches(loaded)
     results = evaluate_model(loaded.model, train, test, extractor=extractor, num_samples=args.num,
                              sampler=args.sampler or loaded.setting("sampler", "euler"),
                              sampler_steps=args.steps or loaded.setting("sampler_steps", 20),
                              eval_batch_size=int(loaded.setting("eval_batch_size", 2000)), alphas=args.alphas,
-                             batch_sizes=args.batch_sizes, metrics=metrics, seed=args.seed)
+                             batch_sizes=batch_sizes, metrics=metrics, seed=args.seed)
+    raw = raw_weights_model(loaded) if args.weights == "both" else None
+    wanted = [m for m in (metrics or ("accuracy", "probe", "knn")) if m in ("accuracy", "probe", "knn")]
+    if raw is not None and wanted:  # the paper logs both; sample quality stays with the EMA weights
+        raw_results = evaluate_model(raw, train, test, eval_batch_size=int(loaded.setting("eval_batch_size", 2000)),
+                                     alphas=args.alphas, batch_sizes=batch_sizes, metrics=wanted, seed=args.seed,
+                                     progress=False)
+        raw_results.pop("evaluated_on")
+        if raw_results:
+            results["raw_weights"] = raw_results
     atomic_write_text(out, json.dumps(results, indent=2) + "\n")
     rows = metric_rows(results)  # (metric, value, what it was measured on)
     if not rows:

@@ -203,9 +203,9 @@ def _float_list(text: str) -> tuple[float, ...]:
     try:
         values = tuple(float(v) for v in text.split(","))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers in [0, 1] like 0,0.5,1, got {text!r}") from None
-    if not all(0.0 <= v <= 1.0 for v in values):
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers in [0, 1] like 0,0.5,1, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers in [0, 2] like 0,0.5,1,1.2, got {text!r}") from None
+    if not all(0.0 <= v <= 2.0 for v in values):
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers in [0, 2] like 0,0.5,1,1.2, got {text!r}")
     return values
 
 
@@ -333,11 +333,15 @@ def build_parser() -> argparse.ArgumentParser:
                         "features, slow on CPU), none (skip); both need `pip install 'lzn[fid]'`")
     e.add_argument("--num-samples", "--num", dest="num", type=_positive_int, default=1000,
                    help="generated samples for FID/KID/precision/recall (default: 1000)")
-    e.add_argument("--alphas", type=_float_list, default=(0.0, 0.5, 1.0),
-                   help="noise scales of the accuracy sweep, comma-separated in [0, 1] (default: 0,0.5,1)")
+    e.add_argument("--alphas", type=_float_list, default=(0.0, 0.5, 1.0, 1.2),
+                   help="noise scales of the accuracy sweep, comma-separated in [0, 2] (default: 0,0.5,1,1.2, the "
+                        "paper's sweep)")
     e.add_argument("--batch-sizes", type=_int_list, default=None,
                    help="evaluation batches of the accuracy sweep's batch protocol, comma-separated "
-                        "(default: the run's eval_batch_size)")
+                        "(default: the run's training batch_size, the paper's protocol, and its eval_batch_size)")
+    e.add_argument("--weights", choices=["both", "ema"], default="both",
+                   help="both (default): accuracy and probes also with the run's live weights from its last "
+                        "checkpoint, beside the exported EMA weights; ema: the exported weights only")
     e.add_argument("--sampler", default=None, choices=["euler", "heun", "dopri5"], help="default: the run's")
     e.add_argument("--steps", type=_positive_int, default=None, help="euler / heun steps (default: the run's)")
     e.add_argument("--seed", type=int, default=0)

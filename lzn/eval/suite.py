@@ -119,9 +119,10 @@ def evaluate_model(model: LatentZoningNetwork, train: ImageDataset, test: ImageD
     return out
 
 
-def metric_rows(results: dict[str, Any]) -> list[tuple[str, str, str]]:
-    """``evaluate_model``'s dict -> (metric, value, what it was measured on) rows of the printed table."""
-    split, rows = results["evaluated_on"], []
+def metric_rows(results: dict[str, Any], split: str | None = None) -> list[tuple[str, str, str]]:
+    """``evaluate_model``'s dict -> (metric, value, what it was measured on) rows of the printed table; a
+    ``raw_weights`` section (the live weights beside the EMA ones) gives rows named "raw weights: ..."."""
+    split, rows = split or results["evaluated_on"], []
     if "generation" in results:
         g = results["generation"]
         on = f"{g['extractor']}, {g['num_fake']} samples vs {g['num_real']} {split} images"
@@ -150,4 +151,6 @@ def metric_rows(results: dict[str, Any]) -> list[tuple[str, str, str]]:
             rows.append((f"zones: round trip {k}", f"{v:.3f}", "latents flowed back to their own anchor"))
         if z.get("label_zone_fraction") is not None:
             rows.append(("zones: in label zone", f"{z['label_zone_fraction']:.3f}", "image latents in their label's zone"))
+    if "raw_weights" in results:
+        rows += [(f"raw weights: {name}", value, detail) for name, value, detail in metric_rows(results["raw_weights"], split)]
     return rows

@@ -37,7 +37,7 @@ class JointConfig(GenerationConfig):
     class_weights: bool = True  # label mixture weights = global batch class frequencies (method.md §3.4)
     label_init: Literal["normal", "simplex"] = "normal"  # label anchors N(0, I) or a regular simplex (method.md §7.2)
     eval_noise_scale: float = 1.0  # alpha of test latents for `test_accuracy` (paper's plain metric: 1)
-    eval_alphas: list[float] = field(default_factory=lambda: [0.0, 0.5, 1.0])  # also reported (method.md §8.2)
+    eval_alphas: list[float] = field(default_factory=lambda: [0.0, 0.5, 1.0, 1.2])  # also reported (method.md §8.2)
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -76,6 +76,19 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
     return state
 
 
+def live_weights(run_dir: str | os.PathLike[str]) -> dict[str, dict[str, Any]] | None:
+    """The latest checkpoint's live (not EMA-averaged) weights by module name, when the run kept an EMA of
+    at least one module (an exported model holds the EMA weights); None when it kept none, or has no
+    checkpoint, so there is nothing but the exported weights to evaluate."""
+    path = latest_checkpoint(run_dir)
+    if path is None:
+        return None
+    state = load_checkpoint(path)
+    if not state.get("ema"):
+        return None
+    return dict(state["modules"])
+
+
 def prune_checkpoints(run_dir: str | os.PathLike[str], keep_last: int) -> list[Path]:
     """Delete all but the newest ``keep_last`` checkpoints and stale temp files; returns what went."""
     if keep_last < 1:

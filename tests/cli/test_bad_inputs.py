@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 import torch
 from PIL import Image
 
@@ -301,11 +302,16 @@ def test_evaluate_writes_every_applicable_metric(run, tmp_path, capsys):
     assert res["evaluated_on"] == "test" and {"classification", "reconstruction", "representation", "zones"} <= set(res)
     contexts = {row["context"] for row in res["classification"]["sweep"]}
     assert contexts == {"batch", "reference"}  # the exported model carries a reference bank
+    cfg = yaml.safe_load((run / "run.yaml").read_text())["config"]
+    sweep = {(r["alpha"], r["batch_size"]) for r in res["classification"]["sweep"] if r["context"] == "batch"}
+    assert sweep == {(a, b) for a in (0.0, 0.5, 1.0, 1.2) for b in (cfg["batch_size"], cfg["eval_batch_size"])}
+    assert "raw_weights" in res and "zones" not in res["raw_weights"]  # the paper's raw and EMA figures
     if extractor == "fast":
         g = res["generation"]
         assert g["extractor"] == "efficientnet-lite0-imagenet" and g["num_fake"] == 8 and g["fid"] >= 0
     printed = capsys.readouterr().out
     assert "accuracy (alpha 1)" in printed and "reference bank" in printed and "zones: round trip" in printed
+    assert "raw weights: accuracy (alpha 1.2)" in printed
     assert str(tmp_path / "ev.json") in printed and snapshot(run) == before
     fails(["evaluate", str(run), "--out", str(tmp_path)], capsys, "is a directory")
 
@@ -315,10 +321,14 @@ def test_evaluate_metrics_subset_and_sweeps(run, tmp_path, capsys):
     assert main(["evaluate", str(run), "--metrics", "accuracy,knn", "--alphas", "0,1", "--batch-sizes", "37,400",
                  "--num-samples", "8", "--out", str(tmp_path / "m.json")]) == 0
     res = json.loads((tmp_path / "m.json").read_text())
-    assert set(res) == {"evaluated_on", "classification", "representation"}  # no generation, recon, zones
+    assert set(res) == {"evaluated_on", "classification", "representation", "raw_weights"}  # no generation, recon, zones
     assert set(res["representation"]) == {"features", "knn_accuracy", "knn_accuracy_anchors"}  # no probe
     batch = {(r["alpha"], r["batch_size"]) for r in res["classification"]["sweep"] if r["context"] == "batch"}
     assert batch == {(0.0, 37), (1.0, 37), (0.0, 400), (1.0, 400)}
+    raw = res["raw_weights"]  # the live weights: the same sweep, batch protocol only (the bank is the EMA encoder's)
+    assert set(raw) == {"classification", "representation"}
+    assert {(r["alpha"], r["batch_size"], r["context"]) for r in raw["classification"]["sweep"]} == \
+        {(a, b, "batch") for a, b in batch}
     fails(["evaluate", str(run), "--metrics", "fid,acc"], capsys, "--metrics", "'acc'", "fid, kid, pr")
-    fails(["evaluate", str(run), "--alphas", "0,2"], capsys, "--alphas", "[0, 1]")
+    fails(["evaluate", str(run), "--alphas", "0,2.5"], capsys, "--alphas", "[0, 2]")
     fails(["evaluate", str(run), "--batch-sizes", "0"], capsys, "--batch-sizes", "positive integer")

@@ -17,6 +17,8 @@
     lzn zones [--out DIR]         the 2-D picture of anchors, zones and latents
     lzn data shard SOURCE --out DIR [--shard-size N] [--split train|test]   tar shards for data beyond memory
     lzn data info DIR             what a sharded data folder holds
+    lzn import-release CKPT --out MODEL_DIR [--weights ema|live] [--case-study 1|2|3] [--data cifar10 --root PATH]
+                                  the authors' released checkpoint as an lzn model folder
 
 Inference commands load the exported model (RUN_DIR/model, or a save_pretrained folder) and call
 lzn.eval; no training recipe is rebuilt. Expected failures (bad input, missing files or packages) end in one line ``lzn COMMAND: error: ...``
@@ -35,7 +37,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from lzn.cli import inference
+from lzn.cli import inference, release
 from lzn.cli.output import say
 
 
@@ -379,6 +381,8 @@ def build_parser() -> argparse.ArgumentParser:
     di = data_sub.add_parser("info", help="what a sharded data folder holds")
     di.add_argument("dir", help="a folder written by lzn data shard (or one of its splits)")
     di.set_defaults(func=_data_info)
+
+    release.add_parser(sub)
 
     z = sub.add_parser("zones", help="draw random 2-D anchors, their zones and their latents to a PNG")
     z.add_argument("--out", default="runs/zones", help="output folder (default: runs/zones)")

@@ -389,27 +389,92 @@ def reconstruct(args: argparse.Namespace) -> int:
     return 0
 
 
+def metrics_out(args: argparse.Namespace, loaded: Loaded) -> tuple[Path, dict[str, Any]]:
+    """Where ``lzn evaluate`` writes (``--out``, default RUN_DIR/metrics.json, or ./metrics.json beside a bare
+    model folder) and the metrics already there (empty for a new file). Refused: a folder, a name not ending
+    .json, an existing file that is not a metrics file, and any existing file inside the model folder."""
+    out = Path(args.out) if args.out else (loaded.path / "metrics.json" if loaded.meta else Path("metrics.json"))
+    if out.is_dir():
+        raise ValueError(f"--out {args.out} is a directory; expected a .json file path")
+    if out.suffix.lower() != ".json":
+        raise ValueError(f"--out {args.out} does not end in .json; expected a .json file path")
+    model_dir = (loaded.path / "model" if loaded.meta else loaded.path).resolve()
+    inside = model_dir == out.resolve().parent or model_dir in out.resolve().parents
+    if not out.exists():
+        return out, {}
+    if inside:
+        raise ValueError(f"--out {out} is an existing file of the model folder {model_dir}; lzn evaluate never "
+                         "writes over a model's files: choose a new .json path")
+    return out, read_metrics(out)
+
+
+def read_metrics(path: Path) -> dict[str, Any]:
+    """The metrics of an earlier ``lzn evaluate`` at ``path``; a ValueError for any other file."""
+    import json
+
+    try:
+        old = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        old = None
+    if not isinstance(old, dict) or "evaluated_on" not in old:
+        raise ValueError(f"--out {path} exists and is not a metrics file of lzn evaluate; it is left as it is: "
+                         "choose a new .json path")
+    return old
+
+
+def why_not(metric: str, model: LatentZoningNetwork, extractor: Any, train: Any, test: Any) -> str | None:
+    """Why ``metric`` does not apply to this model and data (None: it applies), by the rules of
+    ``lzn.eval.evaluate_model``."""
+    data = test if test is not None else train
+    if metric in ("fid", "kid", "pr", "recon") and model.decoder is None:
+        return "the model has no image decoder"
+    if metric in ("fid", "kid", "pr"):
+        return "--extractor none" if extractor is None else None
+    if metric == "recon":
+        return None
+    if model.encoder is None:
+        return "the model has no image encoder"
+    if metric == "accuracy":
+        if model.label_anchors is None:
+            also = " (a text model: lzn classify --prompt-template)" if "text" in model.data_types else ""
+            return f"the model has no label decoder{also}"
+        return "the data are unlabelled" if data.labels is None else None
+    if metric in ("probe", "knn"):
+        if test is None:
+            return "the data have no test split"
+        return "the data are unlabelled" if test.labels is None or train.labels is None else None
+    return "fewer than 2 images" if len(data) < 2 else None
+
+
 def evaluate(args: argparse.Namespace) -> int:
     import json
 
     from lzn.atomic import atomic_write_text
     from lzn.data import has_split, load_split
-    from lzn.eval import evaluate_model, fast_extractor, inception_extractor, metric_rows
+    from lzn.eval import METRICS, evaluate_model, fast_extractor, inception_extractor, metric_rows
+    from lzn.eval.features import INSTALL_HINT
+    from lzn.eval.suite import merge_results
 
     loaded = load(args.run_dir, args.device)
-    out = Path(args.out) if args.out else (loaded.path / "metrics.json" if loaded.meta else Path("metrics.json"))
-    if out.is_dir():
-        raise ValueError(f"--out {args.out} is a directory; expected a .json file path")
+    out, _ = metrics_out(args, loaded)
     metrics = args.metrics
     extractor = None
     if args.extractor != "none" and loaded.model.decoder is not None and (metrics is None or
                                                                           set(metrics) & {"fid", "kid", "pr"}):
-        extractor = fast_extractor() if args.extractor == "fast" else inception_extractor()  # before any work
+        try:
+            extractor = fast_extractor() if args.extractor == "fast" else inception_extractor()  # before any work
+        except ImportError as err:
+            raise ImportError(f"{str(err).rstrip('.')}; or skip sample quality with --extractor none") from None
         extractor = extractor.to(loaded.model.device)  # features where the model runs (--device)
     cfg = data_config(args, loaded)
     names = loaded.model.class_names
     train = load_split(cfg, "train", class_names=names)
     test = load_split(cfg, "test", class_names=names) if has_split(cfg, "test") else None
+    asked = metrics or METRICS
+    reasons = {m: r for m in asked if (r := why_not(m, loaded.model, extractor, train, test)) is not None}
+    said = "; ".join(f"{m}: {r}" for m, r in reasons.items())
+    if len(reasons) == len(asked):
+        raise ValueError(f"no requested metric applies to this model and data ({said}); {out} is left as it is")
     batch_sizes = args.batch_sizes or protocol_batches(loaded)
     results = evaluate_model(loaded.model, train, test, extractor=extractor, num_samples=args.num,
                              sampler=args.sampler or loaded.setting("sampler", "euler"),
@@ -425,12 +490,16 @@ def evaluate(args: argparse.Namespace) -> int:
         raw_results.pop("evaluated_on")
         if raw_results:
             results["raw_weights"] = raw_results
-    atomic_write_text(out, json.dumps(results, indent=2) + "\n")
+    if metrics is not None and reasons:
+        say(f"not measured: {said}")
+    earlier = read_metrics(out) if out.exists() else {}  # read again now: merge into what is there at the end
+    merged = merge_results(earlier, results)
+    atomic_write_text(out, json.dumps(merged, indent=2) + "\n")
     rows = metric_rows(results)  # (metric, value, what it was measured on)
-    if not rows:
-        say("no metric applies to this model and data (see --metrics and --extractor)")
     width = max((len(r[0]) for r in rows), default=0)
     for name, value, detail in rows:
         say(f"{name:<{width}}  {value:>8}  {detail}")
-    say(f"evaluation: {out.resolve()}")
+    kept = len(metric_rows(merged)) - len(rows)
+    say(f"evaluation: {out.resolve()}" + (f" (merged: {kept} earlier figure(s) kept with their own settings)"
+                                          if earlier and kept > 0 else ""))
     return 0

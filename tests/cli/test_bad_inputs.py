@@ -322,7 +322,7 @@ def test_evaluate_metrics_subset_and_sweeps(run, tmp_path, capsys):
                  "--num-samples", "8", "--out", str(tmp_path / "m.json")]) == 0
     res = json.loads((tmp_path / "m.json").read_text())
     assert set(res) == {"evaluated_on", "classification", "representation", "raw_weights"}  # no generation, recon, zones
-    assert set(res["representation"]) == {"features", "knn_accuracy", "knn_accuracy_anchors"}  # no probe
+    assert set(res["representation"]) == {"features", "split", "knn_accuracy", "knn_accuracy_anchors"}  # no probe
     batch = {(r["alpha"], r["batch_size"]) for r in res["classification"]["sweep"] if r["context"] == "batch"}
     assert batch == {(0.0, 37), (1.0, 37), (0.0, 400), (1.0, 400)}
     raw = res["raw_weights"]  # the live weights: the same sweep, batch protocol only (the bank is the EMA encoder's)

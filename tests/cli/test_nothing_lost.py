@@ -1,0 +1,88 @@
+"""Issue 20, "nothing lost, nothing silent": evaluation merges instead of replacing, no command writes over
+a model's files, a run folder has one writer, inference works on runs trained on shards, and what the data
+or a figure cannot support is said. Each case is one test (the bad-input table's siblings)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from lzn.cli.main import main
+from lzn.eval.suite import merge_results, metric_rows
+from tests.cli.test_bad_inputs import fails, snapshot, train_args
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("runs") / "joint"
+    assert main(train_args("joint", out)) == 0
+    return out
+
+
+# ---- lzn evaluate: merged by metric, never over another file -------------------------------------------
+
+def test_evaluate_merges_by_metric_and_keeps_earlier_figures(run, capsys):
+    metrics = run / "metrics.json"
+    assert main(["evaluate", str(run), "--extractor", "none", "--steps", "2", "--weights", "ema"]) == 0
+    first = json.loads(metrics.read_text())
+    assert {"classification", "reconstruction", "representation", "zones"} <= set(first)
+    assert main(["evaluate", str(run), "--metrics", "accuracy,zones", "--alphas", "0.5", "--weights", "ema"]) == 0
+    second = json.loads(metrics.read_text())
+    assert second["reconstruction"] == first["reconstruction"]  # not measured again: kept
+    assert second["representation"] == first["representation"]
+    rows = {(r["alpha"], r["batch_size"], r["context"]): r["accuracy"] for r in second["classification"]["sweep"]}
+    earlier = {(r["alpha"], r["batch_size"], r["context"]) for r in first["classification"]["sweep"]}
+    assert earlier <= set(rows)  # the earlier sweep's alphas stay beside the new one
+    assert "merged" in capsys.readouterr().out
+
+
+def test_evaluate_with_nothing_that_applies_fails_and_changes_nothing(run, tmp_path, capsys):
+    assert main(["evaluate", str(run), "--metrics", "recon", "--steps", "2", "--weights", "ema"]) == 0
+    before = snapshot(run)
+    fails(["evaluate", str(run), "--metrics", "fid", "--extractor", "none"], capsys, "no requested metric applies",
+          "fid: --extractor none", "left as it is")
+    fails(["evaluate", str(run), "--metrics", "fid,kid", "--extractor", "none", "--out", str(tmp_path / "n.json")],
+          capsys, "no requested metric applies")
+    assert snapshot(run) == before and not (tmp_path / "n.json").exists()
+
+
+@pytest.mark.parametrize("target,needles", [
+    ("{run}/model/config.json", ["existing file of the model folder"]),
+    ("{run}/run.yaml", ["does not end in .json"]),
+    ("{tmp}/notes.json", ["not a metrics file", "left as it is"]),
+    ("{tmp}", ["is a directory"]),
+])
+def test_evaluate_out_never_writes_over_other_files(run, tmp_path, capsys, target, needles):
+    (tmp_path / "notes.json").write_text('{"mine": 1}\n')
+    before, mine = snapshot(run), snapshot(tmp_path)
+    fails(["evaluate", str(run), "--metrics", "recon", "--out", target.format(run=run, tmp=tmp_path)], capsys, *needles)
+    assert snapshot(run) == before and snapshot(tmp_path) == mine
+
+
+def test_evaluate_out_may_be_a_new_json_in_the_model_folder(run, tmp_path, capsys):
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(run / "model", model)
+    assert main(["evaluate", str(model), "--data", "digits", "--metrics", "recon", "--steps", "2",
+                 "--out", str(model / "eval.json")]) == 0
+    assert "reconstruction" in json.loads((model / "eval.json").read_text())
+
+
+def test_merge_keeps_each_metric_with_its_own_settings():
+    """A metric measured again with other settings replaces only itself; its section neighbours measured
+    before keep theirs (an entry of their own)."""
+    gen = {"extractor": "x", "num_real": 10, "num_fake": 10, "sampler": "euler", "sampler_steps": 2, "split": "test"}
+    old = {"evaluated_on": "test", "generation": {**gen, "fid": 3.0, "kid_mean": 0.1, "kid_std": 0.01},
+           "zones": {"latent_ks_mean": 0.1, "latent_mean_norm": 0.1, "latent_cov_max_abs_dev": 0.1, "round_trip": {}}}
+    new = {"evaluated_on": "train", "generation": {**gen, "num_fake": 5, "kid_mean": 0.2, "kid_std": 0.02,
+                                                   "split": "train"}}
+    out = merge_results(old, new)
+    assert out["generation"]["kid_mean"] == 0.2 and "fid" not in out["generation"]
+    assert out["generation:fid"] == {**gen, "fid": 3.0} and out["zones"]["split"] == "test"
+    names = [r[0] for r in metric_rows(out)]
+    assert names.count("FID") == 1 and names.count("KID") == 1
+    same = merge_results(old, {"evaluated_on": "test", "generation": {**gen, "kid_mean": 0.3, "kid_std": 0.0}})
+    assert same["generation"]["fid"] == 3.0 and "generation:fid" not in same  # same settings: one entry

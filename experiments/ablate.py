@@ -10,6 +10,7 @@ Studies (the hypotheses of docs/method.md §10):
   classification   joint (+ nogen on the preset and combination rows) vs classifier: test accuracy at
                    alpha 0 and 1, EMA and raw weights, evaluation anchor set = the training batch
   representation   representation vs simclr: kNN and linear probe of the encoder's features
+  text             text vs clip (same encoders): recall@1 both ways and prompt classification
 
 Every finished run is cached in its folder under ``--out`` (the trainer's own resume, plus
 ``ablate-eval.json`` for this script's measurements), so an interrupted study restarts where it was;
@@ -71,7 +72,7 @@ CLASSIFICATION = Study(
     metrics={"acc_a0": "accuracy (alpha 0)", "acc_a1": "accuracy (alpha 1)"},
     variants={
         "preset": Variant("-", "the preset as it is"),
-        "batch": Variant("H1", "anchor set x4: batch 1024 (same steps)", both=("batch_size=1024",)),
+        "batch": Variant("H1", "anchor set x2: batch 512 (same steps)", both=("batch_size=512",)),
         "latent": Variant("H2", "latent dimension x4", both=("latent_dim=64",)),
         "paper_lr": Variant("H3", "paper's LR ratios 1:40:2 (encoder 5e-5, decoder 2e-3, label anchors 1e-4)",
                             lzn=("train.lr.encoder=5e-5", "train.lr.label_anchors=1e-4")),
@@ -80,7 +81,7 @@ CLASSIFICATION = Study(
         "dropout": Variant("H4", "encoder dropout 0.15", both=("encoder.kwargs.dropout=0.15",)),
         "head_norm": Variant("H5", "anchor head ends in GroupNorm (anchors of norm ~sqrt(q))",
                              both=("encoder.kwargs.head_norm=true",)),
-        "steps": Variant("H6", "3x the steps", both=("train.steps={steps3}",)),
+        "steps": Variant("H6", "2x the steps", both=("train.steps={steps2}",)),
         "simplex": Variant("H8", "label anchors on a regular simplex", lzn=("label_init=simplex",)),
         "log": Variant("H9", "log-form alignment loss", lzn=("align_form=log",)),
         "train_alpha": Variant("H10", "training latents at alpha 0.5 (not 1)", lzn=("noise_scale=0.5",)),
@@ -92,22 +93,39 @@ REPRESENTATION = Study(
     metrics={"knn_accuracy": "kNN accuracy", "probe_accuracy": "linear probe"},
     variants={
         "preset": Variant("-", "the preset as it is"),
-        "batch": Variant("H1", "anchor set x4: batch 1024 (same steps)", both=("batch_size=1024",)),
+        "batch": Variant("H1", "anchor set x2: batch 512 (same steps)", both=("batch_size=512",)),
         "latent": Variant("H2", "latent dimension x4", both=("latent_dim=64",)),
         "dropout": Variant("H4", "encoder dropout 0.15", both=("encoder.kwargs.dropout=0.15",)),
         "head_norm": Variant("H5", "anchor head ends in GroupNorm (anchors of norm ~sqrt(q))",
                              both=("encoder.kwargs.head_norm=true",)),
-        "steps": Variant("H6", "3x the steps", both=("train.steps={steps3}",)),
+        "steps": Variant("H6", "2x the steps", both=("train.steps={steps2}",)),
         "prob": Variant("H9", "probability-form alignment loss (preset: log)", lzn=("align_form=prob",)),
     },
 )
 
-STUDIES = {"classification": CLASSIFICATION, "representation": REPRESENTATION}
+TEXT = Study(
+    lzn=("text",), baseline="clip", extra=(), extra_rows=(),
+    metrics={"test_i2t_recall@1": "image->text R@1", "test_t2i_recall@1": "text->image R@1",
+             "test_prompt_accuracy": "prompt accuracy"},
+    variants={
+        "preset": Variant("-", "the preset as it is"),
+        "batch": Variant("H1", "anchor set x2: batch 256 (same steps)", both=("batch_size=256",)),
+        "latent": Variant("H2", "latent dimension x4", both=("latent_dim=64",)),
+        "dropout": Variant("H4", "encoder dropout 0.15", both=("encoder.kwargs.dropout=0.15",)),
+        "head_norm": Variant("H5", "image anchor head ends in GroupNorm", both=("encoder.kwargs.head_norm=true",)),
+        "steps": Variant("H6", "2x the steps", both=("train.steps={steps2}",)),
+        "prob": Variant("H9", "probability-form alignment loss (preset: log)", lzn=("align_form=prob",)),
+        "train_alpha": Variant("H10", "training latents at alpha 0 (preset 0.45)", lzn=("noise_scale=0.0",)),
+        "no_decoder": Variant("H11", "alignment only: no image decoder sharing the encoder", lzn=("rf_weight=0",)),
+    },
+)
+
+STUDIES = {"classification": CLASSIFICATION, "representation": REPRESENTATION, "text": TEXT}
 
 
 def _fill(items: tuple[str, ...], steps: int) -> list[str]:
     """Settings with the budget-relative values filled in for a run of ``steps`` steps."""
-    return [s.format(freeze=max(1, round(0.3 * steps)), steps3=3 * steps) for s in items]
+    return [s.format(freeze=max(1, round(0.3 * steps)), steps2=2 * steps) for s in items]
 
 
 def run_sets(study: Study, variant: str, recipe: str, seed: int, preset: str, steps: int | None,

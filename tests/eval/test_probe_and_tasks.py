@@ -90,7 +90,7 @@ def test_evaluate_model_runs_only_the_metrics_named():
     data = ImageDataset(images=images, labels=torch.arange(24) % 3, num_classes=3, name="t")
     res = evaluate_model(model, data, data, metrics="probe,zones", progress=False, eval_batch_size=12)
     assert set(res) == {"evaluated_on", "representation", "zones"}
-    assert set(res["representation"]) == {"features", "probe_accuracy", "probe_accuracy_anchors"}
+    assert set(res["representation"]) == {"features", "split", "probe_accuracy", "probe_accuracy_anchors"}
     assert check_metrics(["knn", "knn", "fid"]) == ("knn", "fid")
     for bad in ("", "fid,,kid", ["FID"], "recon,precision"):
         with pytest.raises(ValueError, match="metric"):

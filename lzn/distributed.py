@@ -31,6 +31,38 @@ def init_from_env() -> bool:
     return True
 
 
+def stop_with_launcher(command: str = "train") -> None:
+    """Under torchrun (Linux): this process is killed when its launcher dies (``prctl(PR_SET_PDEATHSIG,
+    SIGKILL)``), so a launcher killed with ``kill -9`` leaves no rank training on as an orphan; a launcher
+    already gone (this process re-parented to init) stops it at once. And when torchrun stops this rank
+    (SIGTERM: another rank failed or was killed) it ends with one line saying so and how to resume.
+    Without torchrun: nothing."""
+    import signal
+    import sys
+
+    if "TORCHELASTIC_RUN_ID" not in os.environ:
+        return
+
+    def stopped(signum: int, frame: object) -> None:
+        print(f"lzn {command}: error: rank {launched_rank()} stopped by torchrun: another rank of this run stopped "
+              "first (killed, or failed: see above); rerun the same command to resume from the last checkpoint",
+              file=sys.stderr, flush=True)
+        os._exit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stopped)
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG = 1: the kernel's kill, even mid-collective
+    except (OSError, AttributeError):
+        return
+    if os.getppid() == 1:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 def shutdown() -> None:
     """Leave the process group cleanly: wait for every rank, then destroy it (no-op without one)."""
     if is_active():

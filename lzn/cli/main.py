@@ -449,16 +449,42 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exit_:  # --help, or a bad argument (one line, code 2): a code, not an exception
         return exit_.code if isinstance(exit_.code, int) else 2
     _setup_output(args.command)
+    from lzn.distributed import stop_with_launcher
+
+    stop_with_launcher(args.command)  # under torchrun: no orphan rank trains on after its launcher is killed
     try:
         return int(args.func(args))
     except EXPECTED_ERRORS as err:
         if os.environ.get("LZN_DEBUG"):
             raise
+        if _peer_stopped(args.command, err):
+            return 2
         _print_error(args.command, err)
         return 2
     except KeyboardInterrupt:
         print(f"lzn {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+PEER_FAILURES = ("Connection closed by peer", "Connection reset by peer", "Broken pipe", "gloo/transport",
+                 "NCCL communicator was aborted", "socket timeout", "Connection refused")
+
+
+def _peer_stopped(command: str, err: BaseException) -> bool:
+    """Under torchrun: a collective failed because another rank stopped (killed, or failed on its own). This
+    rank then says so in one line, whatever its rank (rank 0 may be the one that stopped), and the command
+    to resume; True when it did."""
+    from lzn.distributed import launched_rank
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or not isinstance(err, RuntimeError):
+        return False
+    text = str(err)
+    if not any(p in text for p in PEER_FAILURES) and type(err).__name__ not in ("DistBackendError", "DistNetworkError"):
+        return False
+    print(f"lzn {command}: error: rank {launched_rank()} stopped: another rank of this run stopped first (killed, or "
+          "failed: see its lines above); rerun the same command to resume from the last checkpoint",
+          file=sys.stderr)
+    return True
 
 
 def _print_error(command: str, err: BaseException) -> None:

@@ -23,6 +23,7 @@ import torch
 from lzn import distributed
 from lzn.distributed import pick_device
 from lzn.atomic import atomic_write_text
+from lzn.run_folder import RunFolderBusy, RunLock
 from lzn.recipes.baselines import ClassifierRecipe, SimCLRRecipe
 from lzn.data import DataConfig, ImageDataset, ShardedDataset, check_labels, has_split, load_split
 from lzn.recipes.common import DataInfo, Recipe, RecipeConfig, data_info
@@ -266,8 +267,27 @@ def _train(recipe: str, cfg: RecipeConfig, run_dir: str | Path) -> dict[str, Any
         log.warning("data set %r has no %r split (give data.test_root, data.holdout, or a root with train/ and "
                     "test/): results are measured on the training set and named train_*", cfg.data.name,
                     cfg.data.test_split)
+    lock = RunLock(run_dir)
+    busy: RunFolderBusy | None = None
     if distributed.is_main():
         run_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            lock.acquire()
+        except RunFolderBusy as err:
+            busy = err
+    if not distributed.all_true(busy is None, device):  # every rank stops when rank 0 cannot take the folder
+        raise busy or RunFolderBusy(f"{run_dir} is in use by another run (rank 0 says which)")
+    try:
+        return _train_locked(recipe, rec, trainer, cfg, run_dir, info, config, train_data, eval_split, eval_data)
+    finally:
+        lock.release()
+
+
+def _train_locked(recipe: str, rec: Recipe, trainer: Trainer, cfg: RecipeConfig, run_dir: Path, info: DataInfo,
+                  config: dict[str, Any], train_data: Data, eval_split: str | None,
+                  eval_data: Data | None) -> dict[str, Any]:
+    """Training, evaluation and export, while this process holds the run folder (rank 0) or its peers do."""
+    if distributed.is_main():
         _write_run_file(run_dir, recipe, info, config)
     try:
         last = trainer.fit()

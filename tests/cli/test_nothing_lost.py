@@ -86,3 +86,34 @@ def test_merge_keeps_each_metric_with_its_own_settings():
     assert names.count("FID") == 1 and names.count("KID") == 1
     same = merge_results(old, {"evaluated_on": "test", "generation": {**gen, "kid_mean": 0.3, "kid_std": 0.0}})
     assert same["generation"]["fid"] == 3.0 and "generation:fid" not in same  # same settings: one entry
+
+
+# ---- one writer per run folder -------------------------------------------------------------------------
+
+def _lock_of(pid: int) -> str:
+    import socket
+
+    from lzn.run_folder import _start_time
+
+    return json.dumps({"pid": pid, "host": socket.gethostname(), "start": _start_time(pid), "since": 0,
+                       "command": "lzn train joint --out elsewhere"})
+
+
+def test_a_second_writer_is_refused_naming_the_holder_and_a_dead_one_is_taken_over(run, capsys):
+    import subprocess
+    import sys
+
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (run / ".lock").write_text(_lock_of(holder.pid))
+        before = snapshot(run)
+        fails(train_args("joint", run, "train.steps=4"), capsys, "is in use by", f"process {holder.pid}",
+              "lzn train joint --out elsewhere")
+        assert snapshot(run) == before  # nothing trained, the holder's lock kept
+    finally:
+        holder.kill()
+        holder.wait()
+    assert main(train_args("joint", run, "train.steps=4")) == 0  # the holder is gone: its lock is taken over
+    assert not (run / ".lock").exists()  # and given back at the end
+    steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert steps == sorted(set(steps))  # one writer: no step twice

@@ -86,3 +86,83 @@ def test_two_launchers_on_loopback_train_on_shards_like_one_launcher(tmp_path):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     res = json.loads((tmp_path / "nodes" / "results.json").read_text())
     assert res["steps"] == 5 and 0.0 <= res["probe_accuracy"] <= 1.0
+
+
+def _children(pid: int) -> list[int]:
+    """Processes whose parent is ``pid`` (Linux /proc)."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
+def _gone(pid: int) -> bool:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return True
+    return fields[0] == "Z"  # exited, not yet reaped
+
+
+def _start_long_run(out: Path) -> tuple[subprocess.Popen, list[int]]:
+    """torchrun with two ranks on a run of many steps, once it has logged two steps; and the ranks' pids."""
+    import time
+
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           "-m", "lzn", "train", "joint", "--preset", "digits", "--out", str(out)]
+    for item in sets("joint") + ["train.steps=1000"]:
+        cmd += ["--set", item]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        log = out / "metrics.jsonl"
+        if log.is_file() and len(log.read_text().splitlines()) >= 2:
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, proc.communicate()[1][-3000:]
+    ranks = _children(proc.pid)
+    assert len(ranks) == 2
+    return proc, ranks
+
+
+def test_killing_the_launcher_stops_its_ranks_and_the_rerun_takes_the_folder_over(tmp_path):
+    """kill -9 of torchrun: the ranks stop (no orphan keeps training), the lock they leave is taken over, and
+    the run resumes from its last checkpoint with no step logged twice."""
+    import signal
+    import time
+
+    from lzn.cli.main import main
+
+    out = tmp_path / "run"
+    proc, ranks = _start_long_run(out)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.communicate(timeout=60)
+    deadline = time.time() + 60
+    while time.time() < deadline and not all(_gone(r) for r in ranks):
+        time.sleep(0.2)
+    assert all(_gone(r) for r in ranks)
+    assert (out / ".lock").is_file()  # left by the killed rank 0
+    done = max(int(p.stem.split("-")[1]) for p in (out / "checkpoints").glob("step-*.pt"))
+    args = ["train", "joint", "--preset", "digits", "--out", str(out)]
+    for item in sets("joint") + [f"train.steps={done + 1}"]:
+        args += ["--set", item]
+    assert main(args) == 0
+    steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert steps[-1] == done + 1 and not (out / ".lock").exists()
+
+
+def test_a_killed_rank_ends_in_one_line_naming_the_rerun(tmp_path):
+    import signal
+
+    proc, ranks = _start_long_run(tmp_path / "run")
+    os.kill(max(ranks), signal.SIGKILL)  # rank 1 (started second)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode != 0
+    assert "error: rank 0 stopped" in err and "another rank of this run stopped first" in err, err[-3000:]
+    assert "rerun the same command to resume" in err

@@ -14,6 +14,7 @@ from typing import Any, Literal
 import torch
 
 from lzn.cli.output import say
+from lzn.data import ImageDataset
 from lzn.models import LatentZoningNetwork
 
 
@@ -114,6 +115,14 @@ def data_config(args: argparse.Namespace, loaded: Loaded):  # type: ignore[no-un
         cfg = DataConfig(name=args.data, root=args.root, size=None if (args.data == "digits" and size == 8) else size,
                          channels=channels)
     return cfg
+
+
+def chunks(ds: Any, size: int) -> Any:
+    """(images, labels) of consecutive chunks of ``size`` of an in-memory or sharded set (a sharded one is
+    read chunk by chunk, never whole)."""
+    from lzn.data import iter_batches
+
+    return iter_batches(ds, size)
 
 
 def parse_labels(text: str, model: LatentZoningNetwork) -> list[int]:
@@ -287,17 +296,20 @@ def classify(args: argparse.Namespace) -> int:
     gen = torch.Generator(device=model.device).manual_seed(args.seed)
     how = (f"reference bank of {model.reference.shape[0]} anchors" if context == "reference" and model.reference is not None
            else f"anchor sets of {min(batch, len(ds))} images")
+    prompts = None
     if prompted:
         prompts = class_prompts(args, ds)
         assert prompts is not None
         alpha = args.noise_scale if args.noise_scale is not None else 0.0
-        pred = model.classify(ds.images.to(model.device), prompts=prompts, noise_scale=alpha, batch_size=batch,
-                              generator=gen, context=context).cpu()
         how = f"prompt classification over {len(prompts)} prompts such as {prompts[0]!r}, {how}"
     else:
         alpha = args.noise_scale if args.noise_scale is not None else float(loaded.setting("eval_noise_scale", 1.0))
-        pred = model.classify(ds.images.to(model.device), noise_scale=alpha, batch_size=batch, generator=gen,
-                              context=context).cpu()
+    parts = []
+    for images, _ in chunks(ds, batch):  # each chunk one anchor set of the batch protocol, as in memory
+        extra = {"prompts": prompts} if prompts is not None else {}
+        parts.append(model.classify(images.to(model.device), noise_scale=alpha, batch_size=batch, generator=gen,
+                                    context=context, **extra).cpu())
+    pred = torch.cat(parts)
     if ds.labels is not None:
         acc = (pred == ds.labels).float().mean().item()
         say(f"{args.split} accuracy: {acc:.4f} on {len(pred)} images ({how}, alpha = {alpha:g})")
@@ -329,14 +341,15 @@ def retrieve(args: argparse.Namespace) -> int:
     ds = data(args, loaded)
     batch = int(loaded.setting("eval_batch_size", 2000))
     gen = torch.Generator(device=model.device).manual_seed(args.seed)
-    choices = model.retrieve("text", captions, "image", ds.images.to(model.device), k=args.k, batch_size=batch,
+    images = ds.images if isinstance(ds, ImageDataset) else ds.load().images  # every image is a candidate
+    choices = model.retrieve("text", captions, "image", images.to(model.device), k=args.k, batch_size=batch,
                              generator=gen, context=args.context)
     idx = choices.indices.cpu()  # (len(captions), k)
     for caption, row in zip(captions, idx.tolist()):
         shown = [f"{i} ({ds.class_names[int(ds.labels[i])] if ds.class_names else int(ds.labels[i])})"
                  if ds.labels is not None else str(i) for i in row]
         say(f"{caption!r}: {', '.join(shown)}")
-    path = save_image_grid(ds.images[idx.flatten()], out, nrow=idx.shape[1],
+    path = save_image_grid(images[idx.flatten()], out, nrow=idx.shape[1],
                            row_labels=[margin_label(c) for c in captions])
     say(f"best {idx.shape[1]} of {len(ds)} {args.split} images per caption (one row each): {Path(path).resolve()}")
     return 0
@@ -355,7 +368,7 @@ def embed(args: argparse.Namespace) -> int:
     encoder = model.encoder
     fn = encoder if args.head else encoder.features
     with torch.no_grad():
-        feats = extract_features(fn, ds.images, device=model.device)
+        feats = extract_features(fn, ds.images if isinstance(ds, ImageDataset) else ds, device=model.device)
     atomic_save_npy(out, feats.numpy())
     say(f"embeddings {tuple(feats.shape)}: {out.resolve()}")
     return 0
@@ -365,7 +378,7 @@ def reconstruct(args: argparse.Namespace) -> int:
     from lzn.eval import reconstruction_error
     from lzn.viz import save_image_grid
 
-    out = Path(args.out) if args.out else Path(args.run_dir)
+    out = Path(args.out) if args.out else Path(args.run_dir) / "samples"
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {args.out} is an existing file; expected a folder for reconstructions.png")
     loaded = load(args.run_dir, args.device)
@@ -374,15 +387,22 @@ def reconstruct(args: argparse.Namespace) -> int:
         raise ValueError(f"the model at {loaded.path} has no decoder to reconstruct with")
     if loaded.meta is None and not args.out:
         out = Path(".")
+    model_dir = (loaded.path / "model" if loaded.meta else loaded.path).resolve()
+    if loaded.meta is not None and out.resolve() == loaded.path.resolve():
+        raise ValueError(f"--out {args.out} would write over the run's own reconstructions.png (made at the end of "
+                         "training, shown in its report); choose another folder (default: RUN_DIR/samples)")
+    if out.resolve() == model_dir or model_dir in out.resolve().parents:
+        raise ValueError(f"--out {args.out} lies inside the model folder {model_dir}; choose another folder")
     ds = data(args, loaded)
     n = min(args.num, len(ds))
     labels = ds.labels[:n] if ds.labels is not None else None
     sampler = args.sampler or loaded.setting("sampler", "euler")
     steps = args.steps or loaded.setting("sampler_steps", 20)
-    err, rec = reconstruction_error(model, ds.images[:n], labels, sampler=sampler, steps=steps,
+    originals = ds.batch(torch.arange(n))[0]  # (n, C, H, W); a sharded set reads only these
+    err, rec = reconstruction_error(model, originals, labels, sampler=sampler, steps=steps,
                                     context=args.context or "batch")
     m = min(n, 32)
-    pairs = torch.stack([ds.images[:m], rec[:m]], dim=1).flatten(0, 1)  # (2m, C, H, W): original, reconstruction
+    pairs = torch.stack([originals[:m], rec[:m]], dim=1).flatten(0, 1)  # (2m, C, H, W): original, reconstruction
     path = save_image_grid(pairs, out / "reconstructions.png", nrow=8)
     say(f"reconstruction L2 per image: {err:.4f} ({n} {args.split} images, {sampler})")
     say(f"reconstructions (each original followed by its reconstruction, left to right): {path.resolve()}")

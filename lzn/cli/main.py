@@ -287,7 +287,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--root", default=None, help="data path (default: the run's)")
         p.add_argument("--split", default="test" if name != "reconstruct" else "train", choices=["train", "test"])
         p.add_argument("--out", default=None, required=name == "embed",
-                       help="folder for reconstructions.png" if name == "reconstruct" else "output .npy file")
+                       help="folder for reconstructions.png (default: RUN_DIR/samples)" if name == "reconstruct"
+                       else "output .npy file")
         if name == "embed":
             p.add_argument("--head", action="store_true", help="anchors instead of backbone features")
         if name == "classify":

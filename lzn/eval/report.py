@@ -314,11 +314,10 @@ def _zones(run: Path, meta: dict[str, Any], device: torch.device, max_points: in
         data = load_split(cfg, split, class_names=tuple(names) if names else None)
     except (OSError, ValueError, TypeError) as err:
         return _note(f"No zone picture: the run's data could not be loaded ({' '.join(str(err).split())}).")
-    n = data.images.shape[0]
+    n = len(data)
     gen = torch.Generator().manual_seed(0)
     index = torch.randperm(n, generator=gen)[:max_points] if n > max_points else torch.arange(n)
-    images = data.images[index]  # (N, C, H, W)
-    labels = data.labels[index] if data.labels is not None else None  # (N,)
+    images, labels = data.batch(index)  # (N, C, H, W), (N,) or None; a sharded set reads only these
     batch = int(config.get("eval_batch_size") or 2000)
     lat = []
     try:

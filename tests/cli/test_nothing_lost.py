@@ -117,3 +117,76 @@ def test_a_second_writer_is_refused_naming_the_holder_and_a_dead_one_is_taken_ov
     assert not (run / ".lock").exists()  # and given back at the end
     steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert steps == sorted(set(steps))  # one writer: no step twice
+
+
+# ---- inference on a run trained on shards --------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def shards_run(tmp_path_factory) -> tuple[Path, Path]:
+    from lzn.data import shard_source
+
+    base = tmp_path_factory.mktemp("shards")
+    shard_source("digits", base / "sh", shard_size=500, progress=False)
+    out = base / "run"
+    assert main(train_args("joint", out, "data.name=shards", f"data.root={base / 'sh'}")) == 0
+    return out, base / "sh"
+
+
+@pytest.mark.parametrize("command", [
+    ["classify", "{run}"],
+    ["classify", "{run}", "--context", "batch", "--out", "{tmp}/pred.npy"],
+    ["embed", "{run}", "--out", "{tmp}/emb.npy"],
+    ["reconstruct", "{run}", "--num", "4", "--steps", "2", "--out", "{tmp}/rec"],
+    ["evaluate", "{run}", "--extractor", "none", "--steps", "2", "--out", "{tmp}/m.json"],
+    ["report", "{run}", "--out", "{tmp}/report.html"],
+    ["classify", "{model}", "--data", "shards", "--root", "{shards}"],
+    ["embed", "{model}", "--data", "shards", "--root", "{shards}", "--split", "train", "--out", "{tmp}/e2.npy"],
+])
+def test_inference_commands_run_on_a_run_trained_on_shards(shards_run, tmp_path, capsys, command):
+    run, shards = shards_run
+    args = [a.format(run=run, tmp=tmp_path, model=run / "model", shards=shards) for a in command]
+    capsys.readouterr()
+    assert main(args) == 0, capsys.readouterr().err
+    printed = capsys.readouterr().out
+    if args[0] == "classify":
+        assert "test accuracy:" in printed and "on 359 images" in printed
+    if args[0] == "embed":
+        import numpy as np
+
+        assert np.load(args[-1]).shape[0] == (1438 if "train" in args else 359)
+    if args[0] == "evaluate":
+        res = json.loads((tmp_path / "m.json").read_text())
+        assert {"classification", "reconstruction", "representation", "zones"} <= set(res)
+
+
+def test_classify_on_shards_equals_classify_in_memory(shards_run, tmp_path, capsys):
+    """Shards are read chunk by chunk (one anchor set each): the predictions are those of the same images
+    in memory (digits as 8-bit PNG come back within 1/255, so compare with the split decoded from shards)."""
+    import numpy as np
+
+    run, shards = shards_run
+    for context in ("batch", "reference"):
+        assert main(["classify", str(run), "--context", context, "--out", str(tmp_path / "a.npy")]) == 0
+        from lzn.cli.inference import load
+        from lzn.data import ShardedDataset
+
+        model = load(str(run), "cpu").model
+        images = ShardedDataset(shards / "test").load().images
+        import torch
+
+        cfg = json.loads(json.dumps(__import__("yaml").safe_load((run / "run.yaml").read_text())["config"]))
+        pred = model.classify(images, noise_scale=cfg["eval_noise_scale"], batch_size=cfg["eval_batch_size"],
+                              generator=torch.Generator().manual_seed(0), context=context)
+        assert np.array_equal(np.load(tmp_path / "a.npy"), pred.numpy())
+
+
+def test_reconstruct_never_writes_over_the_runs_own_picture(run, capsys):
+    own = (run / "reconstructions.png").read_bytes()
+    before = snapshot(run)
+    fails(["reconstruct", str(run), "--out", str(run)], capsys, "the run's own reconstructions.png")
+    fails(["reconstruct", str(run), "--out", str(run / "model")], capsys, "inside the model folder")
+    assert snapshot(run) == before
+    capsys.readouterr()
+    assert main(["reconstruct", str(run), "--num", "4", "--steps", "2"]) == 0
+    assert str(run / "samples" / "reconstructions.png") in capsys.readouterr().out
+    assert (run / "reconstructions.png").read_bytes() == own

@@ -68,7 +68,7 @@ def _train(args: argparse.Namespace) -> int:
     from lzn.recipes.runner import resolve_config, train
 
     cfg = resolve_config(args.recipe, args.preset, args.config, args.set)
-    _print_results(train(args.recipe, cfg, args.out))
+    _print_results(train(args.recipe, cfg, args.out, allow_other_data=args.allow_other_data))
     say(f"run folder: {Path(args.out).resolve()}")
     return 0
 
@@ -139,20 +139,28 @@ def _describe(path: Path, idx: dict[str, Any]) -> str:
 
 
 def _data_info(args: argparse.Namespace) -> int:
-    from lzn.data.shards import is_split_folder, read_index
+    from lzn.data.shards import is_split_folder, read_index, split_problems
 
     root = Path(args.dir)
     splits = [root] if is_split_folder(root) else [root / s for s in ("train", "test") if is_split_folder(root / s)]
     if not splits:
         raise FileNotFoundError(f"{root} holds no sharded split (index.json); expected a folder written by "
                                 "`lzn data shard SOURCE --out DIR` (DIR, DIR/train or DIR/test)")
+    broken = []
     for path in splits:
         idx = read_index(path)
+        problems = split_problems(path)
+        if problems:
+            broken.append(f"{path}: {'; '.join(problems)}")
+            continue
         say(f"{path.name}: {_describe(path, idx)}")
         if idx.get("class_names"):
             pairs = list(zip(idx["class_names"], idx["class_counts"]))
             shown = ", ".join(f"{n} ({c})" for n, c in pairs[:10])
             say(f"  classes: {shown}{', ...' if len(pairs) > 10 else ''}")
+    if broken:
+        raise ValueError(f"{' | '.join(broken)}: write the split again with `lzn data shard SOURCE --out DIR "
+                         "--overwrite`")
     return 0
 
 
@@ -258,6 +266,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override one key, merged into mappings (repeatable), e.g. train.lr.encoder=1e-4")
     t.add_argument("--out", required=True, help="run folder (resumed if it holds checkpoints)")
+    t.add_argument("--allow-other-data", action="store_true",
+                   help="resume a run on a training set other than the one it started on (refused otherwise)")
     t.set_defaults(func=_train)
 
     def run_cmd(name: str, help_: str, func) -> argparse.ArgumentParser:  # type: ignore[no-untyped-def]

@@ -194,6 +194,9 @@ def _shard_split(cfg: DataConfig, split: str, class_names: tuple[str, ...] | Non
             raise DataNotFoundError(f"shards {root} have no test split: expected {root / 'test'} (write it with `lzn "
                                     "data shard TEST_SOURCE --out DIR --split test`), or data.test_root; or set "
                                     "data.test_split=null for no held-out evaluation")
+        if is_split_folder(root / "test"):
+            raise DataNotFoundError(f"shards {root} hold only a test split ({root / 'test'}): write the training split "
+                                    f"with `lzn data shard SOURCE --out {root} --split train`")
         path = root  # ShardedDataset names what is missing
     return ShardedDataset(path, size=cfg.size, channels=cfg.channels, class_names=class_names if split == "test"
                           else None)

@@ -134,13 +134,42 @@ def read_folder_sample(path: Path, label: int) -> Sample:
     return Sample(path.read_bytes(), suffix, label, (int(size[0]), int(size[1])), channels)
 
 
+def _remove_stale_temporaries(out: Path) -> None:
+    """Temporary split folders of ``out`` left by a writer that was killed (its process is gone): the name
+    ``.NAME.PID.XXXX.tmp`` says whose it is; a live writer's folder is left alone."""
+    for tmp in out.parent.glob(f".{out.name}.*.tmp"):
+        parts = tmp.name[len(out.name) + 2:].split(".")
+        if not parts[0].isdigit() or int(parts[0]) == os.getpid():
+            continue
+        try:
+            os.kill(int(parts[0]), 0)
+            continue  # alive: another writer's
+        except ProcessLookupError:
+            shutil.rmtree(tmp, ignore_errors=True)
+        except PermissionError:
+            continue
+
+
+def _check_every_class(labels: np.ndarray, num_classes: int, out: Path) -> None:
+    """A training split holds every class 0..K-1 (training refuses gaps); refused here, where it is written."""
+    from lzn.data.config import _ranges
+
+    missing = sorted(set(range(num_classes)) - set(np.unique(labels).tolist()))
+    if missing:
+        raise ValueError(f"{out}: labels must be 0..K-1 with every class present in a training split (K="
+                         f"{num_classes}); missing: {_ranges(missing)}: renumber the labels (or write it with "
+                         "--split test, where fewer classes are fine)")
+
+
 def write_shards(samples: Iterable[Sample], out: str | Path, *, class_names: Sequence[str] | None = None,
                  shard_size: int = DEFAULT_SHARD_SIZE, source: str = "", total: int | None = None,
-                 overwrite: bool = False, progress: bool = True) -> Path:
+                 overwrite: bool = False, progress: bool = True, every_class: bool = False) -> Path:
     """Write ``samples`` as one split folder ``out`` (the layout of the module docstring); returns it.
 
     The split is assembled in a temporary folder beside ``out`` and moved into place at the end, so an
-    interrupted run leaves no half-written split. ``out`` must not exist unless ``overwrite``.
+    interrupted run leaves no half-written split (and the next write removes a killed writer's temporary
+    folder). ``out`` must not exist unless ``overwrite``, neither at the start nor at the end (a split written
+    there meanwhile is not replaced). ``every_class``: refuse labels with gaps (a training split).
     """
     from tqdm.auto import tqdm
 
@@ -150,7 +179,8 @@ def write_shards(samples: Iterable[Sample], out: str | Path, *, class_names: Seq
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} already exists; choose another --out or pass --overwrite")
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    _remove_stale_temporaries(out)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.{os.getpid()}.", suffix=".tmp", dir=out.parent))
     os.chmod(tmp, default_dir_mode())  # mkdtemp's folder is private; the split is an ordinary folder
     try:
         shards, labels, sizes, channels, suffixes = [], [], set(), set(), set()
@@ -183,6 +213,11 @@ def write_shards(samples: Iterable[Sample], out: str | Path, *, class_names: Seq
         if not labelled and (label_array >= 0).any():
             raise ValueError(f"{out}: some samples have labels and some do not; a split is labelled or not")
         num_classes = len(class_names) if class_names is not None else (int(label_array.max()) + 1 if labelled else 0)
+        if labelled and int(label_array.max()) >= num_classes:
+            raise ValueError(f"{out}: labels go up to {int(label_array.max())}, but class_names names only "
+                             f"{num_classes} classes; give one name per class")
+        if labelled and every_class:
+            _check_every_class(label_array, num_classes, out)
         shard_of, offsets, lengths = _member_table(tmp, shards)
         np.savez(tmp / ITEMS_FILE, shard=shard_of, offset=offsets, length=lengths, label=label_array)
         size = next(iter(sizes)) if len(sizes) == 1 else None
@@ -195,9 +230,13 @@ def write_shards(samples: Iterable[Sample], out: str | Path, *, class_names: Seq
             "shards": shards,
         }
         atomic_write_text(tmp / INDEX_FILE, json.dumps(index, indent=1) + "\n")
-        if out.exists():
+        if out.exists() and overwrite:
             shutil.rmtree(out)
-        os.replace(tmp, out)
+        try:
+            os.rename(tmp, out)  # never over a split another writer put there meanwhile (an empty folder: fine)
+        except OSError:
+            raise FileExistsError(f"{out} was written by another process meanwhile; it is left as it is (pass "
+                                  "--overwrite to replace it)") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -242,6 +281,29 @@ def read_index(path: str | Path) -> dict[str, Any]:
         found = index.get("format") if isinstance(index, dict) else type(index).__name__
         raise ValueError(f"{path / INDEX_FILE}: format {found!r}, expected {FORMAT!r}; write the split again")
     return index
+
+
+def split_problems(path: str | Path) -> list[str]:
+    """What is wrong with the files of a split folder (empty when it is whole): a missing or truncated shard
+    (shorter than its last sample's bytes), a per-sample table that does not match the index."""
+    path = Path(path)
+    index = read_index(path)
+    try:
+        with np.load(path / ITEMS_FILE, allow_pickle=False) as items:
+            shard, end = items["shard"], items["offset"] + items["length"]
+    except (OSError, KeyError, ValueError) as err:
+        return [f"{path / ITEMS_FILE} is missing or unreadable ({' '.join(str(err).split())})"]
+    problems = []
+    if len(shard) != index["num_samples"]:
+        problems.append(f"{ITEMS_FILE} lists {len(shard)} samples, {INDEX_FILE} {index['num_samples']}")
+    for i, entry in enumerate(index["shards"]):
+        f = path / entry["name"]
+        need = int(end[shard == i].max()) if (shard == i).any() else 0
+        if not f.is_file():
+            problems.append(f"{entry['name']} is missing")
+        elif f.stat().st_size < need:
+            problems.append(f"{entry['name']} is truncated ({f.stat().st_size} bytes, its samples need {need})")
+    return problems
 
 
 class ShardedDataset:
@@ -406,9 +468,15 @@ def shard_source(source: str | Path, out: str | Path, *, kind: str = "auto", spl
     two = kind in ("digits", "cifar10", "fashion") or (kind == "folder" and (path / "train").is_dir()
                                                         and (path / "test").is_dir())
     splits = ([split] if split else ["train", "test"]) if two else [split or "train"]
-    for s in splits:
-        if (out / s).exists() and not overwrite:
-            raise FileExistsError(f"{out / s} already exists; choose another --out or pass --overwrite")
+    if kind != "digits" and (out.resolve() == path.resolve() or path.resolve() in out.resolve().parents):
+        raise ValueError(f"--out {out} lies inside the source {path}; the shards would be read as part of it: "
+                         "choose an --out outside the source")
+    done = [s for s in splits if (out / s).exists()]
+    if done and not overwrite:
+        rest = [s for s in splits if s not in done]
+        also = (f" ({', '.join(rest)} missing: write it alone with --split {rest[0]}, or pass --overwrite to "
+                "write every split again)" if rest else "; choose another --out or pass --overwrite")
+        raise FileExistsError(f"{out / done[0]} already exists{also}")
     written: dict[str, Path] = {}
     train_names: tuple[str, ...] | None = None
     for s in splits:  # train first: a folder's test split takes the training class names
@@ -429,7 +497,9 @@ def shard_source(source: str | Path, out: str | Path, *, kind: str = "auto", spl
                 data = load_cifar10(path, split=s)
             else:
                 data = load_arrays(path)
+            if s == "train" and data.labels is not None:  # before any image is written
+                _check_every_class(data.labels.numpy(), data.num_classes, out / s)
             names, samples, total = data.class_names, samples_from_dataset(data), len(data)
         written[s] = write_shards(samples, out / s, class_names=names, shard_size=shard_size, source=label,
-                                  total=total, overwrite=overwrite, progress=progress)
+                                  total=total, overwrite=overwrite, progress=progress, every_class=s == "train")
     return written

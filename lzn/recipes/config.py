@@ -148,7 +148,22 @@ def yaml_load(text: str) -> Any:
     class Loader(yaml.SafeLoader):
         pass
 
+    def unique_keys(loader: Loader, node: yaml.MappingNode, deep: bool = False) -> Any:
+        """A mapping whose keys are distinct: a repeated key would silently drop the first value."""
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = loader.construct_object(key_node, deep=deep)
+            if isinstance(key, (str, int, float, bool)) and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} appears twice in one mapping (lines {seen[key] + 1} and "
+                    f"{key_node.start_mark.line + 1}); keep one", key_node.start_mark)
+            seen[key] = key_node.start_mark.line
+        return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
+
     Loader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT, list("-+0123456789."))
+    Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, unique_keys)
     return yaml.load(text, Loader=Loader)  # noqa: S506 - a SafeLoader subclass
 
 

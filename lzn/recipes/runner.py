@@ -121,7 +121,7 @@ def resolve_config(recipe: str, preset: str | None = None, config_file: str | No
     cfg = merge(cfg, dict(spec.defaults))
     cfg = merge(cfg, data.get(recipe, {}))
     if config_file:
-        cfg = merge(cfg, load_yaml(config_file))
+        cfg = merge(cfg, _config_file(config_file, recipe))
     if sets:
         cfg = merge(cfg, parse_set(sets))
     for key, value in spec.defaults:
@@ -130,6 +130,17 @@ def resolve_config(recipe: str, preset: str | None = None, config_file: str | No
             raise ConfigError(f"{key}: recipe {recipe!r} is {base!r} with {key}={'null' if value is None else value}; "
                               f"remove the {key} setting, or train recipe {base!r}")
     return cfg
+
+
+def _config_file(path: str, recipe: str) -> dict[str, Any]:
+    """A ``--config`` file's overrides; a run's own ``run.yaml`` gives the settings under its ``config:``."""
+    data = load_yaml(path)
+    if {"recipe", "data_info", "config"} <= set(data) and isinstance(data["config"], dict):
+        if data["recipe"] != recipe:
+            raise ConfigError(f"--config {path} is the run.yaml of a {data['recipe']!r} run; train recipe "
+                              f"{data['recipe']!r} with it, or give a file of {recipe!r} settings")
+        return data["config"]
+    return data
 
 
 def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -142,7 +153,38 @@ def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _check_existing_run(run_dir: Path, recipe: str, config: dict[str, Any]) -> None:
+def data_fingerprint(data: Data) -> dict[str, Any]:
+    """What identifies a training set without reading its images: its size, class counts and, for shards, a
+    hash of the split's shard list (names and sample counts). Stored in run.yaml; a resume compares it."""
+    import hashlib
+
+    out: dict[str, Any] = {"num_images": len(data), "class_names": list(data.class_names) if data.class_names else None,
+                           "class_counts": (torch.bincount(data.labels, minlength=data.num_classes).tolist()
+                                            if data.labels is not None else None)}
+    if isinstance(data, ShardedDataset):
+        listing = json.dumps([data.index["shards"], data.index["num_samples"]], sort_keys=True)
+        out["shards"] = hashlib.sha256(listing.encode()).hexdigest()[:16]
+    return out
+
+
+def _check_same_data(run_dir: Path, old: dict[str, Any], info: DataInfo, fingerprint: dict[str, Any]) -> None:
+    """A run resumes on the data it was trained on (``allow_other_data`` skips this)."""
+    before = {**(old.get("data_info") or {}), **(old.get("data_fingerprint") or {})}
+    now = {**dataclasses.asdict(info), **fingerprint}
+    changed = sorted(k for k in before if k in now and before[k] != now[k])
+    if changed:
+        shown = ", ".join(f"{k} {_brief(before[k])} -> {_brief(now[k])}" for k in changed)
+        raise ConfigError(f"{run_dir} was trained on other data ({shown}); resume it on the same data, choose "
+                          "another --out, or pass --allow-other-data to continue on this data anyway")
+
+
+def _brief(value: Any) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _check_existing_run(run_dir: Path, recipe: str, config: dict[str, Any], info: DataInfo | None = None,
+                        fingerprint: dict[str, Any] | None = None) -> None:
     """A folder holding checkpoints must have been started with this recipe and config (up to the
     keys in RESUMABLE_CHANGES). A folder without checkpoints has nothing to protect: it starts anew."""
     path = run_dir / RUN_FILE
@@ -161,6 +203,8 @@ def _check_existing_run(run_dir: Path, recipe: str, config: dict[str, Any]) -> N
     if changed:
         raise ConfigError(f"{run_dir} was started with a different config ({', '.join(changed)}); "
                           "resume with the same settings or choose another --out")
+    if info is not None and fingerprint is not None:
+        _check_same_data(run_dir, old, info, fingerprint)
 
 
 def _check_out_dir(run_dir: Path, data: DataConfig) -> None:
@@ -198,15 +242,16 @@ def _check_optional_packages(cfg: RecipeConfig) -> None:
                           "(or set train.tensorboard=false)")
 
 
-def _write_run_file(run_dir: Path, recipe: str, info: DataInfo, config: dict[str, Any]) -> None:
+def _write_run_file(run_dir: Path, recipe: str, info: DataInfo, config: dict[str, Any],
+                    fingerprint: dict[str, Any]) -> None:
     import yaml
 
-    text = yaml.safe_dump({"recipe": recipe, "data_info": dataclasses.asdict(info), "config": config},
-                           sort_keys=False)
+    text = yaml.safe_dump({"recipe": recipe, "data_info": dataclasses.asdict(info), "config": config,
+                           "data_fingerprint": fingerprint}, sort_keys=False)
     atomic_write_text(run_dir / RUN_FILE, text)
 
 
-def train(recipe: str, cfg: RecipeConfig, run_dir: str | Path) -> dict[str, Any]:
+def train(recipe: str, cfg: RecipeConfig, run_dir: str | Path, *, allow_other_data: bool = False) -> dict[str, Any]:
     """Train ``recipe`` with ``cfg`` in ``run_dir`` and return its results (also in ``results.json``).
 
     Everything (config, data, networks, optional packages, an existing checkpoint) is checked before
@@ -215,13 +260,13 @@ def train(recipe: str, cfg: RecipeConfig, run_dir: str | Path) -> dict[str, Any]
     it; a smaller one is refused. Under torchrun this joins the process group and leaves it at the end."""
     joined = not distributed.is_active() and distributed.init_from_env()
     try:
-        return _train(recipe, cfg, run_dir)
+        return _train(recipe, cfg, run_dir, allow_other_data)
     finally:
         if joined:
             distributed.shutdown()
 
 
-def _train(recipe: str, cfg: RecipeConfig, run_dir: str | Path) -> dict[str, Any]:
+def _train(recipe: str, cfg: RecipeConfig, run_dir: str | Path, allow_other_data: bool = False) -> dict[str, Any]:
     run_dir = Path(run_dir)
     device = pick_device(cfg.train.device)
     cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, device=str(device)))
@@ -253,7 +298,9 @@ def _train(recipe: str, cfg: RecipeConfig, run_dir: str | Path) -> dict[str, Any
         trainer = Trainer(rec.modules, rec.step, rec.batches, cfg.train, run_dir, hooks=hooks)
     except ValueError as err:  # per-module settings that name the wrong modules: config errors of train.*
         raise ConfigError(f"train.{err}") from None
-    _check_existing_run(run_dir, recipe, config)  # after every check of the new config itself
+    fingerprint = data_fingerprint(train_data)
+    _check_existing_run(run_dir, recipe, config, None if allow_other_data else info,  # after every check of the
+                        fingerprint)  # new config itself
     latest = latest_checkpoint(run_dir)
     if latest is not None:
         state = load_checkpoint(latest)  # a corrupted checkpoint fails here, before anything is written
@@ -264,9 +311,10 @@ def _train(recipe: str, cfg: RecipeConfig, run_dir: str | Path) -> dict[str, Any
                      run_dir, trainer.total_steps)
             return json.loads(stored.read_text())
     if eval_split == cfg.data.train_split:
-        log.warning("data set %r has no %r split (give data.test_root, data.holdout, or a root with train/ and "
-                    "test/): results are measured on the training set and named train_*", cfg.data.name,
-                    cfg.data.test_split)
+        how = ("write it with `lzn data shard TEST_SOURCE --out DIR --split test`, or give data.test_root"
+               if cfg.data.name == "shards" else "give data.test_root, data.holdout, or a root with train/ and test/")
+        log.warning("data set %r has no %r split (%s): results are measured on the training set and named train_*",
+                    cfg.data.name, cfg.data.test_split, how)
     lock = RunLock(run_dir)
     busy: RunFolderBusy | None = None
     if distributed.is_main():
@@ -278,17 +326,18 @@ def _train(recipe: str, cfg: RecipeConfig, run_dir: str | Path) -> dict[str, Any
     if not distributed.all_true(busy is None, device):  # every rank stops when rank 0 cannot take the folder
         raise busy or RunFolderBusy(f"{run_dir} is in use by another run (rank 0 says which)")
     try:
-        return _train_locked(recipe, rec, trainer, cfg, run_dir, info, config, train_data, eval_split, eval_data)
+        return _train_locked(recipe, rec, trainer, cfg, run_dir, info, config, train_data, eval_split, eval_data,
+                             fingerprint)
     finally:
         lock.release()
 
 
 def _train_locked(recipe: str, rec: Recipe, trainer: Trainer, cfg: RecipeConfig, run_dir: Path, info: DataInfo,
                   config: dict[str, Any], train_data: Data, eval_split: str | None,
-                  eval_data: Data | None) -> dict[str, Any]:
+                  eval_data: Data | None, fingerprint: dict[str, Any]) -> dict[str, Any]:
     """Training, evaluation and export, while this process holds the run folder (rank 0) or its peers do."""
     if distributed.is_main():
-        _write_run_file(run_dir, recipe, info, config)
+        _write_run_file(run_dir, recipe, info, config, fingerprint)
     try:
         last = trainer.fit()
     finally:

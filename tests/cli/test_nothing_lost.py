@@ -190,3 +190,108 @@ def test_reconstruct_never_writes_over_the_runs_own_picture(run, capsys):
     assert main(["reconstruct", str(run), "--num", "4", "--steps", "2"]) == 0
     assert str(run / "samples" / "reconstructions.png") in capsys.readouterr().out
     assert (run / "reconstructions.png").read_bytes() == own
+
+
+# ---- config files --------------------------------------------------------------------------------------
+
+def test_a_duplicated_config_key_is_refused(tmp_path, capsys):
+    (tmp_path / "c.yaml").write_text("train:\n  steps: 5\nlatent_dim: 4\ntrain:\n  lr: 1.0e-3\n")
+    fails(train_args("joint", tmp_path / "r") + ["--config", str(tmp_path / "c.yaml")], capsys,
+          "'train' appears twice", "lines 1 and 4")
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_runs_own_run_yaml_is_accepted_as_config(run, tmp_path, capsys):
+    out = tmp_path / "again"
+    assert main(["train", "joint", "--config", str(run / "run.yaml"), "--out", str(out), "--set", "train.steps=1"]) == 0
+    fails(["train", "rf", "--config", str(run / "run.yaml"), "--out", str(tmp_path / "rf")], capsys,
+          "run.yaml of a 'joint' run")
+
+
+# ---- lzn data shard / info -----------------------------------------------------------------------------
+
+def _npz(path: Path, labels) -> Path:
+    import numpy as np
+
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(0)
+    np.savez(path, images=rng.integers(0, 256, (len(labels), 8, 8), dtype=np.uint8), labels=labels)
+    return path
+
+
+def test_shard_refuses_an_out_inside_its_source(tmp_path, capsys):
+    from PIL import Image
+
+    src = tmp_path / "pets" / "cat"
+    src.mkdir(parents=True)
+    Image.new("L", (8, 8)).save(src / "0.png")
+    fails(["data", "shard", str(tmp_path / "pets"), "--out", str(tmp_path / "pets" / "shards")], capsys,
+          "lies inside the source")
+    assert sorted(p.name for p in (tmp_path / "pets").iterdir()) == ["cat"]
+
+
+def test_shard_refuses_labels_with_gaps_where_it_writes_them(tmp_path, capsys):
+    src = _npz(tmp_path / "g.npz", [0, 2, 0, 2])
+    fails(["data", "shard", str(src), "--out", str(tmp_path / "sh")], capsys, "missing: 1", "--split test")
+    assert not (tmp_path / "sh" / "train").exists()
+    assert main(["data", "shard", str(src), "--out", str(tmp_path / "sh"), "--split", "test"]) == 0
+
+
+def test_shard_removes_a_killed_writers_temporary_split_and_names_the_missing_one(tmp_path, capsys):
+    out = tmp_path / "d"
+    (out / "train").mkdir(parents=True)
+    (out / "train" / "index.json").write_text("{}")
+    stale = out / ".test.999999999.abcd.tmp"  # a writer killed during the test split (no such process)
+    stale.mkdir()
+    fails(["data", "shard", "digits", "--out", str(out)], capsys, "test missing", "--split test")
+    assert main(["data", "shard", "digits", "--out", str(out), "--split", "test", "--shard-size", "500"]) == 0
+    assert not stale.exists() and (out / "test" / "index.json").is_file()
+
+
+def test_shard_never_replaces_a_split_written_meanwhile(tmp_path):
+    from lzn.data import write_shards
+    from lzn.data.shards import Sample, encode_png
+
+    import numpy as np
+
+    out = tmp_path / "sh" / "train"
+
+    def samples():
+        yield Sample(encode_png(np.zeros((8, 8), np.uint8)), "png", 0, (8, 8), 1)
+        out.mkdir(parents=True)  # another writer's split appears while this one writes
+        (out / "index.json").write_text("theirs")
+
+    with pytest.raises(FileExistsError, match="meanwhile"):
+        write_shards(samples(), out, progress=False)
+    assert (out / "index.json").read_text() == "theirs"
+    assert [p.name for p in out.parent.iterdir()] == ["train"]
+
+
+def test_data_info_finds_a_truncated_shard(tmp_path, capsys):
+    assert main(["data", "shard", "digits", "--out", str(tmp_path / "d"), "--shard-size", "500"]) == 0
+    shard = tmp_path / "d" / "train" / "shard-000001.tar"
+    shard.write_bytes(shard.read_bytes()[:3000])
+    fails(["data", "info", str(tmp_path / "d")], capsys, "shard-000001.tar is truncated", "write the split again")
+
+
+def test_shards_with_only_a_test_split_say_so(tmp_path, capsys):
+    assert main(["data", "shard", "digits", "--out", str(tmp_path / "d"), "--split", "test"]) == 0
+    fails(train_args("joint", tmp_path / "r", "data.name=shards", f"data.root={tmp_path / 'd'}"), capsys,
+          "hold only a test split", "--split train")
+
+
+def test_a_resume_on_other_data_is_refused_unless_asked(tmp_path, capsys):
+    import numpy as np
+
+    src = _npz(tmp_path / "a.npz", np.arange(160) % 4)
+    assert main(["data", "shard", str(src), "--out", str(tmp_path / "sh")]) == 0
+    data = ["data.name=shards", f"data.root={tmp_path / 'sh'}", "data.test_split=null", "reference_size=0"]
+    assert main(train_args("joint", tmp_path / "r", *data)) == 0
+    assert "shards:" in (tmp_path / "r" / "run.yaml").read_text()  # the fingerprint
+    _npz(src, np.arange(150) % 4)
+    assert main(["data", "shard", str(src), "--out", str(tmp_path / "sh"), "--overwrite"]) == 0
+    before = snapshot(tmp_path / "r")
+    fails(train_args("joint", tmp_path / "r", *data, "train.steps=4"), capsys, "trained on other data",
+          "num_train 160 -> 150", "--allow-other-data")
+    assert snapshot(tmp_path / "r") == before
+    assert main(train_args("joint", tmp_path / "r", *data, "train.steps=4") + ["--allow-other-data"]) == 0

@@ -127,6 +127,9 @@ def chunks(ds: Any, size: int) -> Any:
 
 def parse_labels(text: str, model: LatentZoningNetwork) -> list[int]:
     """``--labels 0,1,2`` or class names ``cat,dog`` -> class indices (``model.class_index`` each)."""
+    names = model.class_names or ()
+    if text.strip() in names:  # one class whose name holds a comma
+        return [model.class_index(text.strip())]
     out = []
     for item in (t.strip() for t in text.split(",")):
         try:
@@ -159,7 +162,14 @@ def read_captions(args: argparse.Namespace) -> list[str] | None:
         if not path.is_file():
             raise ValueError(f"--captions-file {args.captions_file}: no such file; expected a text file with one "
                              "caption per line")
-        lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+        raw = path.read_bytes().splitlines()
+        for number, line in enumerate(raw, 1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError:
+                raise ValueError(f"--captions-file {args.captions_file}: line {number} is not UTF-8 text; save the "
+                                 "file as UTF-8") from None
+        lines = [line.decode("utf-8").strip() for line in raw]
         found = [line for line in lines if line]
         if not found:
             raise ValueError(f"--captions-file {args.captions_file} holds no caption (one per line, blank lines "
@@ -313,6 +323,12 @@ def classify(args: argparse.Namespace) -> int:
     if ds.labels is not None:
         acc = (pred == ds.labels).float().mean().item()
         say(f"{args.split} accuracy: {acc:.4f} on {len(pred)} images ({how}, alpha = {alpha:g})")
+    else:  # unlabelled: no accuracy, but say what was predicted
+        counts = torch.bincount(pred, minlength=len(prompts) if prompts else model.num_classes).tolist()
+        names = prompts or list(model.class_names or range(len(counts)))
+        shown = ", ".join(f"{str(n)!r}: {c}" for n, c in zip(names, counts))
+        say(f"{args.split} split of {ds.name} is unlabelled (no accuracy); predictions of {len(pred)} images "
+            f"({how}): {shown}" + ("" if out else "; write them with --out FILE.npy"))
     if out is not None:
         atomic_save_npy(out, pred.numpy())
         say(f"predictions: {out.resolve()}")

@@ -137,6 +137,9 @@ def _labels(labels: np.ndarray, names: np.ndarray | None, path: Path, n: int,
             raise ValueError(f"{path}: {len(class_names)} class_names, but num_classes={num_classes}")
     classes = (num_classes if num_classes is not None else len(class_names) if class_names is not None
                else int(labels.max()) + 1)
+    if class_names is not None and labels.size and int(labels.max()) >= len(class_names):
+        raise ValueError(f"{path}: labels go up to {int(labels.max())}, but class_names names only {len(class_names)} "
+                         "classes; give one name per class (label = index into class_names)")
     if labels.size and int(labels.max()) >= classes:
         raise ValueError(f"{path}: labels must lie in [0, {classes}) for {classes} classes, found {int(labels.max())}")
     return torch.from_numpy(labels.astype(np.int64)), classes, class_names

@@ -80,7 +80,7 @@ def write_report(run_dir: str | os.PathLike[str], out: str | os.PathLike[str] | 
             f"<title>lzn run report: {escape(name)}</title>\n<style>{_STYLE}</style>\n</head>\n<body>\n"
             f"<h1>lzn run report: {escape(name)}</h1>\n"
             f'<p class="muted">recipe {escape(str(meta.get("recipe", "?")))}'
-            f"{'; ' + summary if summary else ''}; folder {escape(str(run.resolve()))}</p>\n<nav>{nav}</nav>\n"
+            f"{'; ' + summary if summary else ''}; folder {escape(name)}</p>\n<nav>{nav}</nav>\n"
             + "".join(f'<h2 id="{k}">{escape(SECTIONS[k])}</h2>\n{body}\n' for k, body in bodies.items())
             + "</body>\n</html>\n")
     return atomic_write_text(Path(out) if out is not None else run / "report.html", page)

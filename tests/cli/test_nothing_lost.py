@@ -295,3 +295,43 @@ def test_a_resume_on_other_data_is_refused_unless_asked(tmp_path, capsys):
           "num_train 160 -> 150", "--allow-other-data")
     assert snapshot(tmp_path / "r") == before
     assert main(train_args("joint", tmp_path / "r", *data, "train.steps=4") + ["--allow-other-data"]) == 0
+
+
+# ---- clearer messages ----------------------------------------------------------------------------------
+
+def test_a_captions_file_that_is_not_utf8_names_the_line(run, tmp_path, capsys):
+    (tmp_path / "c.txt").write_bytes(b"a fat zero\n\xff\xfe bad\n")
+    fails(["sample", str(run), "--captions-file", str(tmp_path / "c.txt")], capsys, "c.txt: line 2 is not UTF-8")
+
+
+def test_class_names_shorter_than_the_labels_are_named(tmp_path, capsys):
+    import numpy as np
+
+    path = tmp_path / "n.npz"
+    rng = np.random.default_rng(0)
+    np.savez(path, images=rng.integers(0, 256, (30, 8, 8), dtype=np.uint8), labels=np.arange(30) % 3,
+             class_names=np.array(["a", "b"]))
+    fails(train_args("joint", tmp_path / "r", "data.name=arrays", f"data.root={path}"), capsys,
+          "labels go up to 2", "names only 2 classes")
+
+
+def test_a_class_name_holding_a_comma_can_be_sampled(tmp_path, capsys):
+    import numpy as np
+
+    path = tmp_path / "c.npz"
+    rng = np.random.default_rng(0)
+    np.savez(path, images=rng.integers(0, 256, (64, 8, 8), dtype=np.uint8), labels=np.arange(64) % 2,
+             class_names=np.array(["cat, black", "dog"]))
+    out = tmp_path / "r"
+    assert main(train_args("joint", out, "data.name=arrays", f"data.root={path}", "data.test_split=null",
+                           "train.steps=1")) == 0
+    capsys.readouterr()
+    assert main(["sample", str(out), "--labels", "cat, black", "--steps", "2", "--out", str(tmp_path / "s.png")]) == 0
+    assert "labels: 0 (cat, black)" in capsys.readouterr().out
+
+
+def test_the_report_does_not_embed_the_absolute_run_path(run):
+    from lzn.eval import write_report
+
+    html = write_report(run, run.parent / "r.html").read_text()
+    assert str(run.resolve()) not in html and run.name in html

@@ -106,3 +106,23 @@ def _data_config(run):
     from lzn.recipes.config import load_yaml
 
     return DataConfig(**load_yaml(run / "run.yaml")["config"]["data"])
+
+
+def test_prompts_on_unlabelled_data_print_the_predictions(text_run, tmp_path, capsys):
+    """Issue 20: --prompts on data without classes exited 0 and printed nothing; it says what it predicted."""
+    import numpy as np
+
+    np.save(tmp_path / "u.npy", np.random.default_rng(0).integers(0, 256, (12, 8, 8), dtype=np.uint8))
+    capsys.readouterr()
+    assert main(["classify", str(text_run), "--data", "arrays", "--root", str(tmp_path / "u.npy"), "--split", "train",
+                 "--prompts",
+                 "a zero", "a one"]) == 0
+    out = capsys.readouterr().out
+    assert "train split of u is unlabelled (no accuracy); predictions of 12 images" in out and "'a zero': " in out
+    assert "--out FILE.npy" in out
+
+
+def test_evaluate_on_a_text_model_names_what_does_not_apply(text_run, tmp_path, capsys):
+    _fails(["evaluate", str(text_run), "--metrics", "accuracy", "--out", str(tmp_path / "m.json")], capsys,
+           "no requested metric applies", "no label decoder")
+    assert not (tmp_path / "m.json").exists()

@@ -75,7 +75,8 @@ PRESETS = ("digits", "fashion", "cifar10", "imagenet")
 RUN_FILE = "run.yaml"
 # keys that may change when a run is resumed (e.g. to train longer); everything else must match
 RESUMABLE_CHANGES = {"train.steps", "train.budgets", "train.log_every", "train.checkpoint_every", "train.progress",
-                     "train.tensorboard", "train.keep_last", "train.device", "sample_every", "reference_size"}
+                     "train.tensorboard", "train.keep_last", "train.device", "sample_every", "reference_size",
+                     "eval_alphas"}  # evaluation-only: a finished run keeps the figures it reported
 
 
 def recipe_class(name: str) -> RecipeSpec:

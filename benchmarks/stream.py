@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from lzn.data import BatchLoader, ShardedDataset, TwoViewAugment, TwoViewConfig, load_split, write_shards
-from lzn.data.shards import Sample, encode_png
+from lzn.data.shard_writer import Sample, encode_png
 
 
 def rss_mib(pid: int | None = None, children: bool = True) -> float:

@@ -96,10 +96,10 @@ def data_config(args: argparse.Namespace, loaded: Loaded):  # type: ignore[no-un
     """The run's data config (``--root`` to move it), or one for ``--data NAME`` sized for the model."""
     import dataclasses
 
-    from lzn.data import LOADERS, DataConfig
+    from lzn.data import SOURCES, DataConfig
 
-    if args.data is not None and args.data not in LOADERS:
-        raise ValueError(f"--data must be one of {', '.join(sorted(LOADERS))}, got {args.data!r}")
+    if args.data is not None and args.data not in SOURCES:
+        raise ValueError(f"--data must be one of {', '.join(sorted(SOURCES))}, got {args.data!r}")
     model, run_data = loaded.model, (loaded.meta or {}).get("config", {}).get("data")
     if args.data is None and run_data is None:
         raise ValueError(f"{loaded.path} is a bare model folder: name the data with --data (digits, fashion, "

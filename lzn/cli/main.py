@@ -39,6 +39,7 @@ from typing import Any
 
 from lzn.cli import inference, release
 from lzn.cli.output import say
+from lzn.data.sources import SHARD_KINDS
 
 
 def _zones(args: argparse.Namespace) -> int:
@@ -116,7 +117,8 @@ def _demo(args: argparse.Namespace) -> int:
 def _data_shard(args: argparse.Namespace) -> int:
     import time
 
-    from lzn.data.shards import detect_kind, read_index, shard_source
+    from lzn.data.shard_writer import detect_kind, shard_source
+    from lzn.data.shards import read_index
 
     start = time.time()
     kind = detect_kind(args.source) if args.kind == "auto" else args.kind
@@ -384,7 +386,7 @@ def build_parser() -> argparse.ArgumentParser:
     sh.add_argument("--shard-size", type=_positive_int, default=5000, help="images per tar file (default: 5000)")
     sh.add_argument("--split", choices=["train", "test"], default=None,
                     help="write the source as this split (default: every split it has, else train)")
-    sh.add_argument("--kind", choices=["auto", "folder", "cifar10", "fashion", "arrays", "digits"], default="auto",
+    sh.add_argument("--kind", choices=["auto", *SHARD_KINDS], default="auto",
                     help="how to read SOURCE (default: detected)")
     sh.add_argument("--overwrite", action="store_true", help="replace existing OUT/train or OUT/test")
     sh.add_argument("--skip-bad-files", action="store_true", help="skip unreadable image files instead of failing")

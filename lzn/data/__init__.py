@@ -10,12 +10,14 @@ from lzn.data.captions import (CaptionPairs, CaptionSet, caption_dataset, load_c
 from lzn.data.cifar import load_cifar10
 from lzn.data.config import DataConfig, check_labels, has_split, load_split
 from lzn.data.dataset import DataNotFoundError, ImageDataset
-from lzn.data.datasets import LOADERS, load_arrays, load_dataset, load_digits
+from lzn.data.datasets import load_arrays, load_digits
 from lzn.data.fashion import load_fashion_mnist, read_idx
 from lzn.data.loader import BatchLoader
 from lzn.data.folder import UnreadableImageError, load_image_folder
 from lzn.data.order import batch_at, epoch_indices, iterations_per_epoch
-from lzn.data.shards import ShardedDataset, detect_kind, iter_batches, shard_source, write_shards
+from lzn.data.shard_writer import detect_kind, shard_source, write_shards
+from lzn.data.shards import ShardedDataset, iter_batches
+from lzn.data.sources import LOADERS, SOURCES, load_dataset
 from lzn.data.two_view import TwoViewAugment, TwoViewConfig
 
 __all__ = [
@@ -26,6 +28,7 @@ __all__ = [
     "DataNotFoundError",
     "ImageDataset",
     "LOADERS",
+    "SOURCES",
     "ShardedDataset",
     "TwoViewAugment",
     "TwoViewConfig",

@@ -31,20 +31,18 @@ from pathlib import Path
 import torch
 
 from lzn.data.captions import load_caption_dataset
-from lzn.data.cifar import load_cifar10
-from lzn.data.dataset import DataNotFoundError, ImageDataset
-from lzn.data.datasets import LOADERS, load_arrays, load_digits
-from lzn.data.fashion import load_fashion_mnist
+from lzn.data.dataset import DataNotFoundError, ImageDataset, index_ranges
+from lzn.data.datasets import load_arrays
 from lzn.data.folder import load_image_folder
 from lzn.data.shards import ShardedDataset, is_split_folder
+from lzn.data.sources import FIXED_SPLITS, LOADERS, SOURCES
 
 SPLITS = ("train", "test")
-FIXED_SPLITS = ("digits", "fashion", "cifar10")  # data sets that ship their own test split
 
 
 @dataclass
 class DataConfig:
-    """Which data set (``lzn.data.LOADERS``) and how to read it; validated on construction."""
+    """Which data set (``lzn.data.sources.SOURCES``) and how to read it; validated on construction."""
 
     name: str = "digits"  # digits | fashion | cifar10 | folder | arrays | shards | captions
     root: str | None = None  # folder or file for fashion / cifar10 / folder / arrays / shards / captions
@@ -214,14 +212,9 @@ def load_split(cfg: DataConfig, split: str,
     _check_split(split)
     if cfg.name == "shards":
         return _shard_split(cfg, split, class_names)
-    if cfg.name == "digits":
-        data = load_digits(size=cfg.size, split=split)
-    elif cfg.name == "fashion":
-        data = load_fashion_mnist(split=split) if cfg.root is None else load_fashion_mnist(cfg.root, split=split)
-    elif cfg.name == "cifar10":
-        if cfg.root is None:
-            raise ValueError("data.name=cifar10 needs data.root (the cifar-10-batches-py folder or its parent)")
-        data = load_cifar10(cfg.root, split=split)
+    fixed_split = SOURCES[cfg.name].fixed_split
+    if fixed_split is not None:
+        data = fixed_split(cfg.root, split, cfg.size)
     else:
         if cfg.name == "folder" and (cfg.root is None or cfg.size is None):
             raise ValueError("data.name=folder needs data.root (a folder of class subfolders) and data.size")
@@ -244,21 +237,6 @@ def load_split(cfg: DataConfig, split: str,
     return data
 
 
-def _ranges(values: Sequence[int], limit: int = 6) -> str:
-    """Sorted integers compressed to ranges: [0, 1, 2, 5, 7, 8] -> "0-2, 5, 7-8" (at most ``limit`` parts)."""
-    parts: list[str] = []
-    vals = sorted(set(values))
-    i = 0
-    while i < len(vals):
-        j = i
-        while j + 1 < len(vals) and vals[j + 1] == vals[j] + 1:
-            j += 1
-        parts.append(str(vals[i]) if i == j else f"{vals[i]}-{vals[j]}")
-        i = j + 1
-    more = len(parts) - limit
-    return ", ".join(parts[:limit]) + (f", ... ({more} more ranges)" if more > 0 else "")
-
-
 def check_labels(train: ImageDataset | ShardedDataset, test: ImageDataset | ShardedDataset | None = None) -> None:
     """Labels a classifier can train and be scored on; unlabelled sets pass.
 
@@ -273,13 +251,13 @@ def check_labels(train: ImageDataset | ShardedDataset, test: ImageDataset | Shar
     missing = sorted(set(range(k)) - set(found))
     if missing:
         raise ValueError(f"{train.name}: labels must be 0..K-1 with every class present in training (K={k}); "
-                         f"missing: {_ranges(missing)} (found {_ranges(found)})")
+                         f"missing: {index_ranges(missing)} (found {index_ranges(found)})")
     if test is None or test.labels is None:
         return
     outside = [v for v in torch.unique(test.labels).tolist() if not 0 <= v < k]
     if outside:
         raise ValueError(f"{test.name}: test labels must lie in [0, {k}) of the {k} training classes; "
-                         f"found {_ranges(outside)}")
+                         f"found {index_ranges(outside)}")
     if test.num_classes > k:
         raise ValueError(f"{test.name}: the test set declares {test.num_classes} classes, training has {k}; "
                          "a test set may hold fewer classes, not more")

@@ -9,6 +9,7 @@ batches are gathered with :meth:`ImageDataset.batch` from indices given by :mod:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -156,3 +157,18 @@ class ImageDataset:
             class_names=self.class_names,
             captions=self.captions,
         )
+
+
+def index_ranges(values: Sequence[int], limit: int = 6) -> str:
+    """Sorted integers compressed to ranges: [0, 1, 2, 5, 7, 8] -> "0-2, 5, 7-8" (at most ``limit`` parts)."""
+    parts: list[str] = []
+    vals = sorted(set(values))
+    i = 0
+    while i < len(vals):
+        j = i
+        while j + 1 < len(vals) and vals[j + 1] == vals[j] + 1:
+            j += 1
+        parts.append(str(vals[i]) if i == j else f"{vals[i]}-{vals[j]}")
+        i = j + 1
+    more = len(parts) - limit
+    return ", ".join(parts[:limit]) + (f", ... ({more} more ranges)" if more > 0 else "")

@@ -1,31 +1,16 @@
-"""Data set loaders, none downloads anything; ``load_dataset`` picks one by name.
-
-Each loader returns an :class:`ImageDataset` with images (N, C, H, W) float32 in [-1, 1] (method.md §9.6).
-
-* ``digits``: scikit-learn's bundled handwritten digits (no file needed), 1 797 images 8x8, 10 classes.
-* ``fashion``: Fashion-MNIST IDX files (:mod:`lzn.data.fashion`).
-* ``cifar10``: the CIFAR-10 python-pickle folder (:mod:`lzn.data.cifar`).
-* ``folder``: root/class_name/*.png|jpg (:mod:`lzn.data.folder`).
-* ``arrays``: a .npz or .npy of images you prepared (:func:`load_arrays`).
-* ``shards``: one split written by ``lzn data shard``, read from disk batch by batch
-  (:class:`lzn.data.shards.ShardedDataset`, not in memory).
+"""The two loaders without a file of their own: scikit-learn's digits and NumPy arrays. Neither downloads
+anything; each returns an :class:`ImageDataset` with images (N, C, H, W) float32 in [-1, 1] (method.md
+§9.6). The table of every data source by name is :mod:`lzn.data.sources`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
-from lzn.data.captions import load_caption_dataset
-from lzn.data.cifar import load_cifar10
 from lzn.data.dataset import DataNotFoundError, ImageDataset, resize_square, uint8_to_signed
-from lzn.data.fashion import load_fashion_mnist
-from lzn.data.folder import load_image_folder
-from lzn.data.shards import ShardedDataset
 
 DIGITS_TEST_FRACTION = 0.2  # digits test split: 359 of 1 797 images
 DIGITS_SPLIT_SEED = 0
@@ -144,20 +129,3 @@ def _labels(labels: np.ndarray, names: np.ndarray | None, path: Path, n: int,
         raise ValueError(f"{path}: labels must lie in [0, {classes}) for {classes} classes, found {int(labels.max())}")
     return torch.from_numpy(labels.astype(np.int64)), classes, class_names
 
-
-LOADERS: dict[str, Callable[..., ImageDataset | ShardedDataset]] = {
-    "digits": load_digits,
-    "fashion": load_fashion_mnist,
-    "cifar10": load_cifar10,
-    "folder": load_image_folder,
-    "arrays": load_arrays,
-    "shards": ShardedDataset,
-    "captions": load_caption_dataset,
-}
-
-
-def load_dataset(name: str, **kwargs: Any) -> ImageDataset | ShardedDataset:
-    """``LOADERS[name](**kwargs)``, e.g. ``load_dataset("cifar10", root="data/cifar-10-batches-py")``."""
-    if name not in LOADERS:
-        raise ValueError(f"unknown data set {name!r}; choose one of {sorted(LOADERS)}")
-    return LOADERS[name](**kwargs)

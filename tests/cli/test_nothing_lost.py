@@ -250,7 +250,7 @@ def test_shard_removes_a_killed_writers_temporary_split_and_names_the_missing_on
 
 def test_shard_never_replaces_a_split_written_meanwhile(tmp_path):
     from lzn.data import write_shards
-    from lzn.data.shards import Sample, encode_png
+    from lzn.data.shard_writer import Sample, encode_png
 
     import numpy as np
 

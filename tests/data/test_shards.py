@@ -19,7 +19,8 @@ from PIL import Image
 from lzn.cli.main import main
 from lzn.data import (BatchLoader, DataConfig, DataNotFoundError, ShardedDataset, batch_at, load_arrays,
                       load_image_folder, load_split, shard_source, write_shards)
-from lzn.data.shards import ITEMS_FILE, Sample, folder_samples, read_folder_sample
+from lzn.data.shard_writer import Sample, folder_samples, read_folder_sample
+from lzn.data.shards import ITEMS_FILE
 from lzn.recipes.runner import resolve_config, train
 from tests.recipes.tiny import sets
 

@@ -26,7 +26,6 @@ DISTRIBUTED = "lzn.distributed"
 # shrinks.
 ALLOWED_UPWARD: set[tuple[str, str]] = set()
 ALLOWED_CIRCLES: set[frozenset[str]] = {
-    frozenset({"lzn.core.compiled", "lzn.core.multistep"}),  # issue 21 item 3: plans and node in one file
     frozenset({"lzn.models.network", "lzn.models.pretrained"}),  # issue 21 item 1: pretrained reads files only
 }
 

@@ -2,7 +2,7 @@
 
 At the sizes most runs train on (tens of latent dimensions, a few hundred anchors) a flow step is a
 few dozen small kernels, and their per-operation cost outweighs the arithmetic. Compiling the whole
-flow (every step of ``multistep.flow_points``, and every step of its adjoint ``flow_adjoint``) into one
+flow (every step of ``latent_flow.flow_points``, and every step of its adjoint ``flow_adjoint``) into one
 graph each lets Inductor fuse the logits' bias, the softmax, the multistep update and the adjoint's
 elementwise work into a few loops around the matrix products, with no Python between steps.
 
@@ -11,9 +11,9 @@ round-off (tests/core/test_compiled.py). One pair of graphs is built per plan (s
 shape and set of needed gradients, on first use; building takes seconds to a minute, so the path
 is meant for training loops (``train.compile``), not for one-off calls.
 
-Only a flow whose (B, n) responsibility matrix fits one block (``zone_mean.row_blocks``) is compiled.
-Larger ones are bound by their matrix products, which compiling does not speed up; they run eagerly,
-with a warning.
+Only a flow whose (B, n) responsibility matrix fits one block of its memory budget (``lzn.core.budget``)
+is compiled. Larger ones are bound by their matrix products, which compiling does not speed up; they run
+eagerly, with a warning. The pair returned here is handed to ``latent_flow.LatentFlow``.
 """
 
 from __future__ import annotations
@@ -30,10 +30,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from lzn.core.multistep import Plan, flow_adjoint, flow_points
-from lzn.core.zone_mean import row_blocks
-
-FlowFns = tuple[Callable[..., Any], Callable[..., Any]]  # (forward, adjoint) with the eager signatures
+from lzn.core.budget import Blocks
+from lzn.core.latent_flow import FlowFns, Plan, flow_adjoint, flow_points
 
 
 def compile_problem(device: torch.device | str = "cpu") -> str | None:
@@ -67,42 +65,59 @@ def check_compile(device: torch.device | str = "cpu") -> None:
                            "gives the same results up to float round-off")
 
 
-def flow_functions(x: Tensor, anchors: Tensor, plan: Plan, need_anchors: bool, need_log_weights: bool) -> FlowFns | None:
-    """Compiled (forward, adjoint) for this plan, or None (with a warning) when the flow is too large
-    to gain from compiling; raises when the compiler is missing."""
+def flow_functions(x: Tensor, anchors: Tensor, plan: Plan, blocks: Blocks) -> FlowFns | None:
+    """Compiled (forward, adjoint) for this plan, with the signatures of ``flow_points`` and
+    ``flow_adjoint``; None (with a warning) when the flow is too large to gain from compiling (more than
+    one block); raises when the compiler is missing."""
     check_compile(x.device)
     b, n = x.shape[0], anchors.shape[0]
-    if len(row_blocks(b, n)) > 1:
+    if blocks.rows < b:
         warnings.warn(f"compile: a latent flow of B x n = {b} x {n} responsibilities runs eagerly (more than one "
                       "row block; its time is in matrix products, which compiling does not speed up)", stacklevel=4)
         return None
     key = tuple((t, alpha, tuple(sorted(betas.items()))) for t, alpha, betas in plan)
-    fwd, adj = _compiled(key, need_anchors, need_log_weights)
 
-    def forward(x: Tensor, anchors: Tensor, sq: Tensor, log_weights: Tensor | None,
-                plan: Plan) -> tuple[Tensor, list[Tensor]]:
-        end, xs = fwd(x, anchors, sq, log_weights)
-        return end, list(xs)
+    def forward(x: Tensor, anchors: Tensor, sq: Tensor, log_weights: Tensor | None, plan: Plan, rows: int | None,
+                keep: bool) -> tuple[Tensor, list[Tensor], list[Tensor]]:
+        end, xs, ws = _forward(key, keep)(x, anchors, sq, log_weights)
+        return end, list(xs), list(ws)
 
     def adjoint(g_out: Tensor, anchors: Tensor, sq: Tensor, log_weights: Tensor | None, xs: list[Tensor],
-                plan: Plan) -> tuple[Tensor, Tensor | None, Tensor | None]:
-        return adj(g_out, anchors, sq, log_weights, xs)  # type: ignore[no-any-return]
+                ws: list[Tensor], plan: Plan, rows: int | None, need_anchors: bool,
+                need_log_weights: bool) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        fn = _adjoint(key, bool(ws), need_anchors, need_log_weights)
+        return fn(g_out.contiguous(), anchors, sq, log_weights, list(xs), list(ws))  # type: ignore[no-any-return]
 
     return forward, adjoint
 
 
+Key = tuple[tuple[float, float, tuple[tuple[int, float], ...]], ...]
+
+
+def _plan(key: Key) -> Plan:
+    return [(t, alpha, dict(betas)) for t, alpha, betas in key]
+
+
 @functools.lru_cache(maxsize=32)
-def _compiled(key: tuple[tuple[float, float, tuple[tuple[int, float], ...]], ...], need_anchors: bool,
-              need_log_weights: bool) -> FlowFns:
-    """One compiled forward and adjoint per plan (its coefficients are constants of the graphs)."""
-    plan: Plan = [(t, alpha, dict(betas)) for t, alpha, betas in key]
+def _forward(key: Key, keep: bool) -> Callable[..., Any]:
+    """One compiled forward per plan (its coefficients are constants of the graph) and ``keep``."""
+    plan = _plan(key)
 
-    def forward(x: Tensor, anchors: Tensor, sq: Tensor, log_weights: Tensor | None) -> tuple[Tensor, list[Tensor]]:
-        return flow_points(x, anchors, sq, log_weights, plan)
+    def forward(x: Tensor, anchors: Tensor, sq: Tensor,
+                log_weights: Tensor | None) -> tuple[Tensor, list[Tensor], list[Tensor]]:
+        return flow_points(x, anchors, sq, log_weights, plan, None, keep)
 
-    def adjoint(g_out: Tensor, anchors: Tensor, sq: Tensor, log_weights: Tensor | None,
-                xs: list[Tensor]) -> tuple[Tensor, Tensor | None, Tensor | None]:
-        return flow_adjoint(g_out, anchors, sq, log_weights, xs, plan, need_anchors, need_log_weights)
+    return torch.compile(forward, fullgraph=True, dynamic=False)
 
-    return (torch.compile(forward, fullgraph=True, dynamic=False),
-            torch.compile(adjoint, fullgraph=True, dynamic=False))
+
+@functools.lru_cache(maxsize=64)
+def _adjoint(key: Key, kept: bool, need_anchors: bool, need_log_weights: bool) -> Callable[..., Any]:
+    """One compiled adjoint per plan, kept responsibilities or not, and set of needed gradients."""
+    plan = _plan(key)
+
+    def adjoint(g_out: Tensor, anchors: Tensor, sq: Tensor, log_weights: Tensor | None, xs: list[Tensor],
+                ws: list[Tensor]) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        return flow_adjoint(g_out, anchors, sq, log_weights, xs, ws if kept else [], plan, None, need_anchors,
+                            need_log_weights)
+
+    return torch.compile(adjoint, fullgraph=True, dynamic=False)

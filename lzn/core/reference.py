@@ -18,9 +18,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from lzn.core.multistep import Plan, integrate
+from lzn.core import validate
+from lzn.core.frame import no_autocast
+from lzn.core.latent_flow import Plan, integrate, solver_plan
+from lzn.core.validate import Solver
 from lzn.core.zone_mean import zone_logits
-from lzn.core.zones import DEFAULT_EPS, Solver, _dpm3_plan, _euler_plan, _no_autocast, check_noise_scale
 
 
 def latents_with_reference(
@@ -44,14 +46,11 @@ def latents_with_reference(
                          f"{tuple(reference.shape)}, {tuple(noise.shape)}")
     if not bool(torch.isfinite(own).all() & torch.isfinite(reference).all() & torch.isfinite(noise).all()):
         raise ValueError("own anchors, reference anchors and noise must be finite")
-    if solver not in DEFAULT_EPS:
-        raise ValueError(f"solver must be one of {sorted(DEFAULT_EPS)}, got {solver!r}")
-    if not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be a positive int, got {steps!r}")
-    g = DEFAULT_EPS[solver] if eps is None else float(eps)
-    alpha = check_noise_scale(noise_scale)
-    plan, t_end = (_euler_plan(steps, g), 1.0) if solver == "euler" else (_dpm3_plan(steps, g), 1.0 - g)
-    with _no_autocast(own):
+    validate.steps(steps)
+    g = validate.solver_eps(solver, eps)
+    alpha = validate.noise_scale(noise_scale)
+    plan, t_end = solver_plan(solver, steps, g)
+    with no_autocast(own):
         dtype = torch.promote_types(own.dtype, torch.float32)
         centre = reference.to(dtype).mean(dim=0)  # (q,); the flow is translation-equivariant
         bank = reference.to(dtype) - centre  # (R, q)

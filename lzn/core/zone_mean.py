@@ -14,10 +14,11 @@ far from the origin.
 The autograd function saves only x, A and log pi; the backward recomputes w (one matmul), so a flow
 of r steps keeps r x (B, q) tensors for backward instead of r x (B, n).
 
-Rows of w are independent softmaxes, so forward and backward run over blocks of rows whenever B x n
-exceeds ``BLOCK_ELEMENTS``: the largest temporary is then (rows per block, n) instead of (B, n), and the
-flow's memory grows linearly in the anchor count rather than quadratically (method.md §2.8). Blocks change
-only the order of float summation in the anchor gradient.
+Rows of w are independent softmaxes, so forward and backward run over blocks of ``rows`` rows, chosen
+from a memory budget (``lzn.core.budget``): the largest temporary is then (rows, n) instead of (B, n), and
+the flow's memory grows linearly in the anchor count rather than quadratically (method.md §2.8). Blocks
+change only the order of float summation in the anchor gradient. A caller with room to spare keeps
+w from the forward pass (``keep``) and the backward skips its recomputation: the same numbers.
 """
 
 from __future__ import annotations
@@ -28,24 +29,21 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-
-BLOCK_ELEMENTS = 1 << 20
-"""Largest (rows, n) responsibility block (elements: 4 MiB in float32) before rows are split into blocks."""
+from lzn.core.budget import row_blocks
 
 
-def row_blocks(rows: int, cols: int) -> list[slice]:
-    """Row slices of a (rows, cols) responsibility matrix, each at most ``BLOCK_ELEMENTS`` (one row at least)."""
-    step = max(1, BLOCK_ELEMENTS // max(cols, 1))
-    return [slice(i, min(i + step, rows)) for i in range(0, rows, step)] if rows > step else [slice(0, rows)]
+def responsibilities(x: Tensor, anchors: Tensor, t: float, log_weights: Tensor | None, sq: Tensor) -> Tensor:
+    """w = softmax(logits): (B, q), (n, q) -> (B, n), rows sum to 1."""
+    return torch.softmax(zone_logits(x, anchors, t, log_weights, sq), dim=1)
 
 
-def zone_means(x: Tensor, anchors: Tensor, t: float, log_weights: Tensor | None, sq: Tensor) -> Tensor:
-    """abar = softmax(logits) @ A, (B, q) -> (B, q), over blocks of rows (see ``row_blocks``)."""
-    blocks = row_blocks(x.shape[0], anchors.shape[0])
-    if len(blocks) == 1:
-        return torch.softmax(zone_logits(x, anchors, t, log_weights, sq), dim=1) @ anchors  # (B, n) @ (n, q)
-    return torch.cat([torch.softmax(zone_logits(x[b], anchors, t, log_weights, sq), dim=1) @ anchors
-                      for b in blocks])
+def zone_means(x: Tensor, anchors: Tensor, t: float, log_weights: Tensor | None, sq: Tensor,
+               rows: int | None = None) -> Tensor:
+    """abar = w @ A, (B, q) -> (B, q), over blocks of ``rows`` rows (None: one block)."""
+    if rows is None or rows >= x.shape[0]:
+        return responsibilities(x, anchors, t, log_weights, sq) @ anchors  # (B, n) @ (n, q)
+    return torch.cat([responsibilities(x[b], anchors, t, log_weights, sq) @ anchors
+                      for b in row_blocks(x.shape[0], rows)])
 
 
 def zone_logits(x: Tensor, anchors: Tensor, t: float, log_weights: Tensor | None, sq: Tensor | None = None) -> Tensor:
@@ -72,7 +70,7 @@ def _gather_targets(w: Tensor, targets: Tensor) -> Tensor:
 
 
 class ZoneMean(torch.autograd.Function):
-    """(x, A, ||A||^2, log pi) -> (y, recorded probabilities), recomputing w in backward.
+    """(x, A, ||A||^2, log pi) -> (y, recorded probabilities), one step of a flow back (or a velocity).
 
     ``sq`` (n,) must be the detached squared norms of A: the backward's anchor gradient already
     includes their contribution.
@@ -80,7 +78,8 @@ class ZoneMean(torch.autograd.Function):
     With ``k = None`` the first output is abar (B, q); with a float k it is the Euler update
     x + k (x - abar), i.e. x + h v with k = h / t (forward flow) or k = -h / t (flow back), fused so
     that a step adds no autograd nodes of its own. ``record`` is "none" (second output empty),
-    "full" ((B, n) responsibilities) or "target" ((B,) responsibility of ``targets[b]``).
+    "full" ((B, n) responsibilities, one block) or "target" ((B,) responsibility of ``targets[b]``).
+    ``rows``: rows per block; ``keep``: save w (one block) instead of recomputing it in backward.
     """
 
     @staticmethod
@@ -94,13 +93,16 @@ class ZoneMean(torch.autograd.Function):
         k: float | None,
         record: str,
         targets: Tensor | None,
+        rows: int | None = None,
+        keep: bool = False,
     ) -> tuple[Tensor, Tensor]:
-        # "full" returns the whole (B, n) anyway: one block
-        blocks = [slice(0, x.shape[0])] if record == "full" else row_blocks(x.shape[0], anchors.shape[0])
-        parts, recs = [], []
-        for b in blocks:
-            w = torch.softmax(zone_logits(x[b], anchors, t, log_weights, sq), dim=1)  # (rows, n)
+        rows = None if record == "full" else rows  # "full" returns the whole (B, n) anyway: one block
+        parts, recs, ws = [], [], []
+        for b in _blocks(x.shape[0], rows):
+            w = responsibilities(x[b], anchors, t, log_weights, sq)  # (rows, n)
             parts.append(w @ anchors)  # (rows, n) @ (n, q) -> (rows, q)
+            if keep:
+                ws.append(w)
             if record == "full":
                 recs.append(w)
             elif record == "target":
@@ -108,23 +110,25 @@ class ZoneMean(torch.autograd.Function):
                 recs.append(_gather_targets(w, targets[b]))
         abar = _join(parts)  # (B, q)
         rec = _join(recs) if recs else x.new_empty(0)
-        ctx.save_for_backward(x, anchors, sq, log_weights, targets)
-        ctx.t, ctx.k, ctx.record = t, k, record
+        kept = ws[0] if keep and len(ws) == 1 else None
+        ctx.save_for_backward(x, anchors, sq, log_weights, targets, kept)
+        ctx.t, ctx.k, ctx.record, ctx.rows = t, k, record, rows
         out = abar if k is None else torch.lerp(x, abar, -k)  # x + k (x - abar)
         return out, rec
 
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, g_out: Tensor, g_rec: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
-        x, anchors, sq, log_weights, targets = ctx.saved_tensors
+        x, anchors, sq, log_weights, targets, kept = ctx.saved_tensors
         k = ctx.k
         g_abar = g_out if k is None else g_out * (-k)  # (B, q)
         need_x, need_a, _, need_w = ctx.needs_input_grad[:4]
         g_x, g_anchors, g_logw = zone_mean_vjp(x, anchors, sq, log_weights, ctx.t, g_abar, need_x, need_a,
-                                               need_w and log_weights is not None, ctx.record, g_rec, targets)
+                                               need_w and log_weights is not None, ctx.record, g_rec, targets,
+                                               ctx.rows, kept)
         if g_x is not None and k is not None:
             g_x.add_(g_out, alpha=1.0 + k)  # the x term of x + k (x - abar)
-        return g_x, g_anchors, None, g_logw, None, None, None, None
+        return g_x, g_anchors, None, g_logw, None, None, None, None, None, None
 
 
 def zone_mean_vjp(
@@ -140,15 +144,18 @@ def zone_mean_vjp(
     record: str = "none",
     g_rec: Tensor | None = None,
     targets: Tensor | None = None,
+    rows: int | None = None,
+    w: Tensor | None = None,
 ) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
     """Vector-Jacobian product of abar(x, A, log pi) (plus the recorded probabilities' cotangent
-    ``g_rec``), recomputing w: -> (dL/dx (B, q), dL/dA (n, q), dL/dlog pi (n,)), None where not needed.
-    Runs over blocks of rows (``row_blocks``) unless ``record`` is "full".
+    ``g_rec``): -> (dL/dx (B, q), dL/dA (n, q), dL/dlog pi (n,)), None where not needed. Runs over
+    blocks of ``rows`` rows (None, or ``record`` "full": one block), recomputing w unless the forward
+    kept it (``w`` (B, n), one block).
 
     With one block every term is formed out of place (the form ``torch.compile`` traces, method.md §2.11);
     with several, the anchor gradient accumulates in place through ``addmm_`` and the column sums once per
     block, so a block adds no (n, q) temporaries and no extra passes over (n, q)."""
-    blocks = [slice(0, x.shape[0])] if record == "full" else row_blocks(x.shape[0], anchors.shape[0])
+    blocks = _blocks(x.shape[0], None if record == "full" or w is not None else rows)
     s = 1.0 - t
     c = s / (t * t)
     one = len(blocks) == 1
@@ -156,20 +163,20 @@ def zone_mean_vjp(
     g_anchors = col = None
     for b in blocks:
         xb, gb = x[b], g_abar[b]
-        w, g_logits = _logit_grads(xb, anchors, sq, log_weights, t, gb, record,
-                                   g_rec if record == "full" or g_rec is None else g_rec[b],
-                                   None if targets is None else targets[b])
+        wb = responsibilities(xb, anchors, t, log_weights, sq) if w is None else w  # (rows, n), recomputed
+        g_logits = _logit_grads(wb, anchors, gb, record, g_rec if record == "full" or g_rec is None else g_rec[b],
+                                None if targets is None else targets[b])
         if need_x:
             # d logits_bl / d x_b = -(x_b - s a_l) / t^2; the x_b part vanishes because rows of g_logits sum to 0
             g_xs.append((g_logits @ anchors) * c)  # (rows, n) @ (n, q) -> (rows, q)
         if need_anchors:
             # from abar = w A: w^T g_abar; from the logits: s / t^2 (g_logits^T x - s colsum(g_logits) a_l)
             if one:
-                g_anchors = w.t() @ gb  # (n, B) @ (B, q) -> (n, q)
+                g_anchors = wb.t() @ gb  # (n, B) @ (B, q) -> (n, q)
                 if c != 0.0:
                     g_anchors = g_anchors + (g_logits.t() @ xb) * c
             else:
-                g_anchors = w.t() @ gb if g_anchors is None else g_anchors.addmm_(w.t(), gb)
+                g_anchors = wb.t() @ gb if g_anchors is None else g_anchors.addmm_(wb.t(), gb)
                 if c != 0.0:
                     g_anchors.addmm_(g_logits.t(), xb, alpha=c)
         if need_log_weights or (need_anchors and c != 0.0):
@@ -180,15 +187,18 @@ def zone_mean_vjp(
     return (_join(g_xs) if g_xs else None), g_anchors, (col if need_log_weights else None)
 
 
+def _blocks(rows: int, step: int | None) -> list[slice]:
+    return [slice(0, rows)] if step is None else row_blocks(rows, step)
+
+
 def _join(parts: list[Tensor]) -> Tensor:
     """Row blocks back into one tensor (no copy for a single block)."""
     return parts[0] if len(parts) == 1 else torch.cat(parts)
 
 
-def _logit_grads(x: Tensor, anchors: Tensor, sq: Tensor, log_weights: Tensor | None, t: float, g_abar: Tensor,
-                 record: str, g_rec: Tensor | None, targets: Tensor | None) -> tuple[Tensor, Tensor]:
-    """One block of rows: the recomputed responsibilities w and dL/dlogits, both (rows, n)."""
-    w = torch.softmax(zone_logits(x, anchors, t, log_weights, sq), dim=1)  # (B, n), recomputed
+def _logit_grads(w: Tensor, anchors: Tensor, g_abar: Tensor, record: str, g_rec: Tensor | None,
+                 targets: Tensor | None) -> Tensor:
+    """One block of rows: dL/dlogits (rows, n) from the responsibilities w (rows, n)."""
     g_logits = g_abar @ anchors.t()  # dL/dw: (B, q) @ (q, n) -> (B, n)
     if record == "full":
         g_logits = g_logits + g_rec  # type: ignore[operator]
@@ -196,4 +206,4 @@ def _logit_grads(x: Tensor, anchors: Tensor, sq: Tensor, log_weights: Tensor | N
         g_logits = g_logits.scatter_add(1, targets[:, None], g_rec[:, None])  # type: ignore[index]
     # softmax backward: dL/dlogits = w * (dL/dw - sum_l w_l dL/dw_l)
     row = (w * g_logits).sum(dim=1, keepdim=True)  # (B, 1)
-    return w, (g_logits - row) * w  # (B, n); rows of dL/dlogits sum to zero
+    return (g_logits - row) * w  # (B, n); rows of dL/dlogits sum to zero

@@ -15,6 +15,7 @@ from torch import Tensor
 
 from lzn import checks
 from lzn.core import rectified_flow
+from lzn.core.budget import flow_memory
 from lzn.core.compiled import check_compile
 from lzn.data import ImageDataset, ShardedDataset
 from lzn.eval import reconstruction_error
@@ -121,9 +122,10 @@ class GenerationRecipe(Recipe):
         chunk = self.chunk(x.shape[0])
         if chunk is not None:
             return self.chunked_step(x, y, chunk)
-        latent = self.lzn.latents_from_anchors(self.lzn.encoder(x), noise_scale=self.cfg.noise_scale,
-                                               allow_nonfinite=True,  # a diverged step: NaN loss, skipped
-                                               compile=self.cfg.train.compile)
+        with flow_memory(self.cfg.train.flow_memory):
+            latent = self.lzn.latents_from_anchors(self.lzn.encoder(x), noise_scale=self.cfg.noise_scale,
+                                                   allow_nonfinite=True,  # a diverged step: NaN loss, skipped
+                                                   compile=self.cfg.train.compile)
         loss = self.rf_loss(x, latent, y)
         return StepOutput(loss, {"rf": loss.detach()}, batch_size=x.shape[0])
 
@@ -134,8 +136,9 @@ class GenerationRecipe(Recipe):
 
         def run(scale: float) -> Tensor:
             anchors, replay = cached_anchors(self.lzn.encoder, x, chunk)  # (B, q) leaf
-            latent = self.lzn.latents_from_anchors(anchors, noise_scale=self.cfg.noise_scale, allow_nonfinite=True,
-                                                   compile=self.cfg.train.compile)
+            with flow_memory(self.cfg.train.flow_memory):
+                latent = self.lzn.latents_from_anchors(anchors, noise_scale=self.cfg.noise_scale, allow_nonfinite=True,
+                                                       compile=self.cfg.train.compile)
             loss, grad = self.chunked_rf(x, latent, y, chunk, scale)  # grad: (B, q)
             backward(latent, grad)  # -> anchors.grad
             replay()  # -> encoder

@@ -16,6 +16,7 @@ from torch import Tensor
 
 from lzn import checks, distributed
 from lzn.core import zones
+from lzn.core.budget import flow_memory
 from lzn.data import ImageDataset
 from lzn.eval import accuracy
 from lzn.models import LatentZoningNetwork
@@ -96,9 +97,10 @@ class JointRecipe(GenerationRecipe):
         chunk = self.chunk(x.shape[0])
         if chunk is not None:
             return self.chunked_step(x, y, chunk)
-        latent = self.lzn.latents_from_anchors(self.lzn.encoder(x), noise_scale=cfg.noise_scale,
-                                               allow_nonfinite=True,  # a diverged step: NaN loss, skipped
-                                               compile=cfg.train.compile)
+        with flow_memory(cfg.train.flow_memory):
+            latent = self.lzn.latents_from_anchors(self.lzn.encoder(x), noise_scale=cfg.noise_scale,
+                                                   allow_nonfinite=True,  # a diverged step: NaN loss, skipped
+                                                   compile=cfg.train.compile)
         metrics: dict[str, float | Tensor] = {}
         loss = x.new_zeros(())
         if cfg.rf_weight > 0:
@@ -118,8 +120,9 @@ class JointRecipe(GenerationRecipe):
 
         def run(scale: float) -> Tensor:
             anchors, replay = cached_anchors(self.lzn.encoder, x, chunk)  # (B, q) leaf
-            latent = self.lzn.latents_from_anchors(anchors, noise_scale=cfg.noise_scale, allow_nonfinite=True,
-                                                   compile=cfg.train.compile)
+            with flow_memory(cfg.train.flow_memory):
+                latent = self.lzn.latents_from_anchors(anchors, noise_scale=cfg.noise_scale, allow_nonfinite=True,
+                                                       compile=cfg.train.compile)
             loss = x.new_zeros(())
             outputs, grads = [], []
             if cfg.rf_weight > 0:

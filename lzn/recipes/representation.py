@@ -14,6 +14,7 @@ from torch import Tensor
 
 from lzn import checks, distributed
 from lzn.core import zones
+from lzn.core.budget import flow_memory
 from lzn.core.compiled import check_compile
 from lzn.data import ImageDataset, ShardedDataset, TwoViewAugment, TwoViewConfig
 from lzn.eval import extract_features, knn_accuracy, linear_probe_accuracy
@@ -74,7 +75,8 @@ class RepresentationRecipe(Recipe):
         b = latent.shape[0]
         gathered = distributed.gather_with_grad(anchors2)  # (n, q), rank-major
         targets = torch.arange(b, device=latent.device) + distributed.global_offset(b)
-        _, probs = zones.flow_back(latent, gathered, steps=self.cfg.flow.steps, targets=targets)  # (steps, B)
+        _, probs = zones.flow_back(latent, gathered, steps=self.cfg.flow.steps, targets=targets,
+                                   flow_memory=self.cfg.train.flow_memory)  # (steps, B)
         loss = zones.alignment_loss(probs, cutoff=self.cfg.cutoff, form=self.cfg.align_form)
         return loss, (probs[-1] > 0.5).float().mean()
 
@@ -85,8 +87,9 @@ class RepresentationRecipe(Recipe):
         if chunk is not None:
             return self.chunked_step(v1, v2, chunk)
         encoder = self.lzn.encoder
-        latent = self.lzn.latents_from_anchors(encoder(v1), noise_scale=self.cfg.noise_scale,
-                                               allow_nonfinite=True, compile=self.cfg.train.compile)  # (B, q); NaN steps are skipped
+        with flow_memory(self.cfg.train.flow_memory):
+            latent = self.lzn.latents_from_anchors(encoder(v1), noise_scale=self.cfg.noise_scale,
+                                                   allow_nonfinite=True, compile=self.cfg.train.compile)  # (B, q); NaN steps are skipped
         loss, assign = self.alignment(latent, encoder(v2))
         return StepOutput(loss, {"assign": assign}, batch_size=b)
 
@@ -98,8 +101,9 @@ class RepresentationRecipe(Recipe):
 
         def run(scale: float) -> Tensor:
             anchors1, replay1 = cached_anchors(encoder, v1, chunk)  # (B, q) leaves
-            latent = self.lzn.latents_from_anchors(anchors1, noise_scale=self.cfg.noise_scale, allow_nonfinite=True,
-                                                   compile=self.cfg.train.compile)
+            with flow_memory(self.cfg.train.flow_memory):
+                latent = self.lzn.latents_from_anchors(anchors1, noise_scale=self.cfg.noise_scale,
+                                                       allow_nonfinite=True, compile=self.cfg.train.compile)
             anchors2, replay2 = cached_anchors(encoder, v2, chunk)  # after the latent noise, as in the plain step
             loss, metrics["assign"] = self.alignment(latent, anchors2)
             backward(scale * loss)  # -> anchors1.grad, anchors2.grad

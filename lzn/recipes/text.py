@@ -31,6 +31,7 @@ from torch import Tensor, nn
 
 from lzn import checks, distributed
 from lzn.core import rectified_flow, zones
+from lzn.core.budget import flow_memory
 from lzn.data import ImageDataset, ShardedDataset
 from lzn.data.captions import ATTRIBUTES, attribute_levels, pixel_attributes
 from lzn.eval import accuracy, class_consistency
@@ -119,14 +120,16 @@ class TextImageRecipe(CaptionedRecipe):
 
     def latents(self, anchors: Tensor, noise_scale: float) -> Tensor:
         """Latents of local anchors (B, q) over the gathered anchors of their type (method.md §2, §4.1)."""
-        return self.lzn.latents_from_anchors(anchors, noise_scale=noise_scale, allow_nonfinite=True,
-                                             compile=self.cfg.train.compile)
+        with flow_memory(self.cfg.train.flow_memory):
+            return self.lzn.latents_from_anchors(anchors, noise_scale=noise_scale, allow_nonfinite=True,
+                                                 compile=self.cfg.train.compile)
 
     def alignment(self, latent: Tensor, anchors: Tensor, match: Tensor) -> tuple[Tensor, Tensor]:
         """Latents (B, q) flowed back over the gathered ``anchors`` of the other type (method.md §3.2);
         ``match`` (B, n) marks each latent's correct anchors. -> (loss, fraction landing on one of them)."""
         gathered = distributed.gather_with_grad(anchors)  # (n, q), rank-major
-        _, probs = zones.flow_back(latent, gathered, steps=self.cfg.align_steps)  # (steps, B, n)
+        _, probs = zones.flow_back(latent, gathered, steps=self.cfg.align_steps,
+                                   flow_memory=self.cfg.train.flow_memory)  # (steps, B, n)
         target = (probs * match.to(probs.dtype)).sum(dim=2).clamp_max(1.0)  # (steps, B)
         loss = zones.alignment_loss(target, cutoff=self.cfg.cutoff, form=self.cfg.align_form)
         return loss, (target[-1] > 0.5).float().mean()

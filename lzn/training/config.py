@@ -63,6 +63,7 @@ class TrainConfig:
     tensorboard: bool = False
     chunk_size: int | None = None  # exact chunked steps (method.md §9.7), read by recipes; None: off
     compile: bool = False  # the LZN recipes' latent flow through torch.compile (method.md §2.11), read by recipes
+    flow_memory: int | None = None  # bytes for the latent flow's row blocks (method.md §2.8), read by recipes
 
     def __post_init__(self) -> None:
         """Values checked for meaning; each message starts with the field name (method.md §9)."""
@@ -93,3 +94,5 @@ class TrainConfig:
         if not isinstance(self.compile, bool):
             raise ValueError(f"compile must be true or false (run the latent flow through torch.compile), got "
                              f"{self.compile!r}")
+        if self.flow_memory is not None:
+            checks.at_least("flow_memory", self.flow_memory, 1)

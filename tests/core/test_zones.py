@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from lzn.core import zones
+from lzn.core import budget, zones
 
 # ------------------------------------------------------------------------------------------------
 # deliberately naive references: broadcast (B, n, q) differences, plain autograd, python loops
@@ -283,8 +283,9 @@ def test_gradients_match_naive_autograd():
 
 
 def test_backward_memory_does_not_grow_with_anchors():
-    # saved-for-backward bytes stay O(steps x B x q), independent of n (method.md §2.8)
-    def saved_bytes(n):
+    # saved-for-backward bytes stay O(steps x B x q), independent of n, when the budget has no room for
+    # every step's responsibilities (method.md §2.8); with room, they are kept: steps x B x n
+    def saved_bytes(n, memory=1 << 20):
         seen: dict[tuple[int, int], int] = {}
 
         def pack(t):  # count each storage once: the anchor matrix is shared by every step
@@ -293,14 +294,16 @@ def test_backward_memory_does_not_grow_with_anchors():
 
         A = torch.randn(n, 32, requires_grad=True)
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            lat = zones.latents(A, torch.randn(64, 32), index=torch.arange(64), steps=20)
-            _, tp = zones.flow_back(lat, A, steps=20, targets=torch.arange(64))
+            lat = zones.latents(A, torch.randn(64, 32), index=torch.arange(64), steps=20, flow_memory=memory)
+            _, tp = zones.flow_back(lat, A, steps=20, targets=torch.arange(64), flow_memory=memory)
             zones.alignment_loss(tp).backward()
         return sum(seen.values())
 
     small, big = saved_bytes(128), saved_bytes(2048)
     assert big - small < 2048 * 32 * 4 * 4  # only anchor-sized extras, never steps x B x n
     assert big < 40 * 64 * 2048 * 4 / 4  # far below keeping one (B, n) tensor per step
+    kept = saved_bytes(2048, memory=1 << 30)
+    assert kept - big >= 40 * 64 * 2048 * 4  # both flows' 20 responsibility matrices (B, n)
 
 
 def test_autocast_keeps_flow_in_float32():
@@ -375,12 +378,17 @@ def test_allow_nonfinite_lets_nan_through(solver):
                                rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("solver", ["euler", "dpm3"])
-def test_row_blocks_change_nothing_but_summation_order(solver, monkeypatch):
-    """Forward flow, flow back (targets and full) and every gradient, with w split into blocks of 3 rows
-    (the last one shorter) against one (B, n) block, in float64 (method.md §2.8)."""
-    from lzn.core import zone_mean
+def _budgets(b: int, n: int, steps: int) -> dict[str, int]:
+    """flow_memory values (float64) giving: one block with every step's w kept, one block recomputing w,
+    blocks of 3 rows (the last one shorter) and blocks of one row (method.md §2.8)."""
+    row = budget.TEMPORARIES * n * 8  # bytes of one row's temporaries
+    return {"kept": (steps + budget.TEMPORARIES) * b * n * 8, "one": b * row, "three": 3 * row, "single": 1}
 
+
+@pytest.mark.parametrize("solver", ["euler", "dpm3"])
+def test_flow_memory_changes_nothing_but_summation_order(solver):
+    """Forward flow, flow back (targets and full) and every gradient, for one block with w kept or
+    recomputed, blocks of 3 rows and blocks of one row, against the unblocked path, in float64 (method.md §2.8)."""
     g = torch.Generator().manual_seed(21)
     A0 = torch.randn(11, 4, generator=g, dtype=torch.float64) + 3
     L0 = torch.randn(5, 4, generator=g, dtype=torch.float64)
@@ -388,31 +396,31 @@ def test_row_blocks_change_nothing_but_summation_order(solver, monkeypatch):
     lw0 = torch.randn(5, generator=g, dtype=torch.float64)
     targets = torch.tensor([0, 1, 2, 3, 4, 0, 1, 2, 3, 4, 0])
 
-    def run():  # type: ignore[no-untyped-def]
+    def run(memory):  # type: ignore[no-untyped-def]
         A, L, lw = A0.clone().requires_grad_(), L0.clone().requires_grad_(), lw0.clone().requires_grad_()
-        lat = zones.latents(A, z, steps=6, solver=solver, eps=1e-2)
-        end, tp = zones.flow_back(lat, L, steps=7, targets=targets, log_weights=lw)
-        _, full = zones.flow_back(lat, L, steps=3, log_weights=lw)
-        loss = zones.alignment_loss(tp, form="log") + 0.1 * end.pow(2).sum() + full.pow(2).sum()
+        lat = zones.latents(A, z, steps=6, solver=solver, eps=1e-2, flow_memory=memory)
+        end, tp = zones.flow_back(lat, L, steps=7, targets=targets, log_weights=lw, flow_memory=memory)
+        _, full = zones.flow_back(lat, L, steps=3, log_weights=lw, flow_memory=memory)
+        back = zones.flow_back_end(lat, L, steps=4, flow_memory=memory)
+        v = zones.velocity(lat, A, 0.4, flow_memory=memory)
+        loss = zones.alignment_loss(tp, form="log") + 0.1 * end.pow(2).sum() + full.pow(2).sum() + back.sum() + v.sum()
         return (lat.detach(), tp.detach(), loss.detach(), *torch.autograd.grad(loss, (A, L, lw)))
 
-    one = run()
-    assert len(zone_mean.row_blocks(11, 11)) == 1
-    monkeypatch.setattr(zone_mean, "BLOCK_ELEMENTS", 3 * 11)  # rows of 11 anchors: blocks of 3, 3, 3, 2
-    assert [(b.start, b.stop) for b in zone_mean.row_blocks(11, 11)] == [(0, 3), (3, 6), (6, 9), (9, 11)]
-    blocked = run()
-    for a, b in zip(one, blocked):
-        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    budgets = _budgets(11, 11, 6)
+    assert budget.blocks(budgets["kept"], 11, 11, 8, 6) == (11, True)
+    assert budget.blocks(budgets["one"], 11, 11, 8, 6) == (11, False)
+    assert budget.blocks(budgets["three"], 11, 11, 8, 6) == (3, False)
+    assert budget.blocks(budgets["single"], 11, 11, 8, 6) == (1, False)
+    assert [(b.start, b.stop) for b in budget.row_blocks(11, 3)] == [(0, 3), (3, 6), (6, 9), (9, 11)]
+    unblocked = run(budgets["one"])
+    for name in ("kept", "three", "single"):
+        for a, b in zip(unblocked, run(budgets[name])):
+            torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12, msg=lambda m: f"{name}: {m}")
 
 
-def test_row_blocks_bound_the_responsibility_matrices(monkeypatch):
-    """Forward and backward of the flow (and the flow back with targets) never build a (B, n)
-    responsibility matrix once B x n exceeds the block size: every logits matrix has at most
-    BLOCK_ELEMENTS / n rows (method.md §2.8)."""
+def _spy_logits(monkeypatch) -> list[int]:  # type: ignore[no-untyped-def]
     from lzn.core import zone_mean
 
-    n, q = 96, 3
-    A = torch.randn(n, q, requires_grad=True)
     rows: list[int] = []
     real = zone_mean.zone_logits
 
@@ -422,8 +430,57 @@ def test_row_blocks_bound_the_responsibility_matrices(monkeypatch):
         return out
 
     monkeypatch.setattr(zone_mean, "zone_logits", spy)
-    monkeypatch.setattr(zone_mean, "BLOCK_ELEMENTS", 16 * n)
-    lat = zones.latents(A, torch.randn(n, q), steps=4, solver="dpm3")
-    _, tp = zones.flow_back(lat, A, steps=4, targets=torch.arange(n))
+    return rows
+
+
+def test_flow_memory_bounds_the_responsibility_matrices(monkeypatch):
+    """Forward and backward of the flow (and the flow back with targets) never build a (B, n)
+    responsibility matrix beyond the budget: every logits matrix has at most M / (4 n itemsize) rows."""
+    rows = _spy_logits(monkeypatch)
+    n, q = 96, 3
+    A = torch.randn(n, q, requires_grad=True)
+    memory = 16 * budget.TEMPORARIES * n * 4  # 16 rows of float32
+    lat = zones.latents(A, torch.randn(n, q), steps=4, solver="dpm3", flow_memory=memory)
+    _, tp = zones.flow_back(lat, A, steps=4, targets=torch.arange(n), flow_memory=memory)
     zones.alignment_loss(tp).backward()
     assert rows and max(rows) == 16 and len(rows) >= 2 * 4 * (n // 16)  # forward and backward, every step
+
+
+def test_kept_responsibilities_are_not_recomputed(monkeypatch):
+    """A flow whose w fit the budget forms each step's logits once (forward only); the same numbers."""
+    n, q, steps = 32, 3, 5
+    A0, z = torch.randn(n, q, dtype=torch.float64), torch.randn(n, q, dtype=torch.float64)
+    memory = _budgets(n, n, steps)
+
+    def run(name):  # type: ignore[no-untyped-def]
+        A = A0.clone().requires_grad_()
+        lat = zones.latents(A, z, steps=steps, solver="dpm3", flow_memory=memory[name])
+        _, tp = zones.flow_back(lat, A, steps=steps, targets=torch.arange(n), flow_memory=memory[name])
+        (zones.alignment_loss(tp) + lat.sum()).backward()
+        return lat.detach(), A.grad
+
+    recomputed = run("one")
+    rows = _spy_logits(monkeypatch)
+    kept = run("kept")
+    assert len(rows) == 2 * steps  # forward flow and flow back, forward passes only
+    for a, b in zip(recomputed, kept):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_flow_memory_default_scope_and_checks(monkeypatch):
+    """The keyword overrides ``with budget.flow_memory(...)``, which overrides the device default; bad
+    values raise naming the key."""
+    default = budget.default_budget(torch.device("cpu"))
+    assert default >= budget.FLOOR
+    assert budget.resolve(None, torch.device("cpu")) == default
+    with budget.flow_memory(1234):
+        assert budget.resolve(None, torch.device("cpu")) == 1234
+        assert budget.resolve(99, torch.device("cpu")) == 99
+        with budget.flow_memory(None):
+            assert budget.resolve(None, torch.device("cpu")) == default
+    assert budget.resolve(None, torch.device("cpu")) == default
+    for bad in (0, -5, True, 1.5, "1GiB"):
+        with pytest.raises(ValueError, match="^flow_memory must be null"):
+            zones.latents(torch.randn(4, 2), torch.randn(4, 2), flow_memory=bad)  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="^flow_memory must be null"):
+            zones.flow_back(torch.randn(4, 2), torch.randn(4, 2), flow_memory=bad)  # type: ignore[arg-type]

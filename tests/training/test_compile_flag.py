@@ -55,3 +55,31 @@ def test_missing_compiler_fails_when_the_recipe_is_built(monkeypatch):
         RECIPES["generation"](cfg, _info())
     cfg = resolve_config("generation", "digits", sets=sets("generation"))
     RECIPES["generation"](cfg, _info())  # off: no compiler needed
+
+
+@pytest.mark.parametrize("value", [0, -1, True, 1.5, "1GiB"])
+def test_bad_flow_memory_values_raise(value):
+    with pytest.raises(ValueError, match="^flow_memory must be an integer >= 1"):
+        TrainConfig(lr=1e-3, steps=1, flow_memory=value)
+
+
+@pytest.mark.parametrize("name", ["generation", "joint", "representation"])
+def test_recipe_step_runs_the_flow_within_train_flow_memory(name, monkeypatch):
+    """train.flow_memory (method.md §2.8) is the budget of the step's latent flows; null: the device's."""
+    from lzn.core import budget
+
+    seen = []
+    real = zones.latents
+
+    def spy(*args, **kwargs):  # type: ignore[no-untyped-def]
+        seen.append(budget.resolve(kwargs.get("flow_memory"), torch.device("cpu")))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(zones, "latents", spy)
+    for value in ("null", "123456"):
+        cfg = resolve_config(name, "digits", sets=sets(name) + [f"train.flow_memory={value}"])
+        rec = RECIPES[name](cfg, _info())
+        x, y = torch.rand(64, 1, 8, 8) * 2 - 1, torch.arange(64) % 10
+        out = rec.step((x, y), 0)
+        assert out.loss is not None and torch.isfinite(out.loss)
+    assert seen == [budget.default_budget(torch.device("cpu")), 123456]

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import time
 from collections.abc import Callable
 
 import torch
 
+from lzn.core.budget import flow_memory
 from lzn.data import load_split
 from lzn.recipes.common import DataInfo, Recipe, data_info
 from lzn.recipes.runner import RECIPES, resolve_config
@@ -97,15 +99,17 @@ def breakdown(batch: int, timed: int, compile: bool) -> dict[str, float]:
         encoder(x).sum().backward()
         return time.perf_counter() - start
 
-    def flow(comp: bool) -> Callable[[int], float]:
+    def flow(comp: bool, memory: int | None = None) -> Callable[[int], float]:
         def run(i: int) -> float:
             a = anchors.clone().requires_grad_(True)
             start = time.perf_counter()
-            (lzn.latents_from_anchors(a, allow_nonfinite=True, compile=comp) * proj).sum().backward()
+            with flow_memory(memory):
+                (lzn.latents_from_anchors(a, allow_nonfinite=True, compile=comp) * proj).sum().backward()
             return time.perf_counter() - start
         return run
 
-    fns = {"encoder_fwd_bwd": enc, "flow_fwd_bwd": flow(False)}
+    # the default budget keeps the responsibilities for backward; 4 MiB recomputes them (the earlier default)
+    fns = {"encoder_fwd_bwd": enc, "flow_fwd_bwd": flow(False), "flow_fwd_bwd_recomputed": flow(False, 4 << 20)}
     if compile:
         fns["flow_fwd_bwd_compiled"] = flow(True)
     return {k: v for k, v in alternate(fns, timed, warmup=3).items() if not k.endswith("_warmup_s")}
@@ -157,11 +161,13 @@ def main() -> None:
         fns["lzn_compiled"] = build("generation", batch, compile=True)
     digits = alternate(fns, 2 * steps)
     ratios = {k: digits[k] / digits["rf"] for k in fns if k != "rf"}
-    report: dict[str, object] = {"batch": batch, "threads": torch.get_num_threads(), "lzn_step_s": digits["lzn"],
+    report: dict[str, object] = {"batch": batch, "threads": torch.get_num_threads(),
+                                 "load_avg_1min_start": os.getloadavg()[0], "lzn_step_s": digits["lzn"],
                                  "rf_step_s": digits["rf"], "lzn_over_rf": ratios["lzn"], "digits": digits}
     if compiled:
         report["lzn_compiled_over_rf"] = ratios["lzn_compiled"]
     report["breakdown"] = breakdown(batch, 2 * steps, compiled)
+    report["flow_share"] = report["breakdown"]["flow_fwd_bwd"] / digits["lzn"]  # type: ignore[index]
     if not args.quick:
         cifar = alternate({"lzn": build("generation", args.cifar_batch, "cifar10"),
                            "rf": build("rf", args.cifar_batch, "cifar10")}, args.cifar_steps, warmup=1)
@@ -179,7 +185,9 @@ def main() -> None:
     b = report["breakdown"]
     parts.append(f"extra over RF {(digits['lzn'] - digits['rf']) * 1e3:.1f} ms: encoder fwd+bwd "  # type: ignore[index]
                  f"{b['encoder_fwd_bwd'] * 1e3:.1f} ms, latent flow fwd+bwd {b['flow_fwd_bwd'] * 1e3:.1f} ms"  # type: ignore[index]
-                 + (f" ({b['flow_fwd_bwd_compiled'] * 1e3:.1f} ms compiled)" if compiled else ""))  # type: ignore[index]
+                 + (f" ({b['flow_fwd_bwd_compiled'] * 1e3:.1f} ms compiled)" if compiled else "")  # type: ignore[index]
+                 + f", {report['flow_share']:.1%} of the LZN step (target <= 6%; "
+                 f"{b['flow_fwd_bwd_recomputed'] * 1e3:.1f} ms recomputing the responsibilities)")  # type: ignore[index]
     if "cifar10" in report:
         c = report["cifar10"]
         parts.append(f"CIFAR-10 networks batch {c['batch']}: {c['lzn']:.2f} s vs {c['rf']:.2f} s = "  # type: ignore[index]
@@ -188,6 +196,9 @@ def main() -> None:
     parts.append(f"classify {cl['lzn_images_per_s']:.0f} images/s vs classifier forward "  # type: ignore[index]
                  f"{cl['classifier_images_per_s']:.0f}")  # type: ignore[index]
     parts.append("images/s: " + ", ".join(f"{k} {v['images_per_s']:.0f}" for k, v in recipes.items()))
+    load = max(float(report["load_avg_1min_start"]), os.getloadavg()[0])  # type: ignore[arg-type]
+    parts.append(f"load average {load:.1f} on {os.cpu_count()} CPUs"
+                 + (" (machine loaded: absolute times noisy)" if load > 0.5 * (os.cpu_count() or 1) else ""))
     print("; ".join(parts))
 
 

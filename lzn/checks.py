@@ -5,6 +5,7 @@ starts with the value's name and says what is expected, so a config layer can pr
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Mapping
 from typing import Any
 
@@ -51,3 +52,11 @@ def each(check: Any, name: str, value: Any, *args: Any, **kwargs: Any) -> None:
             check(f"{name}.{key}", item, *args, **kwargs)
     else:
         check(name, value, *args, **kwargs)
+
+
+def positive_int(name: str, value: Any) -> int:
+    """A count >= 1 of a public argument (``k``, ``num``, ``batch_size``): any integral number (a numpy int
+    too) but a bool; returned as an int."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or int(value) < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return int(value)

@@ -25,9 +25,7 @@ DISTRIBUTED = "lzn.distributed"
 # longer occurs is reported as a warning (others fix them in parallel): delete it then, so the list only
 # shrinks.
 ALLOWED_UPWARD: set[tuple[str, str]] = set()
-ALLOWED_CIRCLES: set[frozenset[str]] = {
-    frozenset({"lzn.models.network", "lzn.models.pretrained"}),  # issue 21 item 1: pretrained reads files only
-}
+ALLOWED_CIRCLES: set[frozenset[str]] = set()
 
 
 def _modules() -> dict[str, Path]:

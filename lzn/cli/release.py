@@ -78,7 +78,7 @@ def _training_set(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 def _reference_bank(model, train, args: argparse.Namespace) -> None:  # type: ignore[no-untyped-def]
     """The training set's class-balanced reference bank of anchors (method.md §2.9), as ``lzn train`` exports."""
     from lzn.distributed import pick_device
-    from lzn.models.network import reference_indices
+    from lzn.models.reference_bank import reference_indices
 
     picked = reference_indices(len(train), train.labels, min(args.reference_size, len(train)), seed=0)
     device = pick_device(args.device)

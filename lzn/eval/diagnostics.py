@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from lzn import checks
 from lzn.core import zones
 from lzn.models import LatentZoningNetwork
 
@@ -34,12 +35,6 @@ def normal_ks(x: Tensor) -> Tensor:
     above = (i / n - cdf).amax(dim=0)  # (q,) D+
     below = (cdf - (i - 1) / n).amax(dim=0)  # (q,) D-
     return torch.maximum(above, below)
-
-
-def _positive_int(name: str, value: object) -> int:
-    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or int(value) < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return int(value)
 
 
 def _check_labels(model: LatentZoningNetwork, labels: Any, n: int) -> Tensor:
@@ -95,13 +90,13 @@ def zone_diagnostics(
     """
     encoder = model._need("encoder")
     model.check_images(images)
-    batch_size = _positive_int("batch_size", batch_size)
-    max_images = _positive_int("max_images", max_images)
+    batch_size = checks.positive_int("batch_size", batch_size)
+    max_images = checks.positive_int("max_images", max_images)
     if not isinstance(seed, numbers.Integral) or isinstance(seed, bool):
         raise ValueError(f"seed must be an int, got {seed!r}")
     if isinstance(step_factors, (str, bytes)) or not isinstance(step_factors, Sequence) or not step_factors:
         raise ValueError(f"step_factors must be a non-empty sequence of positive ints, got {step_factors!r}")
-    factors = [_positive_int("each step factor", f) for f in step_factors]
+    factors = [checks.positive_int("each step factor", f) for f in step_factors]
     if len(set(factors)) != len(factors):
         raise ValueError(f"step_factors must not repeat, got {list(step_factors)}")
     n_all = images.shape[0]

@@ -4,7 +4,8 @@ from lzn.models.label_anchors import LabelAnchors
 from lzn.models.ncsnpp import ncsnpp_decoder, ncsnpp_encoder
 from lzn.models.candidates import CandidateDecoder
 from lzn.models.datatypes import DATA_TYPES, DataType, data_type, register_data_type
-from lzn.models.network import Choices, FlowConfig, GenerationOutput, LatentZoningNetwork, TypeParts
+from lzn.models.network import LatentZoningNetwork
+from lzn.models.outputs import Choices, FlowConfig, GenerationOutput, TypeParts
 from lzn.models.registry import NETWORKS, build, network_arguments, register_network
 from lzn.models.release import ReleaseFormatError, import_release, release_model
 from lzn.models.resnet import resnet18_encoder, resnet50_encoder

@@ -3,10 +3,10 @@ besides its networks (docs/data-types.md).
 
 A model is a set of named data types sharing one latent space. Each has an encoder (samples -> anchors
 (B, q)) and a decoder (latents -> samples, or latents -> a choice among candidates). ``image`` and
-``label`` are built in (the model's ``encoder`` / ``decoder`` and ``label_anchors``). Any other type is
-registered here once, by the file of its encoder, with a function that checks a batch of its samples;
-its networks go in the network table (``lzn.models.registry``) so saved models name them. Nothing in
-``lzn.core`` or the training loop knows the types.
+``label`` are built in (the model's ``encoder`` / ``decoder`` and ``label_anchors``). Every other type is
+an entry of the table below (``text``; users add theirs with ``register_data_type``), with a function that
+checks a batch of its samples; its networks go in the network table (``lzn.models.registry``) so saved
+models name them. Nothing in ``lzn.core`` or the training loop knows the types.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ import difflib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+from lzn.models.text import check_texts
 
 BUILT_IN = ("image", "label")
 
@@ -33,7 +35,9 @@ class DataType:
     take: Callable[[Any, int, int], Any] = lambda samples, start, stop: samples[start:stop]
 
 
-DATA_TYPES: dict[str, DataType] = {}
+DATA_TYPES: dict[str, DataType] = {
+    "text": DataType("text", "a non-empty list of strings", check_texts),
+}
 
 
 def register_data_type(dtype: DataType) -> DataType:

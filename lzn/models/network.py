@@ -1,7 +1,9 @@
 """``LatentZoningNetwork``: named data types sharing one latent space, composed through the latent-zone
 core (method.md §1, §5-§7, §12). Built in: ``image`` (an image encoder and / or a rectified-flow image
 decoder) and ``label`` (label anchors: encoder and decoder in one). Further types (``text``) are
-registered in ``lzn.models.datatypes`` and given as ``types={"text": TypeParts(encoder, decoder)}``.
+in the table of ``lzn.models.datatypes`` and given as ``types={"text": TypeParts(encoder, decoder)}``. Value
+types are in ``outputs.py``, argument checks in ``inputs.py``, the reference bank in ``reference_bank.py``
+and the files in ``pretrained.py``.
 Tasks are compositions of two operations, spelled by type:
 
 * ``latents(type, samples)``, ``decode(type, latents, ...)``, ``embed(type, samples)``;
@@ -9,7 +11,7 @@ Tasks are compositions of two operations, spelled by type:
 * ``retrieve(query_type, queries, candidate_type, candidates)``: the best candidates of each query;
 * ``classify(images)`` (label decoder) or ``classify(images, prompts=[...])`` (text candidates).
 
-The image-only methods below are shorthands kept from before (saved models from before load):
+Images also have shorthands, aliases of the typed spelling (``latents(images)`` is ``latents("image", images)``):
 
 * ``latents(images)``: image encoder + latent flow over the model's reference bank of anchors plus each
   image's own (§2.9; the same for an image alone or in any batch), or over the batch's anchors
@@ -26,94 +28,23 @@ attributes ``image_channels``, ``image_size``, ``latent_dim``. Decoders: ``forwa
 
 from __future__ import annotations
 
-import difflib
-import math
-import numbers
-from collections.abc import Sequence
-from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any, Literal, NamedTuple, Union
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
-from lzn import distributed
+from lzn import checks, distributed
 from lzn.core import rectified_flow, zones
-from lzn.core.reference import latents_with_reference
+from lzn.models import inputs, pretrained, reference_bank
 from lzn.models.candidates import CandidateDecoder
 from lzn.models.datatypes import BUILT_IN, data_type
 from lzn.models.label_anchors import LabelAnchors
+from lzn.models.outputs import Choices, Context, FlowConfig, GenerationOutput, Labels, TypeParts
+from lzn.models.reference_bank import reference_indices
 
-
-@dataclass
-class FlowConfig:
-    """How latents are computed (method.md §2.7). Defaults: case studies 1 and 3."""
-
-    solver: Literal["euler", "dpm3"] = "dpm3"
-    steps: int = 20
-    eps: float | None = None  # None: the solver's default (1e-4 Euler, 1e-3 DPM)
-    label_steps: int = 100  # reverse / forward Euler steps of label flows
-    label_eps: float = 1e-4
-    candidate_steps: int = 20  # reverse Euler steps of a choice among candidates (text decoder, retrieval)
-    candidate_cutoff: float = 0.2  # fraction of those steps dropped before averaging (method.md §3.3)
-    noise_scale: float = 1.0  # alpha of latents drawn from a zone for generation (label, text; method.md §2.4)
-
-
-@dataclass
-class TypeParts:
-    """The networks of one registered data type: ``encoder`` (samples -> anchors (B, q)) and an optional
-    ``decoder`` (a :class:`~lzn.models.candidates.CandidateDecoder` for types decoded by choice)."""
-
-    encoder: nn.Module
-    decoder: nn.Module | None = None
-
-
-class Choices(NamedTuple):
-    indices: Tensor  # (B, k) int64: the best candidates of each query, best first
-    probs: Tensor  # (B, k): their assignment probabilities
-
-
-class GenerationOutput(NamedTuple):
-    images: Tensor  # (B, C, H, W) in [-1, 1] up to sampler error (not clipped)
-    labels: Tensor | None  # (B,) the given or predicted classes, None without label anchors
-    latents: Tensor  # (B, q) the LZN latents the decoder was conditioned on
-
-
-Labels = Union[Tensor, Sequence[int], np.ndarray]  # 1-D class indices: a tensor, list / tuple or array of ints
-Context = Literal["reference", "batch"]  # the anchor set of an inference latent (method.md §2.9)
-
-
-def _dtype_name(dtype: torch.dtype) -> str:
-    return str(dtype).removeprefix("torch.")
-
-
-def _positive_int(name: str, value: object) -> int:
-    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or int(value) < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return int(value)
-
-
-def reference_indices(n: int, labels: Labels | None, size: int, seed: int = 0) -> Tensor:
-    """Which of ``n`` training images form a reference bank of ``size`` (method.md §2.9): a seeded random
-    draw, class-balanced when ``labels`` (n,) are given (round-robin over classes); int64 (min(size, n),)."""
-    size = _positive_int("size", size)
-    gen = torch.Generator().manual_seed(seed)
-    if labels is None:
-        return torch.randperm(n, generator=gen)[:size]
-    labels = torch.as_tensor(labels).cpu()
-    if labels.shape != (n,) or labels.is_floating_point() or labels.dtype == torch.bool:
-        raise ValueError(f"labels must be {n} integer class indices (one per image), got {labels.dtype} "
-                         f"{tuple(labels.shape)}")
-    per_class = [torch.nonzero(labels == k).flatten() for k in torch.unique(labels).tolist()]
-    per_class = [c[torch.randperm(len(c), generator=gen)] for c in per_class]
-    longest = max(len(c) for c in per_class)
-    grid = torch.full((longest, len(per_class)), -1, dtype=torch.long)  # (rank in class, class)
-    for k, c in enumerate(per_class):
-        grid[: len(c), k] = c
-    index = grid.flatten()
-    return index[index >= 0][:size]  # round-robin: one of each class, then the next of each ...
-
+__all__ = ["Choices", "Context", "FlowConfig", "GenerationOutput", "LatentZoningNetwork", "Labels", "TypeParts",
+           "reference_indices"]
 
 _CHOOSER = CandidateDecoder()  # the choice among candidates of a type without a decoder of its own (images)
 
@@ -164,21 +95,7 @@ class LatentZoningNetwork(nn.Module):
             self.register_buffer(f"{name}_reference", None)  # (R, q) anchors of the type's reference set
 
     def _check_class_names(self, names: Sequence[str] | None) -> tuple[str, ...] | None:
-        if names is None:
-            return None
-        if isinstance(names, str) or not isinstance(names, (list, tuple)):
-            raise TypeError(f"class_names must be a tuple of strings (one per class), got {type(names).__name__}")
-        bad = [n for n in names if not isinstance(n, str) or not n]
-        if bad:
-            raise TypeError(f"class_names must be non-empty strings, got {bad[0]!r}")
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise ValueError(f"class_names must be unique, got {dupes} more than once")
-        k = self._num_classes()
-        if len(names) != k:
-            raise ValueError(f"class_names has {len(names)} names but the model has {k} classes "
-                             "(label anchors or class-conditional decoder); pass one name per class")
-        return tuple(names)
+        return inputs.check_class_names(names, self._num_classes())
 
     # ------------------------------------------------------------------------------------------
     # input checks (once, at this boundary)
@@ -197,59 +114,11 @@ class LatentZoningNetwork(nn.Module):
     def check_images(self, images: Tensor) -> None:
         """(B, C, S, S) in [-1, 1] with the weights' dtype, B >= 1, finite; one host sync."""
         net = self._spec()
-        c, size = net.image_channels, net.image_size
-        if not isinstance(images, Tensor):
-            raise TypeError(f"images must be a (B, {c}, {size}, {size}) torch.Tensor in [-1, 1], "
-                            f"got {type(images).__name__}")
-        if images.dim() != 4:
-            raise ValueError(f"images must be a (B, {c}, {size}, {size}) tensor, got {tuple(images.shape)}")
-        if images.shape[1] != c or images.shape[2] != size or images.shape[3] != size:
-            raise ValueError(f"images must have shape (B, {c}, {size}, {size}), got {tuple(images.shape)}")
-        want = self.dtype
-        if not images.is_floating_point():
-            raise TypeError(f"images must be {_dtype_name(want)} scaled to [-1, 1], got {images.dtype}; "
-                            "for 0..255 pixels (uint8) use images.float() / 127.5 - 1")
-        if images.dtype != want:
-            convert = "images.float()" if want == torch.float32 else f"images.to({want})"
-            mixed = ("; for mixed precision keep the images and weights in float32 and run under torch.autocast"
-                     if images.dtype.itemsize < want.itemsize else "")
-            raise TypeError(f"images must be {_dtype_name(want)} like the model's weights, got {images.dtype}; "
-                            f"convert with {convert}{mixed}")
-        if images.shape[0] == 0:
-            raise ValueError(f"images is an empty batch {tuple(images.shape)}; pass at least one image")
-        lo, hi = torch.stack(torch.aminmax(images.detach())).tolist()  # NaN propagates to both
-        if not (math.isfinite(lo) and math.isfinite(hi)):
-            raise ValueError("images contain NaN or infinite pixels")
-        if lo < -1.5 or hi > 1.5:  # generated samples overshoot [-1, 1] a little: only clear mistakes
-            hint = "for 0..255 pixels use images / 127.5 - 1" if lo >= 0.0 and hi <= 255.0 else "rescale them"
-            raise ValueError(f"images must be scaled to [-1, 1], got values in [{lo:g}, {hi:g}]; {hint}")
+        inputs.check_images(images, net.image_channels, net.image_size, self.dtype)
 
     def _as_labels(self, labels: Labels, batch: int | None = None) -> Tensor:
         """1-D class indices in [0, K) as a long tensor (same device as a given tensor, else CPU)."""
-        k = self._num_classes()
-        if k == 0:
-            raise ValueError("this model has no classes (no label anchors and no class-conditional decoder)")
-        want = f"labels must be a 1-D sequence or tensor of class indices in [0, {k})"
-        if isinstance(labels, np.ndarray):
-            labels = torch.from_numpy(labels) if labels.dtype.kind in "iu" else labels
-        if isinstance(labels, (list, tuple)):
-            bad = [v for v in labels if not isinstance(v, numbers.Integral) or isinstance(v, bool)]
-            if bad:
-                names = "; map class names with model.class_index(name)" if isinstance(bad[0], str) else ""
-                raise TypeError(f"{want}, got an element {bad[0]!r}{names}")
-            labels = torch.tensor([int(v) for v in labels], dtype=torch.long)
-        if not isinstance(labels, Tensor):
-            got = f"a {labels.dtype} array" if isinstance(labels, np.ndarray) else type(labels).__name__
-            raise TypeError(f"{want}, got {got}")
-        if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
-            raise TypeError(f"{want}, got a {labels.dtype} tensor; use labels.long() for whole numbers")
-        if labels.dim() != 1:
-            raise ValueError(f"{want}, got shape {tuple(labels.shape)}")
-        if batch is not None and labels.shape[0] != batch:
-            raise ValueError(f"labels must have shape ({batch},) to match the images, got {tuple(labels.shape)}")
-        if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= k):
-            raise ValueError(f"labels must lie in [0, {k}), got range [{int(labels.min())}, {int(labels.max())}]")
-        return labels.long()
+        return inputs.as_labels(labels, self._num_classes(), batch)
 
     @property
     def num_classes(self) -> int:
@@ -281,27 +150,7 @@ class LatentZoningNetwork(nn.Module):
 
     def class_index(self, name_or_index: str | int) -> int:
         """Resolve a class name ("cat"), an index as text ("3") or an index (3) to an index in [0, K)."""
-        k = self._num_classes()
-        if k == 0:
-            raise ValueError("this model has no classes (no label anchors and no class-conditional decoder)")
-        names = self.class_names
-        valid = (f"classes: {', '.join(f'{i} {n!r}' for i, n in enumerate(names))}" if names
-                 else f"indices 0..{k - 1} (the model has no class names)")
-        value = name_or_index
-        if isinstance(value, str):
-            if names and value in names:
-                return names.index(value)
-            text = value.strip()
-            if not text.isdigit():
-                close = difflib.get_close_matches(value, names or (), n=1)
-                also = f"; did you mean {close[0]!r}?" if close else ""
-                raise ValueError(f"unknown class {value!r}{also} ({valid})")
-            value = int(text)
-        if not isinstance(value, numbers.Integral) or isinstance(value, bool):
-            raise TypeError(f"a class is a name or an int index, got {type(value).__name__} ({valid})")
-        if not 0 <= int(value) < k:
-            raise ValueError(f"class index {int(value)} is outside [0, {k}) ({valid})")
-        return int(value)
+        return inputs.class_index(name_or_index, self.class_names, self._num_classes())
 
     # ------------------------------------------------------------------------------------------
     # encoder side
@@ -354,26 +203,13 @@ class LatentZoningNetwork(nn.Module):
 
     def set_reference(self, anchors: Tensor | None, type: str = "image") -> None:
         """Use ``anchors`` (R, q) as the reference set of ``type``'s inference latents; None removes it."""
-        buffer = self._reference_buffer(self._check_type(type))
-        if anchors is None:
-            setattr(self, buffer, None)
-            return
-        if not isinstance(anchors, Tensor) or anchors.dim() != 2 or anchors.shape[1] != self.latent_dim \
-                or anchors.shape[0] < 1:
-            got = tuple(anchors.shape) if isinstance(anchors, Tensor) else type(anchors).__name__
-            raise ValueError(f"reference anchors must be a (R >= 1, {self.latent_dim}) tensor, got {got}")
-        if not bool(torch.isfinite(anchors).all()):
-            raise ValueError("reference anchors contain NaN or inf values")
-        setattr(self, buffer, anchors.detach().to(device=self.device, dtype=self.dtype).clone())
-
-    def _reference_buffer(self, name: str) -> str:
-        if name == "label":
-            raise ValueError("labels have no reference set: a label's latent flows over every class's anchor")
-        return "reference" if name == "image" else f"{name}_reference"
+        buffer = reference_bank.buffer_name(self._check_type(type))
+        value = None if anchors is None else reference_bank.checked_anchors(anchors, self.latent_dim)
+        setattr(self, buffer, None if value is None else value.to(device=self.device, dtype=self.dtype).clone())
 
     def reference_of(self, type: str = "image") -> Tensor | None:
         """The reference anchors (R, q) of ``type``, or None."""
-        return getattr(self, self._reference_buffer(self._check_type(type)))
+        return getattr(self, reference_bank.buffer_name(self._check_type(type)))
 
     @torch.no_grad()
     def build_reference(self, images: Tensor, labels: Labels | None = None, size: int = 2000,
@@ -391,26 +227,15 @@ class LatentZoningNetwork(nn.Module):
         H, W), e.g. those :func:`reference_indices` chose from a data set too large to hold in memory, or
         texts (``type="text"``); returns it (R, q)."""
         name = self._check_type(type)
-        self._reference_buffer(name)  # labels have none
-        anchors = self._encode_chunked(name, picked, _positive_int("batch_size", batch_size))  # (R, q)
+        reference_bank.buffer_name(name)  # labels have none
+        anchors = self._encode_chunked(name, picked, checks.positive_int("batch_size", batch_size))  # (R, q)
         self.set_reference(anchors, name)
         out = self.reference_of(name)
         assert out is not None
         return out
 
     def _context(self, context: Context | None, name: str = "image") -> Context:
-        reference = self.reference_of(name)
-        if context is None:
-            return "reference" if reference is not None else "batch"
-        if context not in ("reference", "batch"):
-            raise ValueError(f"context must be 'reference' or 'batch', got {context!r}")
-        if context == "reference" and reference is None:
-            how = ("model.build_reference(train_images, labels)" if name == "image"
-                   else f"model.build_reference_from(training_samples, type={name!r})")
-            what = "reference bank" if name == "image" else f"{name} reference set"
-            raise ValueError(f"this model has no {what}: call {how} first, or use context='batch' "
-                             "(the paper's batch protocol)")
-        return context
+        return reference_bank.pick_context(context, self.reference_of(name), name)
 
     def _latents(self, anchors: Tensor, noise: Tensor | None, noise_scale: float,
                  generator: torch.Generator | None, context: Context, name: str = "image") -> Tensor:
@@ -418,10 +243,7 @@ class LatentZoningNetwork(nn.Module):
             return self.latents_from_anchors(anchors, noise, noise_scale, generator)
         reference = self.reference_of(name)
         assert reference is not None
-        if noise is None:
-            noise = torch.randn(anchors.shape, generator=generator, device=anchors.device, dtype=anchors.dtype)
-        return latents_with_reference(anchors, reference, noise, steps=self.flow.steps, solver=self.flow.solver,
-                                      eps=self.flow.eps, noise_scale=noise_scale)
+        return reference_bank.latents_over(anchors, reference, noise, noise_scale, generator, self.flow)
 
     def embed(self, type_or_images: str | Tensor, samples: Any = None, head: bool = False) -> Tensor:
         """Representation: of images, the encoder's backbone features (default) or anchors (``head=True``);
@@ -435,7 +257,7 @@ class LatentZoningNetwork(nn.Module):
     # ------------------------------------------------------------------------------------------
     # decoder side
 
-    def _velocity(self, latent: Tensor | None, labels: Tensor | None):  # type: ignore[no-untyped-def]
+    def _velocity(self, latent: Tensor | None, labels: Tensor | None) -> Callable[[Tensor, Tensor], Tensor]:
         decoder = self._need("decoder")
         lat = latent if decoder.latent_dim else None
         lab = labels if decoder.num_classes else None
@@ -489,7 +311,7 @@ class LatentZoningNetwork(nn.Module):
             num = labels.shape[0]
         if num is None:
             raise ValueError("generate needs num >= 1 or labels")
-        num = _positive_int("num", num)
+        num = checks.positive_int("num", num)
         dev = generator.device if generator is not None else self.device
         q = self.latent_dim
         if labels is not None:
@@ -555,7 +377,7 @@ class LatentZoningNetwork(nn.Module):
         noise_scale = 1.0 if noise_scale is None else noise_scale
         label_anchors, encoder = self._need("label_anchors"), self._need("encoder")
         zones.check_noise_scale(noise_scale)
-        batch_size = _positive_int("batch_size", batch_size)
+        batch_size = checks.positive_int("batch_size", batch_size)
         context = self._context(context)
         self.check_images(images)
         out = []
@@ -602,13 +424,7 @@ class LatentZoningNetwork(nn.Module):
         return {name: m for name, m in self.named_children() if next(m.parameters(), None) is not None}
 
     def _check_type(self, name: str) -> str:
-        if not isinstance(name, str):
-            raise TypeError(f"a data type is a name ({', '.join(self.data_types)}), got {type(name).__name__}")
-        if name not in self.data_types:
-            close = difflib.get_close_matches(name, self.data_types, n=1)
-            also = f"; did you mean {close[0]!r}?" if close else ""
-            raise ValueError(f"this model has no data type {name!r}{also} (it has {', '.join(self.data_types)})")
-        return name
+        return inputs.check_type_name(name, self.data_types)
 
     def _typed(self, method: str, type_or_images: str | Tensor, samples: Any) -> tuple[str, Any]:
         """(type, samples) of a call spelled ``method(type, samples)`` or, for images, ``method(images)``."""
@@ -663,19 +479,14 @@ class LatentZoningNetwork(nn.Module):
         return own if isinstance(own, CandidateDecoder) else _CHOOSER
 
     def _check_latents(self, latents: Tensor) -> None:
-        q = self.latent_dim
-        if not isinstance(latents, Tensor) or latents.dim() != 2 or latents.shape[1] != q or latents.shape[0] < 1:
-            got = tuple(latents.shape) if isinstance(latents, Tensor) else type(latents).__name__
-            raise ValueError(f"latents must be a (B >= 1, {q}) tensor, got {got}")
-        if not bool(torch.isfinite(latents).all()):
-            raise ValueError("latents contain NaN or inf values")
+        inputs.check_latents(latents, self.latent_dim)
 
     def _choose(self, name: str, latents: Tensor, candidates: Any, k: int, batch_size: int) -> Choices:
         anchors = self._encode_chunked(name, candidates, batch_size)  # (M, q)
         chooser = self._chooser(name)
         scores = chooser(latents.to(anchors.dtype), anchors, steps=self.flow.candidate_steps,
                          cutoff=self.flow.candidate_cutoff)  # (B, M)
-        probs, idx = scores.topk(min(_positive_int("k", k), scores.shape[1]), dim=1)
+        probs, idx = scores.topk(min(checks.positive_int("k", k), scores.shape[1]), dim=1)
         return Choices(idx, probs)
 
     @torch.no_grad()
@@ -705,7 +516,7 @@ class LatentZoningNetwork(nn.Module):
         if candidates is None:
             raise ValueError(f"decode({name!r}, latents, candidates): {name} is decoded by choice among candidates "
                              f"({data_type(name).form}); open-ended generation is not supported")
-        return self._choose(name, latents, candidates, k, _positive_int("batch_size", batch_size))
+        return self._choose(name, latents, candidates, k, checks.positive_int("batch_size", batch_size))
 
     @torch.no_grad()
     def retrieve(self, query_type: str, queries: Any, candidate_type: str, candidates: Any, *, k: int = 5,
@@ -720,11 +531,11 @@ class LatentZoningNetwork(nn.Module):
         if qname == "label":
             raise ValueError("labels are not queries of retrieve: use generate(labels=...) or latents('label', ...)")
         queries = self._samples(qname, queries, f"retrieve({qname!r}, queries, ...)")
-        batch_size = _positive_int("batch_size", batch_size)
+        batch_size = checks.positive_int("batch_size", batch_size)
         context = self._context(context, qname)
         anchors = self._encode_chunked(cname, candidates, batch_size)  # (M, q)
         chooser = self._chooser(cname)
-        n, k = self._count(qname, queries), _positive_int("k", k)
+        n, k = self._count(qname, queries), checks.positive_int("k", k)
         out_idx, out_p = [], []
         for start in range(0, n, batch_size):
             chunk = self._take(qname, queries, start, start + batch_size)
@@ -751,13 +562,10 @@ class LatentZoningNetwork(nn.Module):
 
     def save_pretrained(self, directory: str) -> None:
         """Write ``config.json`` + ``model.safetensors`` to ``directory`` (atomically)."""
-        from lzn.models.pretrained import save_pretrained
-
-        save_pretrained(self, directory)
+        pretrained.save(self, directory)
 
     @classmethod
     def from_pretrained(cls, directory: str, map_location: str | torch.device = "cpu") -> LatentZoningNetwork:
         """Load a folder written by ``save_pretrained`` onto ``map_location`` (CPU or CUDA), in eval mode."""
-        from lzn.models.pretrained import from_pretrained
-
-        return from_pretrained(directory, map_location)
+        model: LatentZoningNetwork = pretrained.load(directory, map_location, cls)
+        return model

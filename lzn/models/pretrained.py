@@ -1,5 +1,6 @@
-"""``save_pretrained`` / ``from_pretrained`` for LatentZoningNetwork: a folder with ``config.json`` and
-``model.safetensors``, local only. Files are written to temporaries and renamed (atomic); the config
+"""The files of ``save_pretrained`` / ``from_pretrained``: a folder with ``config.json`` and
+``model.safetensors``, local only. The model class is handed in (``load(..., make=LatentZoningNetwork)``),
+so this module knows the files, not the model. Files are written to temporaries and renamed (atomic); the config
 records the weights' SHA-256, so a truncated or altered weight file is refused with a clear error.
 ``class_names`` is an optional key (a list of strings or null); folders written without it load with
 ``class_names = None``. ``types`` (optional, written since data types have names) maps each registered
@@ -14,13 +15,15 @@ import hashlib
 import json
 import os
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import torch
+from torch import nn
 
 from lzn.atomic import atomic_write_bytes, atomic_write_text
 from lzn.models.label_anchors import LabelAnchors
-from lzn.models.network import FlowConfig, LatentZoningNetwork, TypeParts
+from lzn.models.outputs import FlowConfig, TypeParts
 from lzn.models.registry import build, build_spec
 
 CONFIG_NAME = "config.json"
@@ -28,8 +31,9 @@ WEIGHTS_NAME = "model.safetensors"
 FORMAT = "lzn-pretrained/1"
 
 
-def save_pretrained(model: LatentZoningNetwork, directory: str | os.PathLike[str]) -> Path:
-    from safetensors.torch import save
+def save(model: Any, directory: str | os.PathLike[str]) -> Path:
+    """Write ``model`` (a LatentZoningNetwork) to ``directory``: config.json + model.safetensors, atomically."""
+    from safetensors.torch import save as serialise
 
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
@@ -44,14 +48,16 @@ def save_pretrained(model: LatentZoningNetwork, directory: str | os.PathLike[str
                                      else build_spec(getattr(model, f"{name}_{part}"), f"{name} {part}"))
                               for part in ("encoder", "decoder")} for name in model.type_names}
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    blob = save(state)
+    blob = serialise(state)
     config["weights_sha256"] = hashlib.sha256(blob).hexdigest()
     atomic_write_bytes(out / WEIGHTS_NAME, blob)
     atomic_write_text(out / CONFIG_NAME, json.dumps(config, indent=2) + "\n")
     return out
 
 
-def from_pretrained(directory: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> LatentZoningNetwork:
+def load(directory: str | os.PathLike[str], map_location: str | torch.device, make: Callable[..., nn.Module]) -> Any:
+    """The model in ``directory``, built by ``make`` (the LatentZoningNetwork class) from its config, weights
+    loaded, on ``map_location`` in eval mode."""
     from safetensors.torch import load
 
     src = Path(directory)
@@ -82,8 +88,8 @@ def from_pretrained(directory: str | os.PathLike[str], map_location: str | torch
         types = {name: TypeParts(*(None if parts.get(part) is None else build(parts[part]["name"], **parts[part]["kwargs"])
                                    for part in ("encoder", "decoder")))
                  for name, parts in (config.get("types") or {}).items()}
-        model = LatentZoningNetwork(encoder, decoder, label_anchors, FlowConfig(**config["flow"]),
-                                    class_names=config.get("class_names"), types=types)
+        model: Any = make(encoder, decoder, label_anchors, FlowConfig(**config["flow"]),
+                          class_names=config.get("class_names"), types=types)
     except ModuleNotFoundError as err:  # a text encoder's package (lzn[text])
         raise ModuleNotFoundError(f"{cfg_path}: {err}") from None
     except (TypeError, ValueError, KeyError, AttributeError) as err:

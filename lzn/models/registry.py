@@ -1,4 +1,4 @@
-"""Networks by name: an explicit table, so saved models name their parts without class paths.
+"""Networks by name: an explicit table of classes, so saved models name their parts without class paths.
 
 ``build(name, **kwargs)`` constructs a network and remembers (name, kwargs) on it, which is what
 ``LatentZoningNetwork.save_pretrained`` writes to ``config.json``. Keyword arguments are checked
@@ -15,30 +15,37 @@ import inspect
 import numbers
 import types
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
+from types import MappingProxyType
 from typing import Any, Literal, NamedTuple
 
 from torch import nn
 
+from lzn.models.candidates import CandidateDecoder
+from lzn.models.ncsnpp import NCSNppConfig, ncsnpp_decoder, ncsnpp_encoder
+from lzn.models.resnet import resnet18_encoder, resnet50_encoder
+from lzn.models.small import SmallEncoder, SmallEncoderConfig, SmallUNet, SmallUNetConfig
+from lzn.models.text import SmallTextEncoder, TextEncoder
+
 
 class _Entry(NamedTuple):
-    module: str  # where the constructor lives (imported on first use)
-    attr: str  # the class or factory function
-    config: str | None = None  # the dataclass whose fields the constructor's **kwargs accept
+    make: Callable[..., nn.Module]  # the class or factory function
+    config: type | None = None  # the dataclass whose fields the constructor's **kwargs accept
     data: str = "image"  # the data type the network encodes or decodes (lzn.models.datatypes)
 
 
-_TABLE: dict[str, _Entry] = {
-    "small_encoder": _Entry("lzn.models.small", "SmallEncoder", "SmallEncoderConfig"),
-    "small_unet": _Entry("lzn.models.small", "SmallUNet", "SmallUNetConfig"),
-    "resnet18_encoder": _Entry("lzn.models.resnet", "resnet18_encoder"),
-    "resnet50_encoder": _Entry("lzn.models.resnet", "resnet50_encoder"),
-    "ncsnpp_encoder": _Entry("lzn.models.ncsnpp", "ncsnpp_encoder", "NCSNppConfig"),
-    "ncsnpp_decoder": _Entry("lzn.models.ncsnpp", "ncsnpp_decoder", "NCSNppConfig"),
-    "minilm_text_encoder": _Entry("lzn.models.text", "TextEncoder", data="text"),
-    "small_text_encoder": _Entry("lzn.models.text", "SmallTextEncoder", data="text"),
-    "candidate_decoder": _Entry("lzn.models.candidates", "CandidateDecoder", data="any"),
-}
+BUILT_IN: Mapping[str, _Entry] = MappingProxyType({
+    "small_encoder": _Entry(SmallEncoder, SmallEncoderConfig),
+    "small_unet": _Entry(SmallUNet, SmallUNetConfig),
+    "resnet18_encoder": _Entry(resnet18_encoder),
+    "resnet50_encoder": _Entry(resnet50_encoder),
+    "ncsnpp_encoder": _Entry(ncsnpp_encoder, NCSNppConfig),
+    "ncsnpp_decoder": _Entry(ncsnpp_decoder, NCSNppConfig),
+    "minilm_text_encoder": _Entry(TextEncoder, data="text"),
+    "small_text_encoder": _Entry(SmallTextEncoder, data="text"),
+    "candidate_decoder": _Entry(CandidateDecoder, data="any"),
+})
+_TABLE: dict[str, _Entry] = dict(BUILT_IN)  # plus the networks users add with register_network
 
 _CONFIG_OBJECT = "config"  # a config dataclass instance cannot be written to config.json: pass its fields
 
@@ -46,21 +53,31 @@ _CONFIG_OBJECT = "config"  # a config dataclass instance cannot be written to co
 def constructor(name: str) -> Callable[..., nn.Module]:
     """The class or factory function registered as ``name``."""
     check_name(name)
-    entry = _TABLE[name]
-    return getattr(importlib.import_module(entry.module), entry.attr)  # type: ignore[no-any-return]
+    return _TABLE[name].make
 
 
-def register_network(name: str, module: str, attr: str, *, data: str = "image", config: str | None = None) -> None:
-    """Add a network to the table: ``module.attr`` (a class or factory, imported on first use) builds it;
-    ``data`` names the data type it encodes or decodes; ``config``: the dataclass its ``**kwargs`` fill.
-    A model with this network can then be saved and loaded by name (docs/data-types.md)."""
+def register_network(name: str, make: Callable[..., nn.Module] | str, attr: str | None = None, *,
+                     data: str = "image", config: type | str | None = None) -> None:
+    """Add a network to the table: ``make`` (a class or factory; or a module name with ``attr``, the class
+    or factory in it) builds it; ``data`` names the data type it encodes or decodes; ``config``: the
+    dataclass its ``**kwargs`` fill (or its name in that module). A model with this network can then be
+    saved and loaded by name (docs/data-types.md)."""
     if not name.isidentifier():
         raise ValueError(f"a network name is an identifier, got {name!r}")
-    entry = _Entry(module, attr, config, data)
+    if isinstance(make, str):
+        if attr is None:
+            raise TypeError("register_network(name, module, attr): give the class or factory's name in the module")
+        module = importlib.import_module(make)
+        make = getattr(module, attr)
+        config = getattr(module, config) if isinstance(config, str) else config
+    elif attr is not None or isinstance(config, str):
+        raise TypeError("register_network(name, cls, data=..., config=ConfigClass): pass the classes themselves")
+    assert callable(make) and not isinstance(config, str)
+    entry = _Entry(make, config, data)
     if name in _TABLE and _TABLE[name] != entry:
-        raise ValueError(f"network {name!r} is already registered as {_TABLE[name].module}.{_TABLE[name].attr}")
+        old = _TABLE[name].make
+        raise ValueError(f"network {name!r} is already registered as {old.__module__}.{old.__qualname__}")
     _TABLE[name] = entry
-    NETWORKS[name] = _make(name)
 
 
 def network_data_type(name: str) -> str:
@@ -69,11 +86,20 @@ def network_data_type(name: str) -> str:
     return _TABLE[name].data
 
 
-def _make(name: str) -> Callable[..., nn.Module]:
-    return lambda **kwargs: constructor(name)(**kwargs)
+class _Networks(Mapping[str, Callable[..., nn.Module]]):
+    """``NETWORKS[name](**kwargs)``: a read-only view of the table's constructors."""
+
+    def __getitem__(self, name: str) -> Callable[..., nn.Module]:
+        return _TABLE[name].make
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(_TABLE)
+
+    def __len__(self) -> int:
+        return len(_TABLE)
 
 
-NETWORKS: dict[str, Callable[..., nn.Module]] = {name: _make(name) for name in _TABLE}
+NETWORKS: Mapping[str, Callable[..., nn.Module]] = _Networks()
 
 
 def check_name(name: str) -> None:
@@ -97,9 +123,8 @@ def _arguments(name: str) -> dict[str, Any]:
     if any(p.kind is p.VAR_KEYWORD for p in params):
         if entry.config is None:
             raise RuntimeError(f"network {name!r} takes **kwargs but the registry names no config dataclass for them")
-        config = getattr(importlib.import_module(entry.module), entry.config)
-        fields = typing.get_type_hints(config)
-        args.update({f.name: fields.get(f.name, Any) for f in dataclasses.fields(config) if f.name not in args})
+        fields = typing.get_type_hints(entry.config)
+        args.update({f.name: fields.get(f.name, Any) for f in dataclasses.fields(entry.config) if f.name not in args})
     return args
 
 

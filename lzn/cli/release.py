@@ -12,13 +12,18 @@ from __future__ import annotations
 
 import argparse
 import time
+from typing import TYPE_CHECKING, Any
 
 from lzn.cli.output import say
+
+if TYPE_CHECKING:  # annotations only: the command imports the library when it runs
+    from lzn.data import ImageDataset, ShardedDataset
+    from lzn.models import LatentZoningNetwork
 
 DATA = {"cifar10": (1, 3), "shards": (2,)}  # --data choices and the case studies they are the training set of
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
     p = sub.add_parser("import-release", help="convert a checkpoint of the authors' release (case study 1, 2 or 3) "
                                               "into an lzn model folder")
     p.add_argument("ckpt", metavar="CKPT", help="a release checkpoint, e.g. 000008000-000200000.pt (case study 3)")
@@ -66,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _training_set(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+def _training_set(args: argparse.Namespace) -> ImageDataset | ShardedDataset:
     """The --data training split: CIFAR-10, or ImageNet shards at the case-study-2 ResNet's 224 x 224 input
     (shorter side resized to 224, then centre crop: the release evaluates at Resize 256, CenterCrop 224)."""
     from lzn.data import DataConfig, load_split
@@ -75,7 +80,7 @@ def _training_set(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     return load_split(DataConfig(name=args.data, root=args.root, size=size), "train")
 
 
-def _reference_bank(model, train, args: argparse.Namespace) -> None:  # type: ignore[no-untyped-def]
+def _reference_bank(model: LatentZoningNetwork, train: ImageDataset | ShardedDataset, args: argparse.Namespace) -> None:
     """The training set's class-balanced reference bank of anchors (method.md §2.9), as ``lzn train`` exports."""
     from lzn.distributed import pick_device
     from lzn.models.reference_bank import reference_indices

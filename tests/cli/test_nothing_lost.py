@@ -167,7 +167,7 @@ def test_classify_on_shards_equals_classify_in_memory(shards_run, tmp_path, caps
     run, shards = shards_run
     for context in ("batch", "reference"):
         assert main(["classify", str(run), "--context", context, "--out", str(tmp_path / "a.npy")]) == 0
-        from lzn.cli.inference import load
+        from lzn.cli.common import load
         from lzn.data import ShardedDataset
 
         model = load(str(run), "cpu").model

@@ -65,13 +65,17 @@ class Study:
     extra_rows: tuple[str, ...]
     metrics: dict[str, str]  # metric key -> label, measured for LZN and baseline alike
     variants: dict[str, Variant] = field(default_factory=dict)
+    base: tuple[str, ...] = ()  # LZN settings of the study's starting point, applied before every row's own
 
 
 CLASSIFICATION = Study(
     lzn=("joint",), baseline="classifier", extra=("nogen",), extra_rows=("preset", "best"),
     metrics={"acc_a0": "accuracy (alpha 0)", "acc_a1": "accuracy (alpha 1)"},
+    # the presets before this study: the paper's probability-form loss and N(0, I) label anchors (the presets
+    # now take log + simplex, the study's best row), pinned so that every row keeps its meaning and its cache
+    base=("align_form=prob", "label_init=normal"),
     variants={
-        "preset": Variant("-", "the preset as it is"),
+        "preset": Variant("-", "the preset before the study (prob-form loss, N(0, I) label anchors)"),
         "batch": Variant("H1", "anchor set x2: batch 512 (same steps)", both=("batch_size=512",)),
         "latent": Variant("H2", "latent dimension x4", both=("latent_dim=64",)),
         "paper_lr": Variant("H3", "paper's LR ratios 1:40:2 (encoder 5e-5, decoder 2e-3, label anchors 1e-4)",
@@ -136,6 +140,8 @@ def run_sets(study: Study, variant: str, recipe: str, seed: int, preset: str, st
     sets = [f"train.seed={seed}", "train.progress=false"] + ([f"train.steps={steps}"] if steps else [])
     names = best if variant == "best" else [variant]
     is_lzn = recipe != study.baseline
+    if is_lzn:
+        sets += list(study.base)
     for name in names:
         v = study.variants[name]
         sets += _fill(v.both, budget)

@@ -77,8 +77,8 @@ def _fake_cifar(folder: Path, per_batch: int = 4) -> None:
 def test_cifar10_preset_trains_on_shards_with_the_paper_networks(tmp_path, capsys):
     """One step of the full NCSN++ pair at batch 4 (about a minute on 2 CPU cores, most of it the 64-sample
     grid of the evaluation): the preset's networks, flow and evaluation run on sharded CIFAR-10."""
-    _fake_cifar(tmp_path / "cifar-10-batches-py")
-    assert main(["data", "shard", str(tmp_path), "--out", str(tmp_path / "sh")]) == 0
+    _fake_cifar(tmp_path / "src" / "cifar-10-batches-py")  # shards go beside the source, not inside it
+    assert main(["data", "shard", str(tmp_path / "src"), "--out", str(tmp_path / "sh")]) == 0
     out = tmp_path / "run"
     args = ["train", "generation", "--preset", "cifar10", "--out", str(out)]
     for item in ["data.name=shards", f"data.root={tmp_path / 'sh'}", "batch_size=4", "train.steps=1",

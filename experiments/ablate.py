@@ -320,6 +320,36 @@ def markdown(study: Study, table: dict[str, Any], best: list[str]) -> str:
     return "\n".join(lines)
 
 
+def compact_markdown(study: Study, table: dict[str, Any], best: list[str]) -> str:
+    """The README's table: one row per variant, the LZN recipe(s) on the first metric with its change against
+    the preset row (* when it counts) and the baseline beside it, then the zone diagnostics."""
+    key = next(iter(study.metrics))
+    lzn_recipes = [*study.lzn, *study.extra]
+    extra = {"acc_a0_reference": "bank", "round_trip": "round trip", "anchor_norm": "anchor norm",
+             "anchor_nearest": "nearest anchor"}
+    head = ["row", "hyp.", "what", *[f"{r}" for r in lzn_recipes], "vs preset", study.baseline,
+            f"{study.lzn[0]} - {study.baseline}"]
+    extra = {k: v for k, v in extra.items() if any(k in row.get(study.lzn[0], {}) for row in table.values())}
+    head += [f"{study.lzn[0]} {v}" for v in extra.values()]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+
+    def fmt(stat: dict[str, Any] | None, k: str) -> str:
+        return f"{stat[k]['mean']:.3f} +- {stat[k]['sd']:.3f}" if stat and k in stat else "-"
+
+    for variant, row in table.items():
+        v = study.variants.get(variant)
+        main = row.get(study.lzn[0], {})
+        change = main.get(key, {}).get("vs_preset")
+        mark = "" if change is None else f"{change:+.3f}" + (" *" if main[key].get("counts") else "")
+        diff = main.get(key, {}).get("vs_baseline")
+        cells = [variant, v.hypothesis if v else "+".join(study.variants[b].hypothesis for b in best),
+                 v.what if v else "best: " + " + ".join(best), *[fmt(row.get(r), key) for r in lzn_recipes],
+                 mark or "-", fmt(row.get(study.baseline), key), "-" if diff is None else f"{diff:+.3f}"]
+        cells += [fmt(main, k) for k in extra]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--study", choices=sorted(STUDIES), default="classification")
@@ -333,6 +363,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="runs/ablate")
     parser.add_argument("--json", default=None, help="also write the table as JSON here")
     parser.add_argument("--md", default=None, help="also write the Markdown table here")
+    parser.add_argument("--compact", action="store_true",
+                        help="the Markdown table with the first metric only (the README's form)")
     args = parser.parse_args(argv)
     study = STUDIES[args.study]
     variants = args.variants if args.variants is not None else list(study.variants)
@@ -370,7 +402,7 @@ def main(argv: list[str] | None = None) -> int:
         if (variant, study.baseline) not in runs and ("preset", study.baseline) in runs:
             runs[(variant, study.baseline)] = runs[("preset", study.baseline)]
     table = summarise(study, runs, variants)
-    md = markdown(study, table, args.best)
+    md = compact_markdown(study, table, args.best) if args.compact else markdown(study, table, args.best)
     report = {"study": args.study, "preset": args.preset, "seeds": args.seeds, "steps": args.steps,
               "best": args.best, "table": table, "seconds": seconds, "wall_seconds": time.time() - start}
     text = json.dumps(report, indent=2)

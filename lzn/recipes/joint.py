@@ -36,7 +36,8 @@ class JointConfig(GenerationConfig):
     cutoff: float = 0.2  # fraction of recorded reverse steps dropped (method.md §3.3)
     align_form: Literal["prob", "log"] = "prob"
     class_weights: bool = True  # label mixture weights = global batch class frequencies (method.md §3.4)
-    label_init: Literal["normal", "simplex"] = "normal"  # label anchors N(0, I) or a regular simplex (method.md §7.2)
+    # label anchors N(0, I), a regular simplex (method.md §7.2), or auto: the simplex where latent_dim >= classes - 1
+    label_init: Literal["normal", "simplex", "auto"] = "normal"
     eval_noise_scale: float = 1.0  # alpha of test latents for `test_accuracy` (paper's plain metric: 1)
     eval_alphas: list[float] = field(default_factory=lambda: [0.0, 0.5, 1.0, 1.2])  # also reported (method.md §8.2)
 
@@ -53,10 +54,12 @@ class JointConfig(GenerationConfig):
 def build_model(cfg: JointConfig, info: DataInfo) -> LatentZoningNetwork:
     """Image encoder, image decoder (none with ``rf_weight = 0``: the "no gen" ablation, method.md §7.6),
     label anchors (method.md §7.2)."""
-    if cfg.label_init == "simplex" and info.num_classes - 1 > cfg.latent_dim:
+    fits = info.num_classes - 1 <= cfg.latent_dim
+    if cfg.label_init == "simplex" and not fits:
         raise ConfigError(f"label_init: a simplex of {info.num_classes} label anchors needs latent_dim >= "
-                          f"{info.num_classes - 1}, got {cfg.latent_dim}; use label_init: normal")
-    return generation.build_model(cfg, info, decoder=cfg.rf_weight > 0, label_anchors=True, label_init=cfg.label_init)
+                          f"{info.num_classes - 1}, got {cfg.latent_dim}; use label_init: auto or normal")
+    init = "simplex" if cfg.label_init == "simplex" or (cfg.label_init == "auto" and fits) else "normal"
+    return generation.build_model(cfg, info, decoder=cfg.rf_weight > 0, label_anchors=True, label_init=init)
 
 
 class JointRecipe(GenerationRecipe):

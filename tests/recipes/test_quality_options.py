@@ -36,8 +36,29 @@ def test_simplex_initial_label_anchors_are_equidistant_in_the_recipe():
     assert (d.max() - d.min()).item() < 1e-4
 
 
+@pytest.mark.parametrize("q,simplex", [(9, True), (16, True), (8, False)])
+def test_auto_label_init_is_the_simplex_where_it_fits_and_normal_below(q, simplex):
+    from lzn.data import load_split
+    from lzn.recipes.common import data_info
+    from lzn.recipes.runner import RECIPES
+
+    cfg = resolve_config("nogen", "digits", sets=sets("nogen") + ["label_init=auto", f"latent_dim={q}"])
+    rec = RECIPES["nogen"](cfg, data_info(load_split(cfg.data, "train")))
+    w = rec.lzn.label_anchors.weight.detach()
+    d = torch.cdist(w, w)[~torch.eye(10, dtype=torch.bool)]
+    assert ((d.max() - d.min()).item() < 1e-4) == simplex
+
+
+def test_the_digits_preset_takes_the_studys_settings():
+    for recipe in ("joint", "nogen"):
+        cfg = resolve_config(recipe, "digits")
+        assert (cfg.align_form, cfg.label_init) == ("log", "auto")
+    assert resolve_config("joint", "cifar10").label_init == "normal"  # the paper's recipe stays the paper's
+
+
 @pytest.mark.parametrize("extra,match", [
-    (["label_init=simplex", "latent_dim=8"], "label_init: a simplex of 10 label anchors needs latent_dim >= 9"),
+    (["label_init=simplex", "latent_dim=8"], "label_init: a simplex of 10 label anchors needs latent_dim >= 9, got 8; "
+                                             "use label_init: auto or normal"),
     (["label_init=orthogonal"], "label_init: 'orthogonal' is not one of"),
     (["encoder.kwargs.head_norm=3"], "head_norm"),
 ])

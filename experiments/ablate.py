@@ -41,7 +41,7 @@ from lzn.atomic import atomic_write_text
 from lzn.data import load_split
 from lzn.eval import accuracy, zone_diagnostics
 from lzn.recipes.runner import resolve_config, train
-from lzn.training.checkpoint import latest_checkpoint, load_checkpoint
+from lzn.training.checkpoint import live_weights
 
 ALPHAS = (0.0, 0.5, 1.0, 1.2)  # the paper's sweep reaches 1.2 (method.md §8.2)
 
@@ -68,6 +68,19 @@ class Study:
     base: tuple[str, ...] = ()  # LZN settings of the study's starting point, applied before every row's own
 
 
+# rows that mean the same in every study (settings for LZN and baseline alike)
+PRESET = Variant("-", "the preset as it is")
+LATENT = Variant("H2", "latent dimension x4", both=("latent_dim=64",))
+DROPOUT = Variant("H4", "encoder dropout 0.15", both=("encoder.kwargs.dropout=0.15",))
+HEAD_NORM = Variant("H5", "anchor head ends in GroupNorm (anchors of norm ~sqrt(q))",
+                    both=("encoder.kwargs.head_norm=true",))
+STEPS = Variant("H6", "2x the steps", both=("train.steps={steps2}",))
+
+
+def _batch(size: int) -> Variant:
+    return Variant("H1", f"anchor set x2: batch {size} (same steps)", both=(f"batch_size={size}",))
+
+
 CLASSIFICATION = Study(
     lzn=("joint",), baseline="classifier", extra=("nogen",), extra_rows=("preset", "best"),
     metrics={"acc_a0": "accuracy (alpha 0)", "acc_a1": "accuracy (alpha 1)"},
@@ -76,16 +89,15 @@ CLASSIFICATION = Study(
     base=("align_form=prob", "label_init=normal"),
     variants={
         "preset": Variant("-", "the preset before the study (prob-form loss, N(0, I) label anchors)"),
-        "batch": Variant("H1", "anchor set x2: batch 512 (same steps)", both=("batch_size=512",)),
-        "latent": Variant("H2", "latent dimension x4", both=("latent_dim=64",)),
+        "batch": _batch(512),
+        "latent": LATENT,
         "paper_lr": Variant("H3", "paper's LR ratios 1:40:2 (encoder 5e-5, decoder 2e-3, label anchors 1e-4)",
                             lzn=("train.lr.encoder=5e-5", "train.lr.label_anchors=1e-4")),
         "label_lr": Variant("H3", "label-anchor LR = encoder LR (2e-3, not 1e-2)", lzn=("train.lr.label_anchors=2e-3",)),
         "freeze": Variant("H3", "decoder frozen after 30 % of the steps", lzn=("train.budgets.decoder={freeze}",)),
-        "dropout": Variant("H4", "encoder dropout 0.15", both=("encoder.kwargs.dropout=0.15",)),
-        "head_norm": Variant("H5", "anchor head ends in GroupNorm (anchors of norm ~sqrt(q))",
-                             both=("encoder.kwargs.head_norm=true",)),
-        "steps": Variant("H6", "2x the steps", both=("train.steps={steps2}",)),
+        "dropout": DROPOUT,
+        "head_norm": HEAD_NORM,
+        "steps": STEPS,
         "simplex": Variant("H8", "label anchors on a regular simplex", lzn=("label_init=simplex",)),
         "log": Variant("H9", "log-form alignment loss", lzn=("align_form=log",)),
         "train_alpha": Variant("H10", "training latents at alpha 0.5 (not 1)", lzn=("noise_scale=0.5",)),
@@ -96,13 +108,12 @@ REPRESENTATION = Study(
     lzn=("representation",), baseline="simclr", extra=(), extra_rows=(),
     metrics={"knn_accuracy": "kNN accuracy", "probe_accuracy": "linear probe"},
     variants={
-        "preset": Variant("-", "the preset as it is"),
-        "batch": Variant("H1", "anchor set x2: batch 512 (same steps)", both=("batch_size=512",)),
-        "latent": Variant("H2", "latent dimension x4", both=("latent_dim=64",)),
-        "dropout": Variant("H4", "encoder dropout 0.15", both=("encoder.kwargs.dropout=0.15",)),
-        "head_norm": Variant("H5", "anchor head ends in GroupNorm (anchors of norm ~sqrt(q))",
-                             both=("encoder.kwargs.head_norm=true",)),
-        "steps": Variant("H6", "2x the steps", both=("train.steps={steps2}",)),
+        "preset": PRESET,
+        "batch": _batch(512),
+        "latent": LATENT,
+        "dropout": DROPOUT,
+        "head_norm": HEAD_NORM,
+        "steps": STEPS,
         "prob": Variant("H9", "probability-form alignment loss (preset: log)", lzn=("align_form=prob",)),
     },
 )
@@ -112,12 +123,12 @@ TEXT = Study(
     metrics={"test_i2t_recall@1": "image->text R@1", "test_t2i_recall@1": "text->image R@1",
              "test_prompt_accuracy": "prompt accuracy"},
     variants={
-        "preset": Variant("-", "the preset as it is"),
-        "batch": Variant("H1", "anchor set x2: batch 256 (same steps)", both=("batch_size=256",)),
-        "latent": Variant("H2", "latent dimension x4", both=("latent_dim=64",)),
-        "dropout": Variant("H4", "encoder dropout 0.15", both=("encoder.kwargs.dropout=0.15",)),
-        "head_norm": Variant("H5", "image anchor head ends in GroupNorm", both=("encoder.kwargs.head_norm=true",)),
-        "steps": Variant("H6", "2x the steps", both=("train.steps={steps2}",)),
+        "preset": PRESET,
+        "batch": _batch(256),
+        "latent": LATENT,
+        "dropout": DROPOUT,
+        "head_norm": HEAD_NORM,
+        "steps": STEPS,
         "prob": Variant("H9", "probability-form alignment loss (preset: log)", lzn=("align_form=prob",)),
         "train_alpha": Variant("H10", "training latents at alpha 0 (preset 0.45)", lzn=("noise_scale=0.0",)),
         "no_decoder": Variant("H11", "alignment only: no image decoder sharing the encoder", lzn=("rf_weight=0",)),
@@ -157,16 +168,12 @@ def run_sets(study: Study, variant: str, recipe: str, seed: int, preset: str, st
 
 def _raw_model(folder: Path) -> LatentZoningNetwork | None:
     """The exported model with the last checkpoint's live (not EMA) weights; None when they are the same."""
+    live = live_weights(folder)
+    if live is None:
+        return None
     model = LatentZoningNetwork.from_pretrained(str(folder / "model"))
-    ckpt = latest_checkpoint(folder)
-    if ckpt is None:
-        return None
-    state = load_checkpoint(ckpt)
-    parts = model.parts()
-    if not state.get("ema"):
-        return None
-    for name, module in parts.items():
-        module.load_state_dict(state["modules"][name])
+    for name, module in model.parts().items():
+        module.load_state_dict(live[name])
     return model.eval()
 
 

@@ -118,13 +118,18 @@ def class_index(name_or_index: str | int, names: tuple[str, ...] | None, k: int)
     return int(value)
 
 
+def check_rows(x: Tensor, q: int, what: str = "latents", rows: str = "B") -> None:
+    """``x`` is a finite ({rows} >= 1, q) tensor; messages name it ``what``."""
+    if not isinstance(x, Tensor) or x.dim() != 2 or x.shape[1] != q or x.shape[0] < 1:
+        got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+        raise ValueError(f"{what} must be a ({rows} >= 1, {q}) tensor, got {got}")
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError(f"{what} contain NaN or inf values")
+
+
 def check_latents(latents: Tensor, q: int) -> None:
     """(B >= 1, q) and finite."""
-    if not isinstance(latents, Tensor) or latents.dim() != 2 or latents.shape[1] != q or latents.shape[0] < 1:
-        got = tuple(latents.shape) if isinstance(latents, Tensor) else type(latents).__name__
-        raise ValueError(f"latents must be a (B >= 1, {q}) tensor, got {got}")
-    if not bool(torch.isfinite(latents).all()):
-        raise ValueError("latents contain NaN or inf values")
+    check_rows(latents, q)
 
 
 def check_type_name(name: object, known: tuple[str, ...]) -> str:

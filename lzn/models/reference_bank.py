@@ -9,6 +9,7 @@ from torch import Tensor
 
 from lzn import checks
 from lzn.core.reference import latents_with_reference
+from lzn.models.inputs import check_rows
 from lzn.models.outputs import Context, FlowConfig, Labels
 
 
@@ -42,11 +43,7 @@ def buffer_name(name: str) -> str:
 
 def checked_anchors(anchors: Tensor, q: int) -> Tensor:
     """Reference anchors (R >= 1, q), finite, detached."""
-    if not isinstance(anchors, Tensor) or anchors.dim() != 2 or anchors.shape[1] != q or anchors.shape[0] < 1:
-        got = tuple(anchors.shape) if isinstance(anchors, Tensor) else type(anchors).__name__
-        raise ValueError(f"reference anchors must be a (R >= 1, {q}) tensor, got {got}")
-    if not bool(torch.isfinite(anchors).all()):
-        raise ValueError("reference anchors contain NaN or inf values")
+    check_rows(anchors, q, "reference anchors", "R")
     return anchors.detach()
 
 

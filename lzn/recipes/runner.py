@@ -344,8 +344,6 @@ def _train_locked(recipe: str, rec: Recipe, trainer: Trainer, cfg: RecipeConfig,
     finally:
         if rec.loader is not None:
             rec.loader.close()
-    if eval_data is not None and not isinstance(eval_data, ImageDataset) and not rec.streams_eval:
-        eval_data = eval_data.load()  # this recipe's evaluation takes the split in memory
     results: dict[str, Any] = {"recipe": recipe, "steps": trainer.step, "final_loss": last.get("loss")}
     if eval_split is not None:
         results["evaluated_on"] = eval_split
@@ -357,16 +355,29 @@ def _train_locked(recipe: str, rec: Recipe, trainer: Trainer, cfg: RecipeConfig,
                                        seed=cfg.train.seed)  # read only these images of a sharded set
             model.build_reference_from(train_data.batch(picked)[0], batch_size=cfg.eval_batch_size)
         rec.build_references()  # e.g. the text reference of text-to-image generation
-        if eval_split is not None:
-            results.update(rec.evaluate(eval_data, run_dir if distributed.is_main() else None, split=eval_split))
-        if distributed.is_main() and getattr(rec, "lzn", None) is not None:
-            rec.lzn.save_pretrained(str(run_dir / "model"))  # type: ignore[attr-defined]
+        if distributed.is_main() and model is not None:  # before evaluation, which reads data that may be gone
+            model.save_pretrained(str(run_dir / "model"))
+        if eval_split is not None and eval_data is not None:
+            results.update(_evaluate(rec, eval_data, eval_split, run_dir, exported=model is not None))
     if distributed.is_main():
         atomic_write_text(run_dir / "results.json", json.dumps(results, indent=2) + "\n")
     return results
 
 
 Data = ImageDataset | ShardedDataset
+
+
+def _evaluate(rec: Recipe, data: Data, split: str, run_dir: Path, *, exported: bool) -> dict[str, Any]:
+    """``rec.evaluate`` on the held-out split; a split that can no longer be read (deleted or moved during
+    training) is one error naming it, after the model was exported, and the rerun evaluates without training."""
+    try:
+        if not isinstance(data, ImageDataset) and not rec.streams_eval:
+            data = data.load()  # this recipe's evaluation takes the split in memory
+        return rec.evaluate(data, run_dir if distributed.is_main() else None, split=split)
+    except OSError as err:
+        saved = f"the model is exported to {run_dir / 'model'}, but " if exported else ""
+        raise OSError(f"training finished ({saved}the {split!r} split could not be read to evaluate it: {err}); "
+                      f"put the split back and rerun the same command: it evaluates without training again") from err
 
 
 def _evaluation_data(data: DataConfig, train_data: Data) -> tuple[str | None, Data | None]:

@@ -13,6 +13,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
@@ -261,6 +262,11 @@ class Recipe(ABC):
     @abstractmethod
     def step(self, batch: Any, step: int) -> StepOutput:
         """The loss of one training step on this process's ``batch`` (method.md §5.7, §6.4, §7.3)."""
+
+    def sample_grid(self, path: Path) -> Path | None:
+        """A grid of samples under the current weights written to ``path`` (PNG), for the run's ``samples/``
+        every ``sample_every`` steps; None for a recipe whose model has no image decoder (no samples)."""
+        return None
 
     # task methods used by evaluation and the CLI; a recipe implements those that apply
     def evaluate(self, data: ImageDataset, run_dir: Any, split: str = "test") -> dict[str, float]:

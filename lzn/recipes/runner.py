@@ -288,11 +288,11 @@ def _train(recipe: str, cfg: RecipeConfig, run_dir: str | Path, allow_other_data
         m.to(device)
     rec.attach_data(train_data)
     hooks = []
-    if cfg.sample_every and hasattr(rec, "sample_grid"):
+    if cfg.sample_every and rec.lzn is not None and rec.lzn.decoder is not None:  # a model that draws images
         def sample_hook(trainer: Trainer, step: int) -> None:
             if distributed.is_main():
                 with trainer.ema_weights(), torch.no_grad():
-                    rec.sample_grid(run_dir / "samples" / f"step-{step:09d}.png")  # type: ignore[attr-defined]
+                    rec.sample_grid(run_dir / "samples" / f"step-{step:09d}.png")
 
         hooks.append((cfg.sample_every, sample_hook))
     try:
@@ -349,7 +349,7 @@ def _train_locked(recipe: str, rec: Recipe, trainer: Trainer, cfg: RecipeConfig,
         results["evaluated_on"] = eval_split
     with trainer.ema_weights() if trainer.emas else nullcontext(), torch.no_grad():
         _check_finite_weights(rec.modules)
-        model = getattr(rec, "lzn", None)
+        model = rec.lzn
         if model is not None and model.encoder is not None and cfg.reference_size:  # from the EMA encoder
             picked = reference_indices(len(train_data), train_data.labels, min(cfg.reference_size, len(train_data)),
                                        seed=cfg.train.seed)  # read only these images of a sharded set

@@ -42,6 +42,10 @@ def load(path: str, device: str | None) -> Loaded:
         if meta.get("recipe") == "classifier":
             raise ValueError(f"{p} holds a 'classifier' run: a plain supervised classifier, not an LZN, so it exports "
                              "no model for these commands; its test accuracy is in results.json")
+        if meta.get("recipe") == "clip":
+            raise ValueError(f"{p} holds a 'clip' run: a CLIP-style baseline, not an LZN, so it exports no "
+                             "model for these commands; its retrieval and prompt-classification figures "
+                             "are in results.json")
         raise ValueError(f"{p} has no exported model yet (model/ is written when training finishes); "
                          "finish it by rerunning the same `lzn train` command")
     return Loaded(LatentZoningNetwork.from_pretrained(str(p / "model"), dev).eval(), meta, p)

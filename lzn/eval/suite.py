@@ -15,6 +15,7 @@ from lzn.eval.diagnostics import zone_diagnostics
 from lzn.eval.fid import generation_metrics
 from lzn.eval.probe import extract_features, knn_accuracy, linear_probe_accuracy
 from lzn.eval.tasks import accuracy_sweep, reconstruction_error
+from lzn.eval.text import RetrievalSettings, retrieval_section
 from lzn.models import LatentZoningNetwork
 
 
@@ -41,8 +42,9 @@ def generate_like(model: LatentZoningNetwork, num: int, labels: torch.Tensor | N
 
 ZONE_IMAGES = 2000  # images of the zone diagnostics (a seeded subset of larger sets)
 
-METRICS = ("fid", "kid", "pr", "recon", "accuracy", "probe", "knn", "zones")
-"""Metric names of ``evaluate_model(metrics=...)`` and ``lzn evaluate --metrics`` (pr = precision/recall)."""
+METRICS = ("fid", "kid", "pr", "recon", "accuracy", "probe", "knn", "zones", "retrieval")
+"""Metric names of ``evaluate_model(metrics=...)`` and ``lzn evaluate --metrics`` (pr = precision/recall;
+retrieval = image-text recall@1/5 and prompt accuracy of a model with a text type)."""
 
 
 def check_metrics(metrics: Any) -> tuple[str, ...]:
@@ -81,11 +83,13 @@ def evaluate_model(model: LatentZoningNetwork, train: Data, test: Data | None, *
                    sampler_steps: int | None = 20, eval_batch_size: int = 2000,
                    alphas: tuple[float, ...] = (0.0, 0.5, 1.0), batch_sizes: tuple[int, ...] | None = None,
                    recon_images: int = 64, metrics: Any = None, seed: int = 0,
-                   progress: bool = True) -> dict[str, Any]:
+                   retrieval: RetrievalSettings | None = None, progress: bool = True) -> dict[str, Any]:
     """The metrics that apply to ``model`` (all of them, or those named in ``metrics``, see ``METRICS``);
     ``test`` None means figures on held-out data are skipped (training-set figures are named as such).
     ``extractor`` None skips sample-quality metrics. ``batch_sizes``: evaluation batches of the accuracy
-    sweep's batch protocol (default: ``eval_batch_size`` alone)."""
+    sweep's batch protocol (default: ``eval_batch_size`` alone). ``retrieval``: how held-out image-text pairs
+    are drawn and scored (a text run's settings; default ``RetrievalSettings()``), in chunks of
+    ``eval_batch_size`` queries (method.md §12.8)."""
     wanted = set(METRICS if metrics is None else check_metrics(metrics))
     held = test if test is not None else None
     out: dict[str, Any] = {"evaluated_on": "test" if held is not None else "train"}
@@ -144,6 +148,10 @@ def evaluate_model(model: LatentZoningNetwork, train: Data, test: Data | None, *
                                         batch_size=eval_batch_size, seed=seed, max_images=ZONE_IMAGES)
         out["zones"]["split"] = out["evaluated_on"]
     done("zones")
+    if "retrieval" in wanted and "text" in model.data_types and model.encoder is not None:
+        out["retrieval"] = {**retrieval_section(model, train, data, retrieval or RetrievalSettings(),
+                                                batch_size=eval_batch_size), "split": out["evaluated_on"]}
+    done("retrieval")
     bar.close()
     return out
 
@@ -155,6 +163,8 @@ GROUPS: dict[str, dict[str, tuple[str, ...]]] = {
     "representation": {"knn": ("knn_accuracy", "knn_accuracy_anchors"),
                        "probe": ("probe_accuracy", "probe_accuracy_anchors")},
     "zones": {"zones": ()},
+    "retrieval": {"retrieval": ("pairs", "distinct_captions", "i2t_recall@1", "i2t_recall@5", "t2i_recall@1",
+                                "t2i_recall@5", "prompt_accuracy")},
 }
 """Each section of ``evaluate_model``'s dict, its metrics and the keys holding their values; every other key
 of a section is a setting it was measured with (split, sampler, extractor, ...)."""
@@ -248,8 +258,26 @@ def metric_rows(results: dict[str, Any], split: str | None = None) -> list[tuple
             rows.append((f"zones: round trip {k}", f"{v:.3f}", "latents flowed back to their own anchor"))
         if z.get("label_zone_fraction") is not None:
             rows.append(("zones: in label zone", f"{z['label_zone_fraction']:.3f}", "image latents in their label's zone"))
+    if "retrieval" in results:
+        rows += _retrieval_rows(results["retrieval"], split)
     if "raw_weights" in results:
         rows += [(f"raw weights: {name}", value, detail) for name, value, detail in metric_rows(results["raw_weights"], split)]
+    return rows
+
+
+def _retrieval_rows(r: dict[str, Any], split: str) -> list[tuple[str, str, str]]:
+    on = (f"{int(r['pairs'])} {r.get('split', split)} pairs, {int(r['distinct_captions'])} distinct "
+          f"{'composed ' if r.get('captions') == 'composed' else ''}captions")
+    rows = [(f"{name} recall@{k}", f"{r[f'{key}_recall@{k}']:.4f}",  # the note on the figures it names
+             on + (_note(r) if f"{name} recall@{k}" in r.get("note", "") else ""))
+            for key, name in (("i2t", "image -> text"), ("t2i", "text -> image")) for k in (1, 5)
+            if f"{key}_recall@{k}" in r]
+    if "prompt_accuracy" in r:
+        rows.append(("prompt accuracy", f"{r['prompt_accuracy']:.4f}",
+                     f"{r['prompt_images']} {r.get('split', split)} images, prompt {r['prompt']!r}"))
+    if rows and str(r.get("settings", "")).startswith("defaults"):  # not a run's protocol: say so once
+        name, value, detail = rows[0]
+        rows[0] = (name, value, f"{detail}; settings: {r['settings']}")
     return rows
 
 

@@ -1,6 +1,7 @@
 """What the image-text recipes share (LZN ``text`` and the ``clip`` baseline): the captions of the
 training set, batches of (images, labels, captions), the text encoder, and the retrieval and
-prompt-classification evaluation, written once over a recipe's score functions.
+prompt-classification evaluation: ``lzn.eval.retrieval_figures`` over a recipe's score functions, on the
+held-out pairs of ``lzn.data.held_out`` (what ``lzn evaluate --metrics retrieval`` measures on an export).
 
 Captions are indexed like the images, so the captions of a batch are those of ``loader.indices(step)``.
 They come from one of two sources:
@@ -25,9 +26,10 @@ import torch
 from torch import Tensor, nn
 
 from lzn import checks, distributed
-from lzn.data import ImageDataset, ShardedDataset, caption_dataset
+from lzn.data import (DEFAULT_PAIRS, DEFAULT_PROMPT, ImageDataset, ShardedDataset, caption_dataset, composed_pairs,
+                      own_pairs, pick_pairs)
 from lzn.data.captions import CaptionSet, class_words  # class_words: re-exported for old imports
-from lzn.eval.retrieval import recall_at_k, same_text, unique_texts
+from lzn.eval.text import prompt_predictions, retrieval_figures
 from lzn.models import build
 from lzn.recipes.common import DataInfo, NetConfig, Recipe, RecipeConfig, build_net
 
@@ -40,8 +42,8 @@ class CaptionedConfig(RecipeConfig):
     text_width: int = 128  # small: transformer width
     text_layers: int = 2  # small: transformer layers
     caption_seed: int = 0  # template choice of every composed caption
-    prompt: str = "the {kind} {cls}"  # class prompt of prompt classification ({kind}: digit / item)
-    eval_pairs: int = 400  # held-out (image, caption) pairs of the retrieval metrics
+    prompt: str = DEFAULT_PROMPT  # "the {kind} {cls}": class prompt of prompt classification ({kind}: digit / item)
+    eval_pairs: int = DEFAULT_PAIRS  # 400 held-out (image, caption) pairs of the retrieval metrics
     retrieve_k: int = 5  # candidates returned by retrieve_text / retrieve_images
 
     def __post_init__(self) -> None:
@@ -152,24 +154,18 @@ class CaptionedRecipe(Recipe):
 
     def _eval_pick(self, n: int) -> Tensor:
         """The seeded draw of ``min(eval_pairs, n)`` held-out items (K,), the same for both caption sources."""
-        k = min(self.cfg.eval_pairs, n)
-        return torch.randperm(n, generator=torch.Generator().manual_seed(self.cfg.train.seed))[:k]
+        return pick_pairs(n, self.cfg.eval_pairs, self.cfg.train.seed)
 
     def held_out_pairs(self, data: ImageDataset) -> tuple[Tensor, Tensor, CaptionSet]:
-        """A seeded draw of ``eval_pairs`` images of ``data``, labels and composed captions. Captions are composed
-        for the whole set (template by item index, attributes cut by the training thresholds), then drawn, so
-        an image's caption does not depend on the draw. User captions: :meth:`held_out_captions`."""
+        """A seeded draw of ``eval_pairs`` images of ``data``, labels and composed captions
+        (``lzn.data.composed_pairs``: composed for the whole set with the training thresholds, then drawn, so
+        an image's caption does not depend on the draw). User captions: :meth:`held_out_captions`."""
         if self.user_captions:
             raise ValueError(f"{data.name}: data.name=captions has no composed captions (attributes, labels); "
                              "use held_out_captions")
         assert self.captions is not None, "attach_data() first"
-        if data.labels is None:
-            raise ValueError(f"{data.name}: held-out (image, caption) pairs need labels (captions name the class)")
-        full = caption_dataset(data, seed=self.cfg.caption_seed, thresholds=self.captions.thresholds)
-        pick = self._eval_pick(len(data))
-        pairs = CaptionSet([full.captions[i] for i in pick.tolist()], [full.attributes[i] for i in pick.tolist()],
-                           full.levels[pick], full.mentions[pick], full.templates[pick], full.thresholds)
-        return data.images[pick], data.labels[pick], pairs
+        return composed_pairs(data, self.captions.thresholds, pairs=self.cfg.eval_pairs, seed=self.cfg.train.seed,
+                              caption_seed=self.cfg.caption_seed)
 
     def held_out_captions(self, data: ImageDataset) -> tuple[Tensor, list[str]]:
         """The images (K, C, H, W) and captions (K) of the seeded draw of ``eval_pairs`` held-out pairs: the
@@ -179,8 +175,7 @@ class CaptionedRecipe(Recipe):
             return images, pairs.captions
         if data.captions is None:
             raise ValueError(f"{data.name}: data.name=captions, but the held-out split has no captions")
-        pick = self._eval_pick(len(data))
-        return data.images[pick], data.captions_at(pick)
+        return own_pairs(data, pairs=self.cfg.eval_pairs, seed=self.cfg.train.seed)
 
     # ---- scores: subclasses --------------------------------------------------------------------
 
@@ -212,25 +207,20 @@ class CaptionedRecipe(Recipe):
     def prompt_classify(self, images: Tensor, class_prompts: Sequence[str] | None = None) -> Tensor:
         """Class of each image (N,): its best text among one prompt per class (no label anchors involved)."""
         prompts = list(class_prompts) if class_prompts is not None else self.class_prompts()
-        return torch.cat([self.text_scores(c, prompts).argmax(dim=1).cpu()
-                          for c in images.split(self.cfg.eval_batch_size)])
+        return prompt_predictions(self.text_scores, images, prompts, self.cfg.eval_batch_size)
 
     def retrieval_metrics(self, data: ImageDataset, split: str) -> dict[str, float]:
-        """Recall@1/5 image -> text over the distinct held-out captions and text -> image over the held-out
-        images (every image with an identical caption counts as correct), prompt-classification accuracy
-        (composed captions only: user captions have no classes to prompt)."""
+        """``lzn.eval.retrieval_figures`` of the held-out pairs, each key prefixed ``{split}_``: recall@1/5
+        image -> text over the distinct held-out captions and text -> image over the held-out images (every
+        image with an identical caption counts as correct), prompt-classification accuracy over every image
+        of ``data`` (composed captions only: user captions have no classes to prompt)."""
         images, captions = self.held_out_captions(data)
-        distinct, which = unique_texts(captions)  # which: (N,) index of each image's caption
-        out: dict[str, float] = {f"{split}_pairs": float(len(captions)),
-                                 f"{split}_distinct_captions": float(len(distinct))}
-        i2t = recall_at_k(self.text_scores(images, distinct).cpu(), which)
-        t2i = recall_at_k(self.image_scores(distinct, images).cpu(), same_text(distinct, captions))
-        out.update({f"{split}_i2t_{k}": v for k, v in i2t.items()})
-        out.update({f"{split}_t2i_{k}": v for k, v in t2i.items()})
-        if not self.user_captions and data.labels is not None:
-            pred = self.prompt_classify(data.images)
-            out[f"{split}_prompt_accuracy"] = float((pred == data.labels.cpu()).float().mean())
-        return out
+        prompted = not self.user_captions and data.labels is not None
+        figures = retrieval_figures(self.text_scores, self.image_scores, images, captions,
+                                    prompts=self.class_prompts() if prompted else None,
+                                    labels=data.labels if prompted else None, prompt_images=data.images,
+                                    eval_batch_size=self.cfg.eval_batch_size)
+        return {f"{split}_{k}": v for k, v in figures.items()}
 
     def evaluate(self, data: ImageDataset, run_dir: Any, split: str = "test") -> dict[str, float]:
         return self.retrieval_metrics(data, split)

@@ -36,6 +36,7 @@ from lzn.data import ImageDataset, ShardedDataset
 from lzn.data.captions import ATTRIBUTES, attribute_levels, pixel_attributes
 from lzn.eval import accuracy, class_consistency
 from lzn.eval.judge import pixel_judge
+from lzn.eval.text import ImageScores, TextScores, lzn_scores
 from lzn.models import FlowConfig, GenerationOutput, LabelAnchors, LatentZoningNetwork, TypeParts, build
 from lzn.recipes.captioned import CaptionedConfig, CaptionedRecipe, same_caption
 from lzn.recipes.common import DataInfo, NetConfig, RecipeConfig, build_net, check_flow
@@ -167,22 +168,21 @@ class TextImageRecipe(CaptionedRecipe):
 
     # ---- decoders: texts from a candidate set, images from a caption ---------------------------------
 
-    def _retrieval_scores(self, query_type: str, queries: Any, candidate_type: str, candidates: Any) -> Tensor:
-        """``LatentZoningNetwork.retrieval_scores`` with this run's protocol: each chunk of ``eval_batch_size``
-        queries is its own anchor set (the paper's, method.md §8.2), alpha ``eval_noise_scale``, seeded noise."""
-        return self.lzn.retrieval_scores(query_type, queries, candidate_type, candidates,
-                                         noise_scale=self.cfg.eval_noise_scale, batch_size=self.cfg.eval_batch_size,
-                                         generator=torch.Generator(device=self.device).manual_seed(0), context="batch")
+    def _scores(self) -> tuple[TextScores, ImageScores]:
+        """``lzn.eval.lzn_scores`` with this run's protocol: each chunk of ``eval_batch_size`` queries is its
+        own anchor set (the paper's, method.md §8.2), alpha ``eval_noise_scale``, seeded noise; the same
+        functions ``lzn evaluate --metrics retrieval`` scores an exported model with."""
+        return lzn_scores(self.lzn, noise_scale=self.cfg.eval_noise_scale, batch_size=self.cfg.eval_batch_size)
 
     @torch.no_grad()
     def text_scores(self, images: Tensor, texts: Sequence[str]) -> Tensor:
         """Image latents flowed back over the candidate texts' anchors (the text decoder): (N, M)."""
-        return self._retrieval_scores("image", images.to(self.device), "text", list(texts))
+        return self._scores()[0](images, texts)
 
     @torch.no_grad()
     def image_scores(self, texts: Sequence[str], images: Tensor) -> Tensor:
         """Caption latents flowed back over the candidate images' anchors: (M, N)."""
-        return self._retrieval_scores("text", list(texts), "image", images.to(self.device))
+        return self._scores()[1](texts, images)
 
     @torch.no_grad()
     def generate_from_text(self, captions: Sequence[str], reference_captions: Sequence[str] | None = None,

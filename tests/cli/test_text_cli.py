@@ -1,7 +1,10 @@
 """The text commands of `lzn` on a tiny text run: sample for captions, classify by class prompts,
-retrieve images for captions, and their one-line errors."""
+retrieve images for captions, `lzn evaluate --metrics retrieval` (the run's own figures), and their
+one-line errors."""
 
 from __future__ import annotations
+
+import json
 
 import pytest
 import torch
@@ -126,3 +129,64 @@ def test_evaluate_on_a_text_model_names_what_does_not_apply(text_run, tmp_path, 
     _fails(["evaluate", str(text_run), "--metrics", "accuracy", "--out", str(tmp_path / "m.json")], capsys,
            "no requested metric applies", "no label decoder")
     assert not (tmp_path / "m.json").exists()
+
+
+def _evaluate_retrieval(target, out, capsys, *extra):
+    capsys.readouterr()
+    assert main(["evaluate", str(target), "--metrics", "retrieval", *extra, "--out", str(out)]) == 0
+    return json.loads(out.read_text())["retrieval"], capsys.readouterr().out
+
+
+def test_evaluate_retrieval_reproduces_the_runs_figures(text_run, tmp_path, capsys):
+    """The exported model, drawn and scored with the run's settings, gives results.json's figures exactly."""
+    r, printed = _evaluate_retrieval(text_run, tmp_path / "m.json", capsys)
+    res = json.loads((text_run / "results.json").read_text())
+    for key in ("pairs", "distinct_captions", "i2t_recall@1", "i2t_recall@5", "t2i_recall@1", "t2i_recall@5",
+                "prompt_accuracy"):
+        assert r[key] == res[f"test_{key}"], key
+    assert r["split"] == "test" and r["captions"] == "composed" and r["settings"].startswith("the run's")
+    assert (r["eval_pairs"], r["batch_size"], r["prompt_images"]) == (50, 200, 359) and "note" not in r
+    assert "image -> text recall@1" in printed and "text -> image recall@5" in printed
+    assert "prompt accuracy" in printed and "'the {kind} {cls}'" in printed
+
+
+def test_evaluate_retrieval_on_a_bare_model_folder_says_it_uses_defaults(text_run, tmp_path, capsys):
+    r, printed = _evaluate_retrieval(text_run / "model", tmp_path / "m.json", capsys, "--data", "digits")
+    assert r["settings"].startswith("defaults") and (r["eval_pairs"], r["seed"], r["caption_seed"]) == (400, 0, 0)
+    assert r["pairs"] == 359 and r["prompt"] == "the {kind} {cls}" and 0.0 <= r["prompt_accuracy"] <= 1.0
+    assert "settings: defaults" in printed
+
+
+def test_evaluate_retrieval_fails_in_one_line_where_it_does_not_apply(text_run, no_text_model, tmp_path, capsys):
+    import numpy as np
+
+    _fails(["evaluate", str(no_text_model), "--data", "digits", "--metrics", "retrieval", "--out",
+            str(tmp_path / "m.json")], capsys, "no requested metric applies", "no text type", "lzn train text")
+    np.save(tmp_path / "u.npy", np.random.default_rng(0).integers(0, 256, (12, 8, 8), dtype=np.uint8))
+    _fails(["evaluate", str(text_run), "--data", "arrays", "--root", str(tmp_path / "u.npy"), "--metrics",
+            "retrieval", "--out", str(tmp_path / "m.json")], capsys, "no requested metric applies", "unlabelled")
+    assert not (tmp_path / "m.json").exists()
+
+
+def test_evaluate_on_user_captions_measures_recall_alone_with_a_note(tmp_path, capsys):
+    from tests.recipes.test_user_captions import captions_cfg, pair_list
+
+    root = tmp_path / "pairs"
+    root.mkdir()
+    for name, pixels, caption in pair_list():
+        Image.fromarray(pixels).save(root / f"{name}.png")
+        (root / f"{name}.txt").write_text(caption + "\n", encoding="utf-8")
+    res = runner.train("text", captions_cfg("text", root), tmp_path / "run")
+    r, printed = _evaluate_retrieval(tmp_path / "run", tmp_path / "m.json", capsys)
+    for key in ("pairs", "distinct_captions", "i2t_recall@1", "i2t_recall@5", "t2i_recall@1", "t2i_recall@5"):
+        assert r[key] == res[f"test_{key}"], key
+    assert r["captions"] == "the data's own" and "prompt_accuracy" not in r and "prompt accuracy" not in printed
+    assert (r["pairs"], r["distinct_captions"]) == (6, 4)  # 4 distinct captions: image -> text recall@5 is 1.0
+    assert "image -> text recall@5 is 1.0 whatever the model" in r["note"] and "says nothing" in printed
+
+
+def test_evaluate_on_a_clip_run_says_it_exports_no_model(tmp_path, capsys):
+    out = tmp_path / "clip"
+    runner.train("clip", runner.resolve_config("clip", "digits", sets=sets("clip")), out)
+    _fails(["evaluate", str(out)], capsys, "'clip' run", "CLIP-style baseline", "exports no model",
+           "results.json")

@@ -50,7 +50,7 @@ def retrieval_figures(text_scores: TextScores, image_scores: ImageScores, images
     if len(captions) != images.shape[0]:
         raise ValueError(f"{len(captions)} captions for {images.shape[0]} images; give one caption per image")
     distinct, which = unique_texts(captions)  # which: (K,) index of each image's caption among the distinct
-    out: dict[str, float] = {"pairs": float(len(captions)), "distinct_captions": float(len(distinct))}
+    out: dict[str, float] = {"pairs": len(captions), "distinct_captions": len(distinct)}  # counts stay ints
     i2t = recall_at_k(text_scores(images, distinct).cpu(), which, KS)  # (K, D) scores
     t2i = recall_at_k(image_scores(distinct, images).cpu(), same_text(distinct, captions), KS)  # (D, K) scores
     out.update({f"i2t_{k}": v for k, v in i2t.items()})

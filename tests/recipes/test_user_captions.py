@@ -85,6 +85,7 @@ def assert_retrieval_only(res: dict, split: str = "test") -> None:
     for key in (f"{split}_i2t_recall@1", f"{split}_i2t_recall@5", f"{split}_t2i_recall@1", f"{split}_t2i_recall@5"):
         assert math.isfinite(res[key]) and 0.0 <= res[key] <= 1.0, key
     assert res[f"{split}_pairs"] == 6  # round(0.25 * 24) held out
+    assert all(isinstance(res[k], int) for k in (f"{split}_pairs", f"{split}_distinct_captions"))  # counts: "6", not "6.0000"
     assert not [k for k in res if "prompt" in k or "label" in k or "consistency" in k], sorted(res)
 
 

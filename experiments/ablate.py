@@ -18,7 +18,9 @@ Every finished run is cached in its folder under ``--out`` (the trainer's own re
 
     python experiments/ablate.py --study classification --seeds 0 1 2 --jobs 2
     python experiments/ablate.py --study classification --variants preset dropout --seeds 0   # a quick look
-    python experiments/ablate.py --study classification --preset fashion --variants preset best --steps 2400
+    python experiments/ablate.py --study classification --preset fashion --variants preset best --best simplex log
+
+The best row of each combination has its own runs (``best-simplex+log``), so rows of other combinations sit beside it.
 """
 
 from __future__ import annotations
@@ -244,7 +246,8 @@ def job(args: tuple[str, str, str, int, str, int | None, list[str], str]) -> tup
     torch.set_num_threads(int(os.environ.get("ABLATE_THREADS", "1")))
     study = STUDIES[study_name]
     sets = run_sets(study, variant, recipe, seed, preset, steps, best)
-    folder = Path(out) / preset / study_name / variant / f"{recipe}-s{seed}"
+    row = f"best-{'+'.join(best)}" if variant == "best" else variant  # each combination has its own runs
+    folder = Path(out) / preset / study_name / row / f"{recipe}-s{seed}"
     start = time.time()
     cfg = resolve_config(recipe, preset, sets=sets)
     train(recipe, cfg, folder)

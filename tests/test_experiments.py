@@ -30,8 +30,8 @@ def test_ablation_study_trains_measures_caches_and_tabulates(tmp_path):
     assert "vs_preset" in joint["acc_a0"] and "vs_baseline" in joint["acc_a0"]
     # the simplex row's classifier is the preset's (an LZN-only setting): not trained again
     assert not (tmp_path / "digits" / "classification" / "simplex" / "classifier-s0").exists()
-    assert (tmp_path / "digits" / "classification" / "best" / "classifier-s0").exists()  # dropout applies to both
-    cfg = (tmp_path / "digits" / "classification" / "best" / "joint-s1" / "run.yaml").read_text()
+    assert (tmp_path / "digits" / "classification" / "best-simplex+dropout" / "classifier-s0").exists()  # dropout applies to both
+    cfg = (tmp_path / "digits" / "classification" / "best-simplex+dropout" / "joint-s1" / "run.yaml").read_text()
     assert "label_init: simplex" in cfg and "dropout: 0.15" in cfg
     md = (tmp_path / "t.md").read_text()
     assert md.startswith("| variant | hyp. |") and "| simplex | H8 |" in md and "best: simplex + dropout" in md

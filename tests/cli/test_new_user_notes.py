@@ -81,3 +81,60 @@ def test_a_missing_extractor_package_offers_extractor_none(tmp_path, capsys, mon
 
     monkeypatch.setattr(lzn.eval, "fast_extractor", missing)
     fails(["evaluate", str(out), "--metrics", "fid"], capsys, "pip install 'lzn[fid]'", "--extractor none")
+
+
+def _npz(path: Path, labels) -> Path:
+    import numpy as np
+
+    labels = np.asarray(labels)
+    np.savez(path, images=np.random.default_rng(0).integers(0, 256, (len(labels), 8, 8), dtype=np.uint8), labels=labels)
+    return path
+
+
+def test_data_info_finds_a_missing_shard(tmp_path, capsys):
+    assert main(["data", "shard", "digits", "--out", str(tmp_path / "d"), "--shard-size", "500"]) == 0
+    (tmp_path / "d" / "train" / "shard-000001.tar").unlink()
+    fails(["data", "info", str(tmp_path / "d")], capsys, "shard-000001.tar is missing")
+
+
+def test_shards_with_label_gaps_are_refused_where_training_reads_them(tmp_path, capsys):
+    """A split written as a test split (gaps allowed there) and then moved to train/ by hand: training names
+    the missing classes before any step."""
+    src = _npz(tmp_path / "g.npz", [0, 2] * 20)
+    assert main(["data", "shard", str(src), "--out", str(tmp_path / "sh"), "--split", "test"]) == 0
+    (tmp_path / "sh" / "test").rename(tmp_path / "sh" / "train")
+    fails(train_args("joint", tmp_path / "r", "data.name=shards", f"data.root={tmp_path / 'sh'}", "batch_size=8",
+                     "data.test_split=null"), capsys, "every class present in training", "missing: 1")
+    assert not (tmp_path / "r" / "checkpoints").exists()
+
+
+def test_prompt_template_on_unlabelled_data_points_at_prompts(tmp_path, capsys):
+    from lzn.cli.classify import class_prompts
+    from types import SimpleNamespace
+
+    ds = SimpleNamespace(num_classes=0, class_names=None, name="pets")
+    with pytest.raises(ValueError, match="has none: give one text per class with --prompts"):
+        class_prompts(SimpleNamespace(prompts=None, prompt_template="a {cls}", split="test"), ds)
+    assert class_prompts(SimpleNamespace(prompts=["a cat", "a dog"], prompt_template=None, split="test"), ds) == \
+        ["a cat", "a dog"]  # --prompts needs no classes: the hint leads somewhere that works
+
+
+def test_one_class_notes_reach_the_printed_table():
+    from lzn.eval.suite import metric_rows
+
+    note = "the test labels hold one class, so any classifier scores 1.0: the figure says nothing"
+    res = {"evaluated_on": "test",
+           "classification": {"note": note, "num_images": 8, "sweep": [{"alpha": 0.0, "batch_size": 8,
+                                                                         "context": "batch", "accuracy": 1.0}]},
+           "representation": {"note": note, "probe_accuracy": 1.0, "knn_accuracy": 1.0, "split": "test",
+                              "num_train": 8, "num_test": 8}}
+    rows = metric_rows(res)
+    assert rows and all("says nothing" in detail for _, _, detail in rows)
+
+
+def test_counts_print_as_counts(capsys):
+    from lzn.cli.train import _print_results
+
+    _print_results({"steps": 4, "test_pairs": 50, "test_i2t_recall@1": 0.25})
+    out = capsys.readouterr().out
+    assert "test_pairs: 50\n" in out and "test_i2t_recall@1: 0.2500" in out

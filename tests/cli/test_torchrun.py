@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.recipes.tiny import sets
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -157,12 +159,20 @@ def test_killing_the_launcher_stops_its_ranks_and_the_rerun_takes_the_folder_ove
     assert steps[-1] == done + 1 and not (out / ".lock").exists()
 
 
-def test_a_killed_rank_ends_in_one_line_naming_the_rerun(tmp_path):
+def _rank_of(pid: int) -> int:
+    """The RANK torchrun gave process ``pid`` (from its environment)."""
+    env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    return int(next(v for v in env if v.startswith(b"RANK=")).split(b"=", 1)[1])
+
+
+@pytest.mark.parametrize("killed", [1, 0])
+def test_a_killed_rank_ends_in_one_line_naming_the_rerun(tmp_path, killed):
+    """kill -9 of either rank: the other one says that it stopped because a peer did, and how to resume."""
     import signal
 
     proc, ranks = _start_long_run(tmp_path / "run")
-    os.kill(max(ranks), signal.SIGKILL)  # rank 1 (started second)
+    os.kill(next(pid for pid in ranks if _rank_of(pid) == killed), signal.SIGKILL)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode != 0
-    assert "error: rank 0 stopped" in err and "another rank of this run stopped first" in err, err[-3000:]
+    assert f"error: rank {1 - killed} stopped" in err and "another rank of this run stopped first" in err, err[-3000:]
     assert "rerun the same command to resume" in err

@@ -1,5 +1,6 @@
 """The checks of :class:`~lzn.models.LatentZoningNetwork`'s public arguments, done once at that boundary:
-images, labels, latents, class names. Each raises ``TypeError`` / ``ValueError`` saying what is expected."""
+the spelling of a typed call, images, labels, latents, class names, the parts an operation needs. Each
+raises ``TypeError`` / ``ValueError`` saying what is expected."""
 
 from __future__ import annotations
 
@@ -7,14 +8,48 @@ import difflib
 import math
 import numbers
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from lzn.models.outputs import Labels
 
 NO_CLASSES = "this model has no classes (no label anchors and no class-conditional decoder)"
+
+
+def typed(method: str, type_or_images: str | Tensor, samples: Any, known: tuple[str, ...]) -> tuple[str, Any]:
+    """(type, samples) of a call spelled ``method(type, samples)``, ``type`` one of the model's types
+    ``known``, or, the images' shorthand, ``method(images)``."""
+    if isinstance(type_or_images, str):
+        if samples is None:
+            raise ValueError(f"{method}({type_or_images!r}, samples): pass the samples")
+        return check_type_name(type_or_images, known), samples
+    if samples is not None:
+        raise TypeError(f"{method}(images, ...): the second argument is for {method}(type, samples); pass "
+                        "noise, noise_scale, generator and context as keywords")
+    return "image", type_or_images
+
+
+def given(given: tuple[str, Any] | None, labels: Labels | None) -> tuple[str, Any] | None:
+    """The (type, samples) whose zones ``generate`` draws latents from: ``given``, or ``("label", labels)``
+    for its shorthand ``labels=``; None for latents from N(0, I)."""
+    if given is None:
+        return None if labels is None else ("label", labels)
+    if not isinstance(given, tuple) or len(given) != 2 or not isinstance(given[0], str):
+        raise TypeError(f"given must be a (type, samples) pair such as ('text', ['a fat zero']), got {given!r}")
+    if labels is not None:
+        raise ValueError("pass labels or given, not both")
+    return given
+
+
+def need(model: nn.Module, part: str) -> Any:
+    """The part ``part`` of ``model`` (``encoder``, ``decoder``, ``label_anchors``); missing, a ValueError."""
+    module = getattr(model, part)
+    if module is None:
+        raise ValueError(f"this operation needs a {part.replace('_', ' ')}, and the model has none")
+    return module
 
 
 def dtype_name(dtype: torch.dtype) -> str:

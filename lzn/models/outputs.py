@@ -1,5 +1,5 @@
 """The value types of :class:`~lzn.models.LatentZoningNetwork`: its flow settings, the networks of a data
-type, and what its operations return."""
+type, how images are sampled, and what its operations return."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Literal, NamedTuple, Union
 
 import numpy as np
+import torch
 from torch import Tensor, nn
 
 
@@ -32,6 +33,18 @@ class TypeParts:
 
     encoder: nn.Module
     decoder: nn.Module | None = None
+
+
+class Sampling(NamedTuple):
+    """How images are drawn by the image decoder's rectified flow (method.md §5.9): the ODE method and its
+    step count (``lzn.core.rectified_flow.sample``), the generator of the start noise, the tolerances of
+    adaptive methods."""
+
+    sampler: str = "dopri5"
+    steps: int | None = None
+    generator: torch.Generator | None = None
+    rtol: float = 1e-5
+    atol: float = 1e-5
 
 
 class Choices(NamedTuple):

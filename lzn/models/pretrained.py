@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from lzn.atomic import atomic_write_bytes, atomic_write_text
+from lzn.models.datatypes import data_type
 from lzn.models.label_anchors import LabelAnchors
 from lzn.models.outputs import FlowConfig, TypeParts
 from lzn.models.registry import build, build_spec
@@ -98,8 +99,8 @@ def load(directory: str | os.PathLike[str], map_location: str | torch.device, ma
         state = load(blob)
     except Exception as err:  # safetensors raises its own error types for malformed headers
         raise ValueError(f"{w_path} could not be read as safetensors ({err})") from None
-    references = {name: state.pop("reference" if name == "image" else f"{name}_reference", None)
-                  for name in model.data_types if name != "label"}  # optional (models saved before have none)
+    references = {name: state.pop(buffer, None) for name in model.data_types  # optional: older folders have none
+                  if (buffer := data_type(name).reference_buffer()) is not None}
     model.load_state_dict(state, strict=True)
     for name, reference in references.items():
         if reference is not None:

@@ -1,6 +1,7 @@
 """The reference bank (method.md §2.9): a fixed anchor set per data type, so that an inference latent does
-not depend on the rest of its batch. Which training samples form it, where a type keeps it, and the
-latents over it; :class:`~lzn.models.LatentZoningNetwork` delegates here."""
+not depend on the rest of its batch. Which training samples form it, which set an inference latent uses,
+and the latents over it; :class:`~lzn.models.LatentZoningNetwork` delegates here, and each type's entry
+(``lzn.models.datatypes``) names its buffer."""
 
 from __future__ import annotations
 
@@ -34,11 +35,12 @@ def reference_indices(n: int, labels: Labels | None, size: int, seed: int = 0) -
     return index[index >= 0][:size]  # round-robin: one of each class, then the next of each ...
 
 
-def buffer_name(name: str) -> str:
-    """The model buffer holding the reference anchors of data type ``name`` (labels have none)."""
-    if name == "label":
-        raise ValueError("labels have no reference set: a label's latent flows over every class's anchor")
-    return "reference" if name == "image" else f"{name}_reference"
+def buffer_name(name: str, buffer: str | None) -> str:
+    """``buffer``, the model buffer holding the reference anchors of data type ``name``; None (labels) is an
+    error."""
+    if buffer is None:
+        raise ValueError(f"{name}s have no reference set: a {name}'s latent flows over every class's anchor")
+    return buffer
 
 
 def checked_anchors(anchors: Tensor, q: int) -> Tensor:
@@ -47,16 +49,14 @@ def checked_anchors(anchors: Tensor, q: int) -> Tensor:
     return anchors.detach()
 
 
-def pick_context(context: Context | None, reference: Tensor | None, name: str) -> Context:
-    """The anchor set of an inference latent: "reference" by default when the type has a bank, else "batch"."""
+def pick_context(context: Context | None, reference: Tensor | None, what: str, how: str) -> Context:
+    """The anchor set of an inference latent: "reference" by default when the type has a set, else "batch".
+    ``what`` the set is called and ``how`` it is built, for the error without one."""
     if context is None:
         return "reference" if reference is not None else "batch"
     if context not in ("reference", "batch"):
         raise ValueError(f"context must be 'reference' or 'batch', got {context!r}")
     if context == "reference" and reference is None:
-        how = ("model.build_reference(train_images, labels)" if name == "image"
-               else f"model.build_reference_from(training_samples, type={name!r})")
-        what = "reference bank" if name == "image" else f"{name} reference set"
         raise ValueError(f"this model has no {what}: call {how} first, or use context='batch' "
                          "(the paper's batch protocol)")
     return context

@@ -11,8 +11,8 @@ from torch import Tensor, nn
 
 from lzn.core import zones
 from lzn.core.reference import latents_with_reference
-from lzn.models import (CandidateDecoder, DataType, FlowConfig, LabelAnchors, LatentZoningNetwork, TypeParts, build,
-                        register_data_type, register_network)
+from lzn.models import (DATA_TYPES, CandidateDecoder, DataType, FlowConfig, LabelAnchors, LatentZoningNetwork, TypeParts,
+                        build, data_type, register_data_type, register_network)
 
 Q = 6
 TEXTS = ["a fat zero", "a thin one", "the digit two", "seven, slanted", "a faint four", "eight"]
@@ -40,6 +40,19 @@ def test_types_and_parts_are_named():
     assert model.data_types == ("image", "label", "text")
     assert list(model.parts()) == ["encoder", "decoder", "label_anchors", "text_encoder"]  # no weights: no decoder
     assert isinstance(model.text_decoder, CandidateDecoder)
+
+
+def test_image_and_label_are_entries_of_the_one_table():
+    """The model asks each type's entry, built in or registered; names of built-in types stay reserved."""
+    model, plain = text_model(), text_model(labels=False)
+    assert data_type("image") is DATA_TYPES["image"] and data_type("label") is DATA_TYPES["label"]
+    assert [DATA_TYPES[n].present(model) for n in ("image", "label", "text")] == [True, True, True]
+    assert not DATA_TYPES["label"].present(plain) and plain.data_types == ("image", "text")
+    assert DATA_TYPES["text"].encoder(model) is model.text_encoder and DATA_TYPES["label"].encoder(model) is model.label_anchors
+    with pytest.raises(ValueError, match="new lowercase identifier other than"):
+        register_data_type(DataType("label", "labels", list))
+    with pytest.raises(ValueError, match=r"unknown data type 'audio' \(registered: .*text.*; built in: image, label\)"):
+        data_type("audio")
 
 
 def test_text_latents_are_the_core_flow_over_text_anchors():

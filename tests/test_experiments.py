@@ -51,3 +51,109 @@ def test_ablation_representation_study_and_bad_arguments(tmp_path):
     bad = subprocess.run([sys.executable, str(ROOT / "experiments/ablate.py"), "--variants", "best"],
                          capture_output=True, text=True, cwd=ROOT)
     assert bad.returncode == 2 and "needs --best" in bad.stderr
+
+
+def test_paper_claims_runs_end_to_end_on_a_tiny_budget(tmp_path):
+    import importlib.util
+
+    import pytest
+
+    if importlib.util.find_spec("efficientnet_lite_pytorch") is None:
+        pytest.skip("needs the lzn[fid] weight packages (make test installs them)")
+    out = subprocess.run([sys.executable, str(ROOT / "experiments/paper_claims.py"), "--budget", "quick", "--steps", "2",
+                          "--samples", "12", "--out", str(tmp_path), "--md", str(tmp_path / "t.md"),
+                          "--figure", str(tmp_path / "fig")],
+                         check=True, capture_output=True, text=True, cwd=ROOT, timeout=600)
+    table = (tmp_path / "t.md").read_text()
+    assert "| digits (2 steps) | 1 generation | FID (efficientnet-lite0-imagenet, 12 samples vs 12 test images)" in table
+    assert "| digits | joint | " in table and "round trip 1x" in table  # the zone diagnostics of the LZN runs
+    assert "class consistency" in table and out.stdout.strip().splitlines()[-1].startswith("paper_claims (quick")
+    from PIL import Image
+
+    with Image.open(tmp_path / "fig-digits.png") as picture:  # 4 models x 2 rows of 20 samples
+        assert picture.height > 8 * 32 and picture.width > 20 * 32
+    cached = sorted(p.name for p in (tmp_path / "quick" / "digits" / "joint-s0").glob("claims-*"))
+    assert cached == ["claims-efficientnet-lite0-imagenet-12.json", "claims-train-seconds.txt"]
+    assert (tmp_path / "quick" / "digits" / "classifier-s0" / "classifier" / "config.json").is_file()  # the judge
+
+
+
+
+def test_text_study_and_its_gap_diagnosis_run_on_a_tiny_budget(tmp_path):
+    from tests.recipes.tiny import sets
+
+    tiny = [a for item in sets("text") for a in ("--set", item)]
+    out = subprocess.run([sys.executable, str(ROOT / "experiments/text_digits.py"), "--recipes", "text", "text_align",
+                          "--seeds", "0", "--steps", "3", "--batch-size", "64", "--text-encoder", "small",
+                          "--out", str(tmp_path), *tiny], check=True, capture_output=True, text=True, cwd=ROOT,
+                         timeout=300)
+    report = json.loads(out.stdout[: out.stdout.rindex("}") + 1])
+    assert set(report["runs"]) == {"text", "text_align"}
+    assert "test_t2i_class_consistency" in report["runs"]["text"][0]  # the decoder's figures
+    assert "test_t2i_class_consistency" not in report["runs"]["text_align"][0]  # rf_weight=0: no decoder
+    assert "rf_weight: 0" in (tmp_path / "text_align-s0" / "run.yaml").read_text()
+    gap = subprocess.run([sys.executable, str(ROOT / "experiments/text_gap.py"), str(tmp_path / "text-s0"), "--num", "8",
+                          "--alphas", "0", "--refs", "3"], check=True, capture_output=True, text=True, cwd=ROOT,
+                         timeout=300)
+    summary = json.loads(gap.stdout[: gap.stdout.rindex("}") + 1])["summary"]
+    assert set(summary) == {"real", "image_latent", "image_nn", "caption", "caption_nn", "caption_alpha=0",
+                            "caption_ref=3"}
+    assert all(0.0 <= v["mean"] <= 1.0 for v in summary.values())
+    assert gap.stdout.strip().splitlines()[-1].startswith("text_gap (1 runs")
+    bad = subprocess.run([sys.executable, str(ROOT / "experiments/text_gap.py"), str(tmp_path / "text_align-s0")],
+                         capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert bad.returncode != 0 and "no image decoder" in bad.stderr
+
+
+def test_compare_digits_trains_each_seed_and_summarises(tmp_path):
+    out = subprocess.run([sys.executable, str(ROOT / "experiments/compare_digits.py"), "--recipes", "classifier",
+                          "--seeds", "0", "1", "--steps", "2", "--out", str(tmp_path)], capture_output=True, text=True,
+                         cwd=ROOT, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    report = json.loads(out.stdout[: out.stdout.rindex("}") + 1])
+    accuracy = [r["test_accuracy"] for r in report["runs"]["classifier"]]
+    assert report["summary"]["classifier"]["test_accuracy"]["n"] == 2 and len(accuracy) == 2
+    assert abs(report["summary"]["classifier"]["test_accuracy"]["mean"] - sum(accuracy) / 2) < 1e-12
+    assert out.stdout.strip().splitlines()[-1].startswith("compare_digits (2 seeds): classifier test_accuracy ")
+
+
+# what the studies may import: lzn's public API (each package's __all__), the runner's two entry points, and
+# experiments/common.py; each entry of KNOWN is allowed until fixed
+PUBLIC = ("lzn", "lzn.atomic", "lzn.data", "lzn.eval", "lzn.models", "lzn.training", "lzn.viz")
+RUNNER = {"resolve_config", "train"}
+KNOWN = {("ablate.py", "lzn.training.checkpoint", "live_weights")}
+
+
+def _public(module: str) -> set[str]:
+    import importlib
+
+    mod = importlib.import_module(module)
+    return set(getattr(mod, "__all__", None) or (n for n in vars(mod) if not n.startswith("_")))
+
+
+def test_experiments_import_only_the_public_api():
+    import ast
+
+    bad = []
+    for path in sorted((ROOT / "experiments").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                found = [(a.name, None) for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                found = [(node.module or "", a.name) for a in node.names]
+            else:
+                continue
+            for module, name in found:
+                if module == "common" or not module.startswith("lzn") or (path.name, module, name) in KNOWN:
+                    continue
+                ok = (module == "lzn.recipes.runner" and name in RUNNER) or (
+                    module in PUBLIC and name is not None and name in _public(module))
+                if not ok:
+                    bad.append(f"{path.name}: {module}.{name}" if name else f"{path.name}: import {module}")
+    assert bad == [], "experiments/ use lzn's public API only"
+    siblings = {p.stem for p in (ROOT / "experiments").glob("*.py")} - {"common"}
+    for path in (ROOT / "experiments").glob("*.py"):
+        tree = ast.parse(path.read_text())
+        imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+        imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        assert not imported & siblings, f"{path.name} imports another study; shared helpers go in common.py"

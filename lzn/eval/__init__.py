@@ -11,13 +11,13 @@ from lzn.eval.features import (
 from lzn.eval.fid import feature_statistics, fid, frechet_distance, generation_metrics, kid
 from lzn.eval.precision_recall import knn_radii, precision_recall
 from lzn.eval.probe import extract_features, knn_accuracy, linear_probe_accuracy
-from lzn.eval.judge import pixel_judge
+from lzn.eval.judge import classifier_judge, pixel_judge, save_classifier
 from lzn.eval.report import write_report
 from lzn.eval.retrieval import recall_at_k
 from lzn.eval.suite import METRICS, check_metrics, evaluate_model, generate_like, metric_rows
 from lzn.eval.tasks import accuracy, accuracy_sweep, class_consistency, reconstruction_error
 from lzn.eval.text import (RetrievalSettings, lzn_scores, prompt_predictions, retrieval_figures, retrieval_section,
-                           trivial_recall_note)
+                           t2i_consistency, text_to_image, trivial_recall_note)
 
 __all__ = [
     "FeatureExtractor",
@@ -27,6 +27,7 @@ __all__ = [
     "accuracy_sweep",
     "check_metrics",
     "class_consistency",
+    "classifier_judge",
     "evaluate_model",
     "generate_like",
     "reconstruction_error",
@@ -49,6 +50,9 @@ __all__ = [
     "recall_at_k",
     "retrieval_figures",
     "retrieval_section",
+    "save_classifier",
+    "t2i_consistency",
+    "text_to_image",
     "normal_ks",
     "precision_recall",
     "resize_bilinear_tf1",

@@ -3,6 +3,8 @@ image -> text over the distinct held-out captions and text -> image over the hel
 whose caption equals the query is correct), and prompt classification (one prompt per class, no label
 anchors). One implementation for the recipes' end-of-training figures (``text``, and ``clip`` with its
 cosine scores) and for ``lzn evaluate --metrics retrieval`` on an exported model (:func:`retrieval_section`).
+Text-to-image of a model with a text type and an image decoder: :func:`text_to_image` and its class and
+attribute consistency on held-out captions (:func:`t2i_consistency`).
 
 Score functions: ``text_scores(images (N, C, H, W), texts (M)) -> (N, M)`` and
 ``image_scores(texts (M), images (N, C, H, W)) -> (M, N)``, higher is better (rows of probabilities).
@@ -19,9 +21,12 @@ import torch
 from torch import Tensor
 
 from lzn.data import (DEFAULT_PAIRS, DEFAULT_PROMPT, ImageDataset, ShardedDataset, caption_dataset, class_prompts,
-                      composed_pairs, own_pairs)
+                      composed_pairs, own_pairs, pixel_attributes)
+from lzn.data.captions import ATTRIBUTES, attribute_levels
+from lzn.eval.judge import pixel_judge
 from lzn.eval.retrieval import recall_at_k, same_text, unique_texts
-from lzn.models import LatentZoningNetwork
+from lzn.eval.tasks import class_consistency
+from lzn.models import GenerationOutput, LatentZoningNetwork
 
 TextScores = Callable[[Tensor, Sequence[str]], Tensor]
 ImageScores = Callable[[Sequence[str], Tensor], Tensor]
@@ -148,3 +153,71 @@ def retrieval_section(model: LatentZoningNetwork, train: Data, data: Data, setti
         info.update({"captions": "composed", "caption_seed": settings.caption_seed, "prompt": settings.prompt,
                      "prompt_images": len(held)})
     return {**figures, **info, **trivial_recall_note(captions)}
+
+
+@torch.no_grad()
+def text_to_image(model: LatentZoningNetwork, captions: Sequence[str], *, sampler: str = "euler",
+                  steps: int | None = 20, generator: torch.Generator | None = None, batch_size: int = 250) -> Tensor:
+    """One image per caption (B, C, H, W), in [-1, 1] up to sampler error: ``model.generate(given=("text",
+    ...))`` on chunks of ``batch_size`` captions drawing from one ``generator`` (default: seeded 0 on the
+    model's device), each caption's latent drawn from its zone against the model's text reference set
+    (method.md §12.7; the runner saves it with the model; ``build_reference_from(texts, type="text")`` sets
+    another)."""
+    if model.decoder is None:
+        raise ValueError("this model has no image decoder (a text run with rf_weight = 0); text-to-image needs one")
+    gen = generator or torch.Generator(device=model.device).manual_seed(0)
+    captions = list(captions)
+    return torch.cat([model.generate(given=("text", captions[i:i + batch_size]), sampler=sampler, steps=steps,
+                                     generator=gen).images for i in range(0, len(captions), batch_size)])
+
+
+class _PromptModel:
+    """What ``class_consistency`` asks of a model, with class k generated from class prompt k."""
+
+    def __init__(self, model: LatentZoningNetwork, prompts: Sequence[str], num_classes: int) -> None:
+        self.model, self.prompts, self.num_classes, self.device = model, list(prompts), num_classes, model.device
+
+    def generate(self, labels: list[int], sampler: str, steps: int | None,
+                 generator: torch.Generator | None) -> GenerationOutput:
+        images = text_to_image(self.model, [self.prompts[k] for k in labels], sampler=sampler, steps=steps,
+                               generator=generator)
+        return GenerationOutput(images, torch.tensor(labels), images.new_zeros(len(labels), 0))
+
+
+@torch.no_grad()
+def t2i_consistency(model: LatentZoningNetwork, train: ImageDataset, data: ImageDataset, settings: RetrievalSettings,
+                    *, num_samples: int, sampler: str = "euler", steps: int | None = 20,
+                    thresholds: Tensor | None = None) -> dict[str, float]:
+    """Text-to-image samples (:func:`text_to_image`) of the first ``num_samples`` held-out pairs of ``data``
+    (composed captions drawn by ``settings``, as :func:`retrieval_section` draws them), method.md §12.8:
+
+    ``t2i_class_consistency``: a pixel classifier fitted on ``train`` (``pixel_judge``) judges each sample
+    against its caption's class; ``t2i_attribute_consistency``: each attribute the caption names, measured
+    on the sample with the training thresholds of its class (``thresholds`` (C, 4, 2), default: composed
+    from ``train``), agrees; ``t2i_all_attributes``: every named attribute of a sample agrees;
+    ``t2i_{attribute}_consistency`` per attribute some caption names; ``prompt_class_consistency``:
+    ``class_consistency`` of samples of the class prompts (``settings.prompt``)."""
+    if train.labels is None or data.labels is None:
+        raise ValueError("text-to-image consistency needs labelled data (composed captions name the class)")
+    if thresholds is None:
+        thresholds = caption_dataset(train, seed=settings.caption_seed).thresholds
+    judge = pixel_judge(train.images, train.labels, train.num_classes)
+    _, labels, pairs = composed_pairs(data, thresholds, pairs=settings.eval_pairs, seed=settings.seed,
+                                      caption_seed=settings.caption_seed)
+    n = min(num_samples, len(pairs.captions))
+    fake = text_to_image(model, pairs.captions[:n], sampler=sampler, steps=steps).clamp(-1, 1).cpu()  # (n, C, H, W)
+    y = labels[:n].cpu()
+    levels = attribute_levels(pixel_attributes(fake), thresholds, y)  # (n, 4)
+    named = pairs.mentions[:n]  # (n, 4) bool
+    agree = (levels == pairs.levels[:n]) & named
+    out = {"t2i_class_consistency": float((judge(fake) == y).float().mean()),
+           "t2i_attribute_consistency": float(agree.sum() / named.sum()),
+           "t2i_all_attributes": float((agree == named).all(dim=1).float().mean())}
+    for j, a in enumerate(ATTRIBUTES):
+        if bool(named[:, j].any()):
+            out[f"t2i_{a}_consistency"] = float(agree[:, j].sum() / named[:, j].sum())
+    prompts = _PromptModel(model, class_prompts(settings.prompt, train.class_names, train.num_classes),
+                           train.num_classes)
+    res = class_consistency(prompts, judge, num_samples=n, sampler=sampler, steps=steps)  # type: ignore[arg-type]
+    out["prompt_class_consistency"] = res["class_consistency"]
+    return out

@@ -6,6 +6,7 @@ encoder (method.md ยง5.8), ``nogen`` is joint with ``rf_weight: 0`` (method.md ย
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
@@ -14,6 +15,7 @@ from torch import Tensor, nn
 
 from lzn import checks, distributed
 from lzn.data import ImageDataset
+from lzn.eval import save_classifier
 from lzn.recipes.common import DataInfo, NetConfig, Recipe, RecipeConfig, build_net
 from lzn.recipes.representation import RepresentationConfig, RepresentationRecipe
 from lzn.training import StepOutput
@@ -93,6 +95,11 @@ class ClassifierRecipe(Recipe):
 
     def classify(self, images: Tensor, batch_size: int = 2000) -> Tensor:
         return torch.cat([self.logits(c.to(self.device)).argmax(1).cpu() for c in images.split(batch_size)])
+
+    def export(self, run_dir: Path) -> None:
+        """The classifier's network, ``RUN/classifier`` (``lzn.eval.classifier_judge`` loads it: a judge of the
+        class consistency of conditional samples, as in ``experiments/paper_claims.py``)."""
+        save_classifier(self.modules["encoder"], self.modules["head"], Path(run_dir) / "classifier")
 
     def evaluate(self, data: ImageDataset, run_dir: Any, split: str = "test") -> dict[str, float]:
         if data.labels is None:

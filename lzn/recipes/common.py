@@ -259,6 +259,10 @@ class Recipe(ABC):
         """Reference sets the exported model keeps besides the image bank (the runner builds that one), under
         the current weights: called with the EMA weights before evaluation and export. None by default."""
 
+    def export(self, run_dir: Path) -> None:
+        """Files of a baseline that has no LZN to export (the runner writes an LZN recipe's ``model/``), under the
+        current weights: called with the EMA weights after ``model/`` and before evaluation. None by default."""
+
     @abstractmethod
     def step(self, batch: Any, step: int) -> StepOutput:
         """The loss of one training step on this process's ``batch`` (method.md §5.7, §6.4, §7.3)."""

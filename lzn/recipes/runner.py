@@ -1,7 +1,8 @@
-"""Resolve a recipe's config, train it in a run folder, evaluate and export; reload a finished run.
+"""Resolve a recipe's config, train it in a run folder, evaluate and export.
 
 Run folder: ``run.yaml`` (recipe, data facts, resolved config), ``checkpoints/``, ``metrics.jsonl``,
-``metrics.csv``, ``samples/``, ``results.json`` and, for LZN recipes, ``model/`` (``save_pretrained``).
+``metrics.csv``, ``samples/``, ``results.json`` and, for LZN recipes, ``model/`` (``save_pretrained``; the
+``classifier`` baseline: ``classifier/``, ``lzn.eval.save_classifier``).
 """
 
 from __future__ import annotations
@@ -50,9 +51,6 @@ class RecipeSpec:
     @property
     def config_cls(self) -> type[RecipeConfig]:
         return self.cls.config_cls
-
-    def default_config(self) -> RecipeConfig:
-        return merge(self.cls.config_cls(), dict(self.defaults))
 
     def __call__(self, cfg: RecipeConfig, info: DataInfo) -> Recipe:
         rec = self.cls(cfg, info)  # type: ignore[arg-type]
@@ -355,8 +353,10 @@ def _train_locked(recipe: str, rec: Recipe, trainer: Trainer, cfg: RecipeConfig,
                                        seed=cfg.train.seed)  # read only these images of a sharded set
             model.build_reference_from(train_data.batch(picked)[0], batch_size=cfg.eval_batch_size)
         rec.build_references()  # e.g. the text reference of text-to-image generation
-        if distributed.is_main() and model is not None:  # before evaluation, which reads data that may be gone
-            model.save_pretrained(str(run_dir / "model"))
+        if distributed.is_main():  # before evaluation, which reads data that may be gone
+            if model is not None:
+                model.save_pretrained(str(run_dir / "model"))
+            rec.export(run_dir)  # a baseline's own network (the classifier's)
         if eval_split is not None and eval_data is not None:
             results.update(_evaluate(rec, eval_data, eval_split, run_dir, exported=model is not None))
     if distributed.is_main():
@@ -396,28 +396,3 @@ def _check_finite_weights(modules: Mapping[str, torch.nn.Module]) -> None:
         raise RuntimeError(f"training produced NaN or infinite weights in {sorted(bad)}; nothing was exported "
                            "(lower train.lr, or check the data for extreme values)")
 
-
-def load_run(run_dir: str | Path, device: str | None = None) -> tuple[Recipe, RecipeConfig]:
-    """Rebuild a run's recipe with its EMA weights (else live weights) from the latest checkpoint."""
-    run_dir = Path(run_dir)
-    path = run_dir / RUN_FILE
-    if not path.exists():
-        raise ConfigError(f"{run_dir} is not an lzn run folder (no {RUN_FILE}); train one with `lzn train`")
-    meta = load_yaml(path)
-    name = meta.get("recipe")
-    cls = recipe_class(str(name))
-    if name == "rf":  # runs from before rf was generation without an encoder recorded the unused encoder section
-        meta["config"]["encoder"] = None
-    cfg = merge(cls.default_config(), meta["config"])
-    dev = pick_device(device)
-    info = DataInfo(**meta["data_info"])
-    rec = cls(cfg, info)
-    ckpt = latest_checkpoint(run_dir)
-    if ckpt is None:
-        raise ConfigError(f"{run_dir} has no checkpoint yet; train it first")
-    state = load_checkpoint(ckpt)
-    for n, m in rec.modules.items():
-        ema = state.get("ema", {}).get(n)
-        m.load_state_dict(ema["shadow"] if ema else state["modules"][n])
-        m.to(dev).eval()
-    return rec, cfg

@@ -33,11 +33,9 @@ from lzn import checks, distributed
 from lzn.core import rectified_flow, zones
 from lzn.core.budget import flow_memory
 from lzn.data import ImageDataset, ShardedDataset
-from lzn.data.captions import ATTRIBUTES, attribute_levels, pixel_attributes
-from lzn.eval import accuracy, class_consistency
-from lzn.eval.judge import pixel_judge
-from lzn.eval.text import ImageScores, TextScores, lzn_scores
-from lzn.models import FlowConfig, GenerationOutput, LabelAnchors, LatentZoningNetwork, TypeParts, build
+from lzn.eval import RetrievalSettings, accuracy
+from lzn.eval.text import ImageScores, TextScores, lzn_scores, t2i_consistency, text_to_image
+from lzn.models import FlowConfig, LabelAnchors, LatentZoningNetwork, TypeParts, build
 from lzn.recipes.captioned import CaptionedConfig, CaptionedRecipe, same_caption
 from lzn.recipes.common import DataInfo, NetConfig, RecipeConfig, build_net, check_flow
 from lzn.training import StepOutput
@@ -187,9 +185,10 @@ class TextImageRecipe(CaptionedRecipe):
     @torch.no_grad()
     def generate_from_text(self, captions: Sequence[str], reference_captions: Sequence[str] | None = None,
                            generator: torch.Generator | None = None, batch_size: int = 250) -> Tensor:
-        """One image per caption (B, C, H, W) in [-1, 1] up to sampler error: ``generate(given=("text", ...))``,
-        each caption's latent drawn from its zone against the reference captions (module docstring), whose
-        anchors are first recomputed under the current weights (``reference_captions`` replaces them)."""
+        """One image per caption (B, C, H, W) in [-1, 1] up to sampler error: ``lzn.eval.text_to_image`` with the
+        run's sampler, each caption's latent drawn from its zone against the reference captions (module
+        docstring), whose anchors are first recomputed under the current weights (``reference_captions``
+        replaces them)."""
         if self.lzn.decoder is None:
             raise ValueError("this run has no image decoder (rf_weight = 0); text-to-image needs one")
         if reference_captions is not None and len(reference_captions):
@@ -198,11 +197,8 @@ class TextImageRecipe(CaptionedRecipe):
             raise ValueError("text-to-image generation needs reference captions: attach the training data, or "
                              "pass reference_captions (e.g. batch_size - 1 training captions)")
         self.build_references()
-        gen = generator or torch.Generator(device=self.device).manual_seed(0)
-        captions = list(captions)
-        return torch.cat([self.lzn.generate(given=("text", captions[i:i + batch_size]), sampler=self.cfg.sampler,
-                                            steps=self.cfg.sampler_steps, generator=gen).images
-                          for i in range(0, len(captions), batch_size)])
+        return text_to_image(self.lzn, captions, sampler=self.cfg.sampler, steps=self.cfg.sampler_steps,
+                             generator=generator, batch_size=batch_size)
 
     def sample_grid(self, path: Path, seed: int = 0, per_caption: int = 8,
                     captions: Sequence[str] | None = None) -> Path:
@@ -238,34 +234,21 @@ class TextImageRecipe(CaptionedRecipe):
     # ---- evaluation -----------------------------------------------------------------------------------
 
     def consistency(self, data: ImageDataset, split: str) -> dict[str, float]:
-        """Text-to-image samples of held-out captions: class consistency (a pixel classifier fitted on the
-        training images judges each sample against its caption's class), attribute consistency (each
-        attribute the caption names, measured on the sample with the training thresholds of its class),
-        and class consistency of class-prompt samples through ``lzn.eval.class_consistency``. Empty with
-        user captions (``data.name=captions``): they have no classes or measured attributes to check."""
+        """``lzn.eval.t2i_consistency`` of held-out captions of ``data`` under this run's settings, each key
+        prefixed ``{split}_``: class and attribute consistency of text-to-image samples, class consistency of
+        class-prompt samples. Empty with user captions (``data.name=captions``): they have no classes or
+        measured attributes to check."""
         if self.user_captions:
             return {}
         train = self.train_data
-        assert isinstance(train, ImageDataset) and train.labels is not None and self.captions is not None
-        judge = pixel_judge(train.images, train.labels, train.num_classes)
-        _, labels, pairs = self.held_out_pairs(data)
-        n = min(self.cfg.gen_samples, len(pairs.captions))
-        fake = self.generate_from_text(pairs.captions[:n]).clamp(-1, 1).cpu()  # (n, C, H, W)
-        y = labels[:n].cpu()
-        levels = attribute_levels(pixel_attributes(fake), self.captions.thresholds, y)  # (n, 4)
-        named = pairs.mentions[:n]  # (n, 4) bool
-        agree = (levels == pairs.levels[:n]) & named
-        out = {f"{split}_t2i_class_consistency": float((judge(fake) == y).float().mean()),
-               f"{split}_t2i_attribute_consistency": float(agree.sum() / named.sum()),
-               f"{split}_t2i_all_attributes": float((agree == named).all(dim=1).float().mean())}
-        for j, a in enumerate(ATTRIBUTES):
-            if bool(named[:, j].any()):
-                out[f"{split}_t2i_{a}_consistency"] = float(agree[:, j].sum() / named[:, j].sum())
-        prompts = _PromptModel(self)
-        res = class_consistency(prompts, judge, num_samples=n, sampler=self.cfg.sampler,  # type: ignore[arg-type]
-                                steps=self.cfg.sampler_steps)
-        out[f"{split}_prompt_class_consistency"] = res["class_consistency"]
-        return out
+        assert isinstance(train, ImageDataset) and self.captions is not None, "attach_data() first"
+        cfg = self.cfg
+        settings = RetrievalSettings(eval_pairs=cfg.eval_pairs, seed=cfg.train.seed, caption_seed=cfg.caption_seed,
+                                     prompt=cfg.prompt, noise_scale=cfg.eval_noise_scale, origin="the run's")
+        self.build_references()  # the text reference set under the current weights
+        figures = t2i_consistency(self.lzn, train, data, settings, num_samples=cfg.gen_samples, sampler=cfg.sampler,
+                                  steps=cfg.sampler_steps, thresholds=self.captions.thresholds)
+        return {f"{split}_{k}": v for k, v in figures.items()}
 
     def evaluate(self, data: ImageDataset, run_dir: Any, split: str = "test") -> dict[str, float]:
         out = self.retrieval_metrics(data, split)
@@ -280,15 +263,3 @@ class TextImageRecipe(CaptionedRecipe):
                 self.sample_grid(Path(run_dir) / "samples.png", captions=rows)
         return out
 
-
-class _PromptModel:
-    """What ``lzn.eval.class_consistency`` asks of a model, with class k generated from class prompt k."""
-
-    def __init__(self, recipe: TextImageRecipe) -> None:
-        self.recipe, self.num_classes, self.device = recipe, recipe.info.num_classes, recipe.device
-
-    def generate(self, labels: list[int], sampler: str, steps: int | None,
-                 generator: torch.Generator | None) -> GenerationOutput:
-        prompts = self.recipe.class_prompts()
-        images = self.recipe.generate_from_text([prompts[k] for k in labels], generator=generator)
-        return GenerationOutput(images, torch.tensor(labels), images.new_zeros(len(labels), 0))

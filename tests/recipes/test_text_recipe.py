@@ -12,6 +12,7 @@ import torch
 from lzn.core import zones
 from lzn.data import DataConfig, caption_dataset, load_split
 from lzn.data.captions import DIGIT_WORDS
+from lzn.eval import RetrievalSettings, lzn_scores, prompt_predictions, t2i_consistency
 from lzn.models import FlowConfig, LatentZoningNetwork
 from lzn.recipes import runner
 from lzn.recipes.clip import CLIPConfig, CLIPRecipe
@@ -218,20 +219,25 @@ def test_runner_trains_evaluates_exports_and_reloads(tmp_path):
     res = runner.train("text", cfg, tmp_path / "run")
     assert res["steps"] == 3 and json.loads((tmp_path / "run" / "results.json").read_text()) == res
     assert {"test_i2t_recall@1", "test_t2i_recall@5", "test_prompt_accuracy", "test_t2i_class_consistency"} <= set(res)
-    rec, _ = runner.load_run(tmp_path / "run")
-    assert set(rec.modules) == {"encoder", "text_encoder", "decoder"}
     # the exported model holds the text type: its encoder, its decoder and the reference of text-to-image
     model = LatentZoningNetwork.from_pretrained(str(tmp_path / "run" / "model"))
+    assert set(model.parts()) == {"encoder", "text_encoder", "decoder"}
     assert model.data_types == ("image", "text") and model.reference_of("text").shape == (63, 8)
-    test = load_split(cfg.data, "test")
+    train, test = load_split(cfg.data, "train"), load_split(cfg.data, "test")
     prompts = [f"the digit {w}" for w in ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")]
     with torch.no_grad():
         pred = model.classify(test.images[:50], prompts=prompts, batch_size=200, context="batch",
                               generator=torch.Generator().manual_seed(0))
-        rec.attach_data(load_split(cfg.data, "train"))
-        assert torch.equal(pred, rec.prompt_classify(test.images[:50], prompts))  # the run's metric = the model's
+        text_scores = lzn_scores(model, noise_scale=cfg.eval_noise_scale, batch_size=cfg.eval_batch_size)[0]
+        assert torch.equal(pred, prompt_predictions(text_scores, test.images[:50], prompts, 200))  # the run's metric
         out = model.generate(given=("text", ["a fat zero", "seven, drawn thin and slanted"]), sampler="euler", steps=2)
+        # the run's text-to-image figures, reproduced by the exported model alone
+        settings = RetrievalSettings(eval_pairs=cfg.eval_pairs, seed=cfg.train.seed, caption_seed=cfg.caption_seed)
+        again = t2i_consistency(model, train, test, settings, num_samples=cfg.gen_samples, sampler=cfg.sampler,
+                                steps=cfg.sampler_steps)
     assert out.images.shape == (2, 1, 8, 8) and torch.isfinite(out.images).all()
+    assert {f"test_{k}": v for k, v in again.items()} == {k: v for k, v in res.items() if "consistency" in k
+                                                         or k == "test_t2i_all_attributes"}
 
 
 def test_lzn_demo_text_prints_retrieval_and_writes_the_caption_grid(tmp_path, capsys):

@@ -19,6 +19,7 @@ from lzn.recipes.clip import CLIPRecipe
 from lzn.recipes.common import data_info
 from lzn.recipes.config import ConfigError
 from lzn.recipes.text import TextImageRecipe
+from lzn.training import latest_checkpoint, load_checkpoint
 from tests.recipes.tiny import DEC, ENC
 
 N_PAIRS = 24
@@ -165,8 +166,8 @@ def test_recipes_train_on_user_pairs_with_retrieval_only(recipe, pairs_folder, t
     if recipe == "text":  # sample grid: rows of held-out captions
         with Image.open(tmp_path / "run" / "samples.png") as grid:
             assert grid.height >= 2 * SIZE
-    rec, cfg = runner.load_run(tmp_path / "run")  # rebuilt from the run file without data
-    assert rec.user_captions and cfg.data.name == "captions"
+    cfg = runner.resolve_config(recipe, config_file=str(tmp_path / "run" / "run.yaml"))  # the run's own settings
+    assert cfg.data.name == "captions"
 
 
 def test_jsonl_run_equals_folder_run(pairs_folder, pairs_jsonl, tmp_path):
@@ -174,11 +175,13 @@ def test_jsonl_run_equals_folder_run(pairs_folder, pairs_jsonl, tmp_path):
     a = runner.train("clip", captions_cfg("clip", pairs_folder), tmp_path / "folder")
     b = runner.train("clip", captions_cfg("clip", pairs_jsonl), tmp_path / "jsonl")
     assert a == b
-    ra, _ = runner.load_run(tmp_path / "folder")
-    rb, _ = runner.load_run(tmp_path / "jsonl")
-    for name, module in ra.modules.items():
-        for (pname, p), q in zip(module.state_dict().items(), rb.modules[name].state_dict().values()):
-            assert torch.equal(p, q), f"{name}.{pname}"
+    sa, sb = (load_checkpoint(latest_checkpoint(tmp_path / run)) for run in ("folder", "jsonl"))
+    weights = [(name, sa["modules"][name], sb["modules"][name]) for name in sa["modules"]]
+    weights += [(f"ema {name}", ema["shadow"], sb["ema"][name]["shadow"]) for name, ema in sa.get("ema", {}).items()]
+    for name, a_state, b_state in weights:
+        assert a_state.keys() == b_state.keys()
+        for pname, p in a_state.items():
+            assert torch.equal(p, b_state[pname]), f"{name}.{pname}"
 
 
 def test_text_recipe_on_user_captions_batches_reference_and_grid(pairs_folder, tmp_path):

@@ -1,0 +1,51 @@
+"""What the quality studies share, through lzn's public API only: a finished run's exported model and
+settings, and the mean and sample sd of figures over seeds."""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from lzn import LatentZoningNetwork
+from lzn.recipes.runner import resolve_config
+
+
+def device() -> str:
+    """Where the studies run their models: the GPU when there is one."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def run_model(run_dir: Path) -> LatentZoningNetwork:
+    """The model a finished run exported (``RUN/model``: its EMA weights and reference sets), in eval mode."""
+    folder = Path(run_dir) / "model"
+    if not (folder / "config.json").is_file():
+        raise SystemExit(f"{run_dir} has no exported model (model/ is written when an LZN run finishes); "
+                         "finish it by rerunning its training, or give a finished run")
+    return LatentZoningNetwork.from_pretrained(str(folder), device())
+
+
+def run_settings(run_dir: Path) -> tuple[str, Any]:
+    """(recipe, typed config) of a run folder: the ``config:`` section of its ``run.yaml``, through
+    ``resolve_config`` (which reads a run's own run.yaml as a config file)."""
+    path = Path(run_dir) / "run.yaml"
+    if not path.is_file():
+        raise SystemExit(f"{run_dir} is not a run folder (no run.yaml)")
+    recipe = str((yaml.safe_load(path.read_text()) or {}).get("recipe"))
+    return recipe, resolve_config(recipe, config_file=str(path))
+
+
+def seed_summary(runs: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, dict[str, float]]]:
+    """Per recipe and float metric (final_loss aside): mean, sample sd and count over the seeds' results."""
+    summary: dict[str, dict[str, dict[str, float]]] = {}
+    for recipe, results in runs.items():
+        keys = sorted({k for r in results for k, v in r.items() if isinstance(v, float) and k != "final_loss"})
+        summary[recipe] = {}
+        for key in keys:
+            values = [r[key] for r in results if key in r]
+            sd = statistics.stdev(values) if len(values) > 1 else 0.0
+            summary[recipe][key] = {"mean": statistics.fmean(values), "sd": sd, "n": len(values)}
+    return summary

@@ -8,8 +8,6 @@ in their section instead of an error. Uses models and data, never recipes.
 
 from __future__ import annotations
 
-import base64
-import io
 import json
 import math
 import os
@@ -21,13 +19,14 @@ from typing import Any
 import torch
 
 from lzn.atomic import atomic_write_text
+from lzn.eval.html import figure_png, flatten, fmt, img, is_number, note, png_file, table
 from lzn.eval.suite import metric_rows
 
 SECTIONS = {"config": "Config", "curves": "Training curves", "metrics": "Results", "samples": "Samples",
             "reconstructions": "Reconstructions", "zones": "Zones"}
 LOOP_KEYS = ("items_per_s", "lr_", "skipped_")  # bookkeeping columns: a second figure
 MAX_GRIDS = 16  # sample grids over training shown at most (evenly spaced, the last always included)
-_PNG = b"\x89PNG\r\n\x1a\n"
+
 _STYLE = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; max-width: 1100px; margin: 2em auto;
        padding: 0 1em; color: #222; line-height: 1.45; }
@@ -74,7 +73,7 @@ def write_report(run_dir: str | os.PathLike[str], out: str | os.PathLike[str] | 
         "zones": _zones(run, meta, torch.device(device), max_points),
     }
     nav = " ".join(f'<a href="#{k}">{escape(v)}</a>' for k, v in SECTIONS.items())
-    summary = ", ".join(f"{k} {escape(_fmt(results[k]))}" for k in ("steps", "final_loss", "evaluated_on")
+    summary = ", ".join(f"{k} {escape(fmt(results[k]))}" for k in ("steps", "final_loss", "evaluated_on")
                         if k in results)
     page = (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
             f"<title>lzn run report: {escape(name)}</title>\n<style>{_STYLE}</style>\n</head>\n<body>\n"
@@ -112,69 +111,6 @@ def _read_results(path: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-# ---- formatting ----------------------------------------------------------------------------------
-
-def _fmt(value: Any) -> str:
-    """A value for a table cell: NaN / None as "n/a", floats with 4 significant digits."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "n/a"
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    if isinstance(value, (list, tuple)):
-        return ", ".join(_fmt(v) for v in value)
-    return str(value)
-
-
-def _table(items: list[tuple[str, Any]]) -> str:
-    num = ' class="num"'
-    cells = "".join(f"<tr><th>{escape(k)}</th><td{num if _is_number(v) else ''}>{escape(_fmt(v))}</td></tr>\n"
-                    for k, v in items)
-    return f"<table>\n{cells}</table>"
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _flatten(d: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
-    out: list[tuple[str, Any]] = []
-    for k, v in d.items():
-        out += _flatten(v, f"{prefix}{k}.") if isinstance(v, dict) else [(f"{prefix}{k}", v)]
-    return out
-
-
-def _note(text: str) -> str:
-    return f'<p class="muted">{escape(text)}</p>'
-
-
-def _png_size(data: bytes) -> tuple[int, int]:
-    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")  # IHDR width, height
-
-
-def _img(data: bytes, alt: str, caption: str | None = None, target: int = 400) -> str:
-    """An <img> of PNG bytes as a data URI; pictures much narrower than ``target`` pixels are shown
-    enlarged by a whole factor (pixelated)."""
-    w, h = _png_size(data)
-    scale = max(1, min(4, round(target / max(w, 1))))
-    uri = "data:image/png;base64," + base64.b64encode(data).decode("ascii")
-    tag = f'<img src="{uri}" alt="{escape(alt)}" width="{w * scale}" height="{h * scale}">'
-    return f"<figure>{tag}<figcaption>{escape(caption)}</figcaption></figure>" if caption else f"<figure>{tag}</figure>"
-
-
-def _png_file(path: Path) -> bytes | None:
-    try:
-        data = path.read_bytes()
-    except OSError:
-        return None
-    return data if data.startswith(_PNG) and len(data) >= 24 else None
-
-
-def _figure_png(fig: Any) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", bbox_inches="tight")
-    return buf.getvalue()
-
-
 # ---- sections ------------------------------------------------------------------------------------
 
 def _config(meta: dict[str, Any]) -> str:
@@ -195,15 +131,15 @@ def _config(meta: dict[str, Any]) -> str:
             blocks.append((section, {}))
         blocks[-1][1][key] = value
     pres = "".join(f"<pre>{escape(yaml.safe_dump(b, sort_keys=False))}</pre>" for _, b in blocks)
-    return _table(facts) + f'\n<p>Resolved config:</p>\n<div class="config">{pres}</div>'
+    return table(facts) + f'\n<p>Resolved config:</p>\n<div class="config">{pres}</div>'
 
 
 def _curves(rows: list[dict[str, Any]]) -> str:
     keys: list[str] = []
     for row in rows:
-        keys += [k for k, v in row.items() if k != "step" and k not in keys and _is_number(v)]
+        keys += [k for k, v in row.items() if k != "step" and k not in keys and is_number(v)]
     if not keys:
-        return _note("No metrics were logged (metrics.jsonl is missing or empty).")
+        return note("No metrics were logged (metrics.jsonl is missing or empty).")
     loop = [k for k in keys if k.startswith(LOOP_KEYS)]
     train = sorted((k for k in keys if k not in loop), key=lambda k: (k != "loss", keys.index(k)))
     steps = [int(r["step"]) for r in rows]
@@ -211,8 +147,8 @@ def _curves(rows: list[dict[str, Any]]) -> str:
     for group, caption in ((train, "loss and training metrics over steps"),
                            (loop, "bookkeeping: throughput, learning rates, skipped steps")):
         if group:
-            html += _img(_figure_png(_small_multiples(steps, rows, group)), caption, caption, target=0)
-    return html + _note(f"{len(rows)} logged steps, from step {steps[0]} to {steps[-1]}.")
+            html += img(figure_png(_small_multiples(steps, rows, group)), caption, caption, target=0)
+    return html + note(f"{len(rows)} logged steps, from step {steps[0]} to {steps[-1]}.")
 
 
 def _small_multiples(steps: list[int], rows: list[dict[str, Any]], keys: list[str]) -> Any:
@@ -224,7 +160,7 @@ def _small_multiples(steps: list[int], rows: list[dict[str, Any]], keys: list[st
     fig = Figure(figsize=(3.6 * ncol, 2.5 * nrow), dpi=100, layout="constrained")
     axes = fig.subplots(nrow, ncol, squeeze=False)
     for ax, key in zip(axes.flat, keys):
-        ys = [float(r[key]) if _is_number(r.get(key)) else math.nan for r in rows]
+        ys = [float(r[key]) if is_number(r.get(key)) else math.nan for r in rows]
         ax.plot(steps, ys, marker="o" if len(steps) <= 30 else None, markersize=3, linewidth=1.2)
         ax.set_title(key, fontsize=10)
         ax.set_xlabel("step", fontsize=8)
@@ -238,13 +174,13 @@ def _small_multiples(steps: list[int], rows: list[dict[str, Any]], keys: list[st
 
 def _metrics(results: dict[str, Any]) -> str:
     if not results:
-        return _note("No results.json: the run has not finished (results are written after training).")
-    items = _flatten(results)
+        return note("No results.json: the run has not finished (results are written after training).")
+    items = flatten(results)
     extractor = [(k, v) for k, v in items if k.endswith("extractor")]
     counts = [(k, v) for k, v in items if re.search(r"num_(real|fake|samples)", k)]
-    html = _table(items)
+    html = table(items)
     if extractor or counts:
-        html += _note("Sample-quality features and counts: " + ", ".join(f"{k} = {_fmt(v)}" for k, v in extractor
+        html += note("Sample-quality features and counts: " + ", ".join(f"{k} = {fmt(v)}" for k, v in extractor
                                                                           + counts) + ".")
     return html
 
@@ -252,7 +188,7 @@ def _metrics(results: dict[str, Any]) -> str:
 def _evaluation(results: dict[str, Any]) -> str:
     """The table of ``lzn evaluate`` (metrics.json), each figure with what it was measured on."""
     if "evaluated_on" not in results:
-        return _note("No metrics.json: run `lzn evaluate RUN_DIR` for FID/KID, precision/recall, accuracy sweeps, "
+        return note("No metrics.json: run `lzn evaluate RUN_DIR` for FID/KID, precision/recall, accuracy sweeps, "
                      "probes and zone diagnostics, then write this page again.")
     rows = "".join(f'<tr><th>{escape(name)}</th><td class="num">{escape(value)}</td><td>{escape(detail)}</td></tr>\n'
                    for name, value, detail in metric_rows(results))
@@ -261,32 +197,32 @@ def _evaluation(results: dict[str, Any]) -> str:
 
 def _samples(run: Path) -> str:
     html = ""
-    final = _png_file(run / "samples.png")
-    html += _img(final, "final samples", "final samples (samples.png)") if final else \
-        _note("No final sample grid (samples.png): this recipe does not generate, or the run has not finished.")
+    final = png_file(run / "samples.png")
+    html += img(final, "final samples", "final samples (samples.png)") if final else \
+        note("No final sample grid (samples.png): this recipe does not generate, or the run has not finished.")
     grids = []
     for path in (run / "samples").glob("step-*.png"):
         m = re.fullmatch(r"step-(\d+)\.png", path.name)
-        data = _png_file(path) if m else None
+        data = png_file(path) if m else None
         if m and data:
             grids.append((int(m.group(1)), data))
     grids.sort()
     if not grids:
-        return html + _note("No sample grids over training (samples/step-*.png; set sample_every to save them).")
+        return html + note("No sample grids over training (samples/step-*.png; set sample_every to save them).")
     shown = grids
     if len(grids) > MAX_GRIDS:
         picks = sorted({round(i * (len(grids) - 1) / (MAX_GRIDS - 1)) for i in range(MAX_GRIDS)})
         shown = [grids[i] for i in picks]
-    note = f"{len(grids)} grids" + (f", {len(shown)} of them shown, evenly spaced" if len(shown) < len(grids) else "")
-    items = "".join(_img(data, f"samples at step {step}", f"step {step}", target=200) for step, data in shown)
-    return html + f"<h3>Over training</h3>\n{_note(note + '.')}\n<div class=\"gallery\">{items}</div>"
+    said = f"{len(grids)} grids" + (f", {len(shown)} of them shown, evenly spaced" if len(shown) < len(grids) else "")
+    items = "".join(img(data, f"samples at step {step}", f"step {step}", target=200) for step, data in shown)
+    return html + f"<h3>Over training</h3>\n{note(said + '.')}\n<div class=\"gallery\">{items}</div>"
 
 
 def _reconstructions(run: Path) -> str:
-    data = _png_file(run / "reconstructions.png")
+    data = png_file(run / "reconstructions.png")
     if data is None:
-        return _note("No reconstructions.png: this recipe does not reconstruct, or the run has not finished.")
-    return _img(data, "reconstructions", "each original followed by its reconstruction")
+        return note("No reconstructions.png: this recipe does not reconstruct, or the run has not finished.")
+    return img(data, "reconstructions", "each original followed by its reconstruction")
 
 
 def _zones(run: Path, meta: dict[str, Any], device: torch.device, max_points: int) -> str:
@@ -294,16 +230,16 @@ def _zones(run: Path, meta: dict[str, Any], device: torch.device, max_points: in
     if not (run / "model" / "config.json").is_file():
         why = ("the classifier recipe exports no LZN model" if meta.get("recipe") == "classifier"
                else "the model is exported when training finishes")
-        return _note(f"No zone picture: the run has no model/ folder ({why}).")
+        return note(f"No zone picture: the run has no model/ folder ({why}).")
     from lzn.data import DataConfig, has_split, load_split
     from lzn.models import LatentZoningNetwork
 
     try:
         model = LatentZoningNetwork.from_pretrained(str(run / "model"), map_location=device).eval()
     except (OSError, ValueError, RuntimeError) as err:
-        return _note(f"No zone picture: model/ could not be loaded ({' '.join(str(err).split())}).")
+        return note(f"No zone picture: model/ could not be loaded ({' '.join(str(err).split())}).")
     if model.encoder is None:
-        return _note(f"No zone picture: this model (recipe {meta.get('recipe', '?')}) has no image encoder, so "
+        return note(f"No zone picture: this model (recipe {meta.get('recipe', '?')}) has no image encoder, so "
                      "images have no latents to show.")
     config = meta.get("config") or {}
     info = meta.get("data_info") or {}
@@ -313,7 +249,7 @@ def _zones(run: Path, meta: dict[str, Any], device: torch.device, max_points: in
         split = "test" if has_split(cfg, "test") else "train"
         data = load_split(cfg, split, class_names=tuple(names) if names else None)
     except (OSError, ValueError, TypeError) as err:
-        return _note(f"No zone picture: the run's data could not be loaded ({' '.join(str(err).split())}).")
+        return note(f"No zone picture: the run's data could not be loaded ({' '.join(str(err).split())}).")
     n = len(data)
     gen = torch.Generator().manual_seed(0)
     index = torch.randperm(n, generator=gen)[:max_points] if n > max_points else torch.arange(n)
@@ -327,7 +263,7 @@ def _zones(run: Path, meta: dict[str, Any], device: torch.device, max_points: in
                 lat.append(model.latents(chunk.to(device, model.dtype), noise=noise.to(device, model.dtype),
                                          context="batch").float().cpu())
     except ValueError as err:  # e.g. non-finite anchors of a diverged model
-        return _note(f"No zone picture: the latents could not be computed ({' '.join(str(err).split())}).")
+        return note(f"No zone picture: the latents could not be computed ({' '.join(str(err).split())}).")
     latents = torch.cat(lat)  # (N, q)
     anchors = model.label_anchors.weight.detach().float().cpu() if model.label_anchors is not None else None  # (K, q)
     points, stars, explained = _pca2(latents, anchors)
@@ -350,7 +286,7 @@ def _zones(run: Path, meta: dict[str, Any], device: torch.device, max_points: in
         legend = '<p class="legend">' + "".join(
             f'<span class="item"><span class="swatch" style="background:{colours[i]}"></span>{escape(names[i])} '
             f'<span class="muted">({counts[i]})</span></span>' for i in range(k)) + "</p>"
-    return _note(text) + "\n" + _img(png, "zone picture", "latents coloured by class", target=0) + legend
+    return note(text) + "\n" + img(png, "zone picture", "latents coloured by class", target=0) + legend
 
 
 def _pca2(latents: torch.Tensor, extra: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None, list[float]]:
@@ -404,4 +340,4 @@ def _zone_figure(points: torch.Tensor, labels: torch.Tensor | None, stars: torch
         handles.append(Line2D([], [], ls="", marker="*", ms=13, mfc="white", mec="black", label="label anchors"))
     if handles:
         ax.legend(handles=handles, loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=9, frameon=False)
-    return _figure_png(fig), colours
+    return figure_png(fig), colours

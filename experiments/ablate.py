@@ -117,6 +117,7 @@ REPRESENTATION = Study(
         "head_norm": HEAD_NORM,
         "steps": STEPS,
         "prob": Variant("H9", "probability-form alignment loss (preset: log)", lzn=("align_form=prob",)),
+        "train_alpha": Variant("H10", "training latents at alpha 0 (preset 0.45)", lzn=("noise_scale=0.0",)),
     },
 )
 

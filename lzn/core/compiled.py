@@ -25,7 +25,6 @@ import shutil
 import sys
 import warnings
 from collections.abc import Callable
-from typing import Any
 
 import torch
 from torch import Tensor
@@ -86,12 +85,16 @@ def flow_functions(x: Tensor, anchors: Tensor, plan: Plan, blocks: Blocks) -> Fl
                 ws: list[Tensor], plan: Plan, rows: int | None, need_anchors: bool,
                 need_log_weights: bool) -> tuple[Tensor, Tensor | None, Tensor | None]:
         fn = _adjoint(key, bool(ws), need_anchors, need_log_weights)
-        return fn(g_out.contiguous(), anchors, sq, log_weights, list(xs), list(ws))  # type: ignore[no-any-return]
+        return fn(g_out.contiguous(), anchors, sq, log_weights, list(xs), list(ws))
 
     return forward, adjoint
 
 
 Key = tuple[tuple[float, float, tuple[tuple[int, float], ...]], ...]
+# the compiled twins of flow_points and flow_adjoint with the plan (and rows, keep, needs) bound
+Forward = Callable[[Tensor, Tensor, Tensor, Tensor | None], tuple[Tensor, list[Tensor], list[Tensor]]]
+Adjoint = Callable[[Tensor, Tensor, Tensor, Tensor | None, list[Tensor], list[Tensor]],
+                   tuple[Tensor, Tensor | None, Tensor | None]]
 
 
 def _plan(key: Key) -> Plan:
@@ -99,7 +102,7 @@ def _plan(key: Key) -> Plan:
 
 
 @functools.lru_cache(maxsize=32)
-def _forward(key: Key, keep: bool) -> Callable[..., Any]:
+def _forward(key: Key, keep: bool) -> Forward:
     """One compiled forward per plan (its coefficients are constants of the graph) and ``keep``."""
     plan = _plan(key)
 
@@ -111,7 +114,7 @@ def _forward(key: Key, keep: bool) -> Callable[..., Any]:
 
 
 @functools.lru_cache(maxsize=64)
-def _adjoint(key: Key, kept: bool, need_anchors: bool, need_log_weights: bool) -> Callable[..., Any]:
+def _adjoint(key: Key, kept: bool, need_anchors: bool, need_log_weights: bool) -> Adjoint:
     """One compiled adjoint per plan, kept responsibilities or not, and set of needed gradients."""
     plan = _plan(key)
 

@@ -36,7 +36,8 @@ def _blocks(flow_memory: int | None, x: Tensor, a: Tensor, steps: int = 1) -> bu
 # pointwise quantities (method.md §2.2-§2.3)
 
 
-def _pointwise(x: Tensor, anchors: Tensor, t: float | Tensor, log_weights: Tensor | None):  # type: ignore[no-untyped-def]
+def _pointwise(x: Tensor, anchors: Tensor, t: float | Tensor,
+               log_weights: Tensor | None) -> tuple[float, Tensor, Tensor, Tensor, Tensor | None]:
     """Checked, centred inputs of posteriors / velocity: (t, centre, x - (1 - t) c, A - c, log pi)."""
     validate.anchors(anchors)
     validate.points("x", x, anchors)

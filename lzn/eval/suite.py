@@ -17,6 +17,7 @@ from lzn.eval.probe import extract_features, knn_accuracy, linear_probe_accuracy
 from lzn.eval.tasks import accuracy_sweep, reconstruction_error
 from lzn.eval.text import RetrievalSettings, retrieval_section
 from lzn.models import LatentZoningNetwork
+from lzn.models.outputs import Context
 
 
 @torch.no_grad()
@@ -113,7 +114,7 @@ def evaluate_model(model: LatentZoningNetwork, train: Data, test: Data | None, *
     done("generation")
     if "accuracy" in wanted and model.label_anchors is not None and model.encoder is not None \
             and data.labels is not None:
-        contexts = ("batch", "reference") if model.reference is not None else ("batch",)
+        contexts: tuple[Context, ...] = ("batch", "reference") if model.reference is not None else ("batch",)
         held_in = in_memory(data)  # the sweep reads the evaluated split many times
         rows = accuracy_sweep(model, held_in.images, data.labels, alphas=alphas,
                               batch_sizes=tuple(batch_sizes or (eval_batch_size,)), contexts=contexts, seed=seed)

@@ -5,17 +5,18 @@ the anchor context), reconstruction error and the class consistency of condition
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor
 
-from lzn.models import LatentZoningNetwork
+from lzn.models import GenerationOutput, LatentZoningNetwork
+from lzn.models.outputs import Context
 
 
 @torch.no_grad()
 def accuracy(model: LatentZoningNetwork, images: Tensor, labels: Tensor, *, noise_scale: float = 1.0,
-             batch_size: int = 2000, context: str | None = None, seed: int = 0) -> float:
+             batch_size: int = 2000, context: Context | None = None, seed: int = 0) -> float:
     """Fraction of ``images`` (N, C, H, W) whose label-decoder class equals ``labels`` (N,) (method.md
     §8.2). ``context``: "batch" (the paper's protocol: chunks of ``batch_size`` are anchor sets),
     "reference" (the model's bank), None (the model's default)."""
@@ -24,13 +25,13 @@ def accuracy(model: LatentZoningNetwork, images: Tensor, labels: Tensor, *, nois
     dev = model.device
     gen = torch.Generator(device=dev).manual_seed(seed)
     pred = model.classify(images.to(dev), noise_scale=noise_scale, batch_size=batch_size, generator=gen,
-                          context=context)  # type: ignore[arg-type]
+                          context=context)
     return float((pred.cpu() == labels.cpu()).float().mean())
 
 
 def accuracy_sweep(model: LatentZoningNetwork, images: Tensor, labels: Tensor, *,
                    alphas: Sequence[float] = (0.0, 0.5, 1.0), batch_sizes: Sequence[int] = (2000,),
-                   contexts: Sequence[str] = ("batch",), seed: int = 0) -> list[dict[str, Any]]:
+                   contexts: Sequence[Context] = ("batch",), seed: int = 0) -> list[dict[str, Any]]:
     """Accuracy over a grid of alpha x evaluation batch x context (the paper's Fig. 25 protocol plus the
     reference bank): one row per combination ({"alpha", "batch_size", "context", "accuracy"}); the
     batch size only matters in the "batch" context, so "reference" rows use the first one."""
@@ -46,7 +47,7 @@ def accuracy_sweep(model: LatentZoningNetwork, images: Tensor, labels: Tensor, *
 
 @torch.no_grad()
 def reconstruction_error(model: LatentZoningNetwork, images: Tensor, labels: Tensor | None = None, *,
-                         sampler: str = "dopri5", steps: int | None = None, context: str | None = "batch",
+                         sampler: str = "dopri5", steps: int | None = None, context: Context | None = "batch",
                          seed: int = 0) -> tuple[float, Tensor]:
     """The paper's reconstruction metric (method.md §8.1): latent of each image (over the batch by
     default), invert the image flow to noise, regenerate; per-image L2 over all pixels in [-1, 1]
@@ -57,12 +58,26 @@ def reconstruction_error(model: LatentZoningNetwork, images: Tensor, labels: Ten
     lab = labels.to(dev) if (labels is not None and decoder is not None and decoder.num_classes) else None
     x = images.to(dev)
     rec = model.reconstruct(x, labels=lab, sampler=sampler, steps=steps, generator=gen,
-                            context=context if model.encoder is not None else None)  # type: ignore[arg-type]
+                            context=context if model.encoder is not None else None)
     return float((rec - x).flatten(1).norm(dim=1).mean()), rec.cpu()
 
 
+class ClassGenerator(Protocol):
+    """What ``class_consistency`` asks of a model: a LatentZoningNetwork, or a stand-in that generates class k
+    its own way (``lzn.eval.text``: from class prompt k)."""
+
+    @property
+    def num_classes(self) -> int: ...
+
+    @property
+    def device(self) -> torch.device: ...
+
+    def generate(self, *, labels: list[int], sampler: str, steps: int | None,
+                 generator: torch.Generator | None) -> GenerationOutput: ...
+
+
 @torch.no_grad()
-def class_consistency(model: LatentZoningNetwork, judge: Callable[[Tensor], Tensor], num_samples: int = 1000, *,
+def class_consistency(model: ClassGenerator, judge: Callable[[Tensor], Tensor], num_samples: int = 1000, *,
                       sampler: str = "euler", steps: int | None = 20, batch_size: int = 250,
                       seed: int = 0) -> dict[str, Any]:
     """How often a classifier trained on real data (``judge``: images (B, C, H, W) in [-1, 1] -> class

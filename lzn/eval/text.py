@@ -218,6 +218,6 @@ def t2i_consistency(model: LatentZoningNetwork, train: ImageDataset, data: Image
             out[f"t2i_{a}_consistency"] = float(agree[:, j].sum() / named[:, j].sum())
     prompts = _PromptModel(model, class_prompts(settings.prompt, train.class_names, train.num_classes),
                            train.num_classes)
-    res = class_consistency(prompts, judge, num_samples=n, sampler=sampler, steps=steps)  # type: ignore[arg-type]
+    res = class_consistency(prompts, judge, num_samples=n, sampler=sampler, steps=steps)
     out["prompt_class_consistency"] = res["class_consistency"]
     return out

@@ -19,6 +19,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -223,6 +224,8 @@ class WordPieceTokenizer:
     longest in the batch.
     """
 
+    _warned_cut: bool  # set by warn_cut once texts were cut (unset before)
+
     def __init__(self, path: str | Path, max_length: int = MINILM_MAX_LENGTH) -> None:
         try:
             from tokenizers import Tokenizer
@@ -262,9 +265,15 @@ def load_minilm(folder: str | Path | None = None, max_length: int = MINILM_MAX_L
     return model.eval(), WordPieceTokenizer(root / "tokenizer.json", max_length)
 
 
-def warn_cut(owner: object, what: str, max_length: int) -> None:
+class WarnsOnce(Protocol):
+    """What ``warn_cut`` marks: an encoder or tokeniser that declares the flag it sets on its first warning."""
+
+    _warned_cut: bool
+
+
+def warn_cut(owner: WarnsOnce, what: str, max_length: int) -> None:
     """One UserWarning per encoder that texts longer than its ``max_length`` tokens are cut."""
     if not getattr(owner, "_warned_cut", False):
-        owner._warned_cut = True  # type: ignore[attr-defined]
+        owner._warned_cut = True
         warnings.warn(f"{what}: texts longer than {max_length} tokens are cut to {max_length} (said once)",
                       UserWarning, stacklevel=3)

@@ -33,14 +33,15 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
 
 from lzn.models.label_anchors import LabelAnchors
+from lzn.models.ncsnpp import NCSNppDecoder, NCSNppEncoder, _DownLevel, _UpLevel
 from lzn.models.registry import build
 
 PREFIX = "model.module."  # the trainer's wrapper (attribute ``model``) around DDP (attribute ``module``)
@@ -255,12 +256,13 @@ def _attn_pairs(i: int, ours: str) -> Iterator[tuple[str, str, bool]]:
         yield f"all_modules.{i}.{theirs}.b", f"{ours}.{mine}.bias", False
 
 
-def _down_pairs(net: nn.Module, start: int) -> tuple[list[tuple[str, str, bool]], int]:
+def _down_pairs(net: NCSNppEncoder | NCSNppDecoder, start: int) -> tuple[list[tuple[str, str, bool]], int]:
     """Stem, down levels and middle block of an lzn ``_DownPath`` (attribute ``down``) from index ``start``."""
-    down = net.down  # type: ignore[attr-defined]
+    down = net.down
     out = [(f"all_modules.{start}.{p}", f"down.stem.{p}", False) for p in ("weight", "bias")]
     i = start + 1
-    for li, level in enumerate(down.levels):
+    levels = cast(Iterable[_DownLevel], down.levels)  # _DownPath builds each of its levels as a _DownLevel
+    for li, level in enumerate(levels):
         for bi, block in enumerate(level.blocks):
             out += _res_pairs(i, f"down.levels.{li}.blocks.{bi}", block)
             i += 1
@@ -276,9 +278,9 @@ def _down_pairs(net: nn.Module, start: int) -> tuple[list[tuple[str, str, bool]]
     return out, i + 3
 
 
-def _encoder_pairs(net: nn.Module) -> list[tuple[str, str, bool]]:
+def _encoder_pairs(net: NCSNppEncoder) -> list[tuple[str, str, bool]]:
     out: list[tuple[str, str, bool]] = []
-    for h in range(len(net.heads)):  # type: ignore[arg-type]
+    for h in range(len(net.heads)):
         for p in ("weight", "bias"):
             out += [(f"spatial_transformations.{h}.0.{p}", f"heads.{h}.0.{p}", False),
                     (f"latent_transformations.{h}.0.{p}", f"heads.{h}.3.{p}", False),
@@ -286,11 +288,12 @@ def _encoder_pairs(net: nn.Module) -> list[tuple[str, str, bool]]:
     return out + _down_pairs(net, 0)[0]
 
 
-def _decoder_pairs(net: nn.Module) -> list[tuple[str, str, bool]]:
+def _decoder_pairs(net: NCSNppDecoder) -> list[tuple[str, str, bool]]:
     out = [(f"all_modules.{i}.{p}", f"cond_mlp.fc{i + 1}.{p}", False) for i in (0, 1) for p in ("weight", "bias")]
     down, i = _down_pairs(net, 2)
     out += down
-    for li, level in enumerate(net.levels):  # type: ignore[arg-type]
+    levels = cast(Iterable[_UpLevel], net.levels)  # NCSNppDecoder builds each of its up levels as an _UpLevel
+    for li, level in enumerate(levels):
         for bi, block in enumerate(level.blocks):
             out += _res_pairs(i, f"levels.{li}.blocks.{bi}", block)
             i += 1
@@ -324,9 +327,11 @@ def _resnet_pairs(net: nn.Module) -> list[tuple[str, str, bool]]:
 def _pairs_of(entry: str, net: nn.Module) -> list[tuple[str, str, bool]]:
     if entry == "label_anchor":
         return [("anchor", "weight", False)]
+    # plan_release builds these entries by name: the decoder as ncsnpp_decoder, an encoder as
+    # resnet50_encoder (the one with ``layer1``) or ncsnpp_encoder
     if entry == "decoder":
-        return _decoder_pairs(net)
-    return _resnet_pairs(net) if hasattr(net, "layer1") else _encoder_pairs(net)
+        return _decoder_pairs(cast(NCSNppDecoder, net))
+    return _resnet_pairs(net) if hasattr(net, "layer1") else _encoder_pairs(cast(NCSNppEncoder, net))
 
 
 PART = {"encoder": "encoder", "decoder": "decoder", "label_anchor": "label_anchors"}

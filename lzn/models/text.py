@@ -96,7 +96,8 @@ class TextEncoder(nn.Module):
         if self._frozen:
             self._frozen[0]._apply(fn)
             self._cache.clear()
-        return super()._apply(fn, recurse)  # type: ignore[no-any-return]
+        super()._apply(fn, recurse)  # nn.Module._apply (unannotated) returns self
+        return self
 
     def sentence_embeddings(self, texts: Sequence[str]) -> Tensor:
         """Normalised backbone embeddings (B, H = 384) on the module's device (no grad when frozen)."""
@@ -134,6 +135,7 @@ class SmallTextEncoder(nn.Module):
     """
 
     VOCAB = 258  # padding, start, 256 byte values
+    _warned_cut: bool  # set by warn_cut once texts were cut (unset before)
 
     def __init__(self, latent_dim: int, *, width: int = 128, layers: int = 2, heads: int = 4,
                  max_length: int = 128, dropout: float = 0.0) -> None:

@@ -17,9 +17,12 @@ import re
 import types
 import typing
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
-T = TypeVar("T")
+if TYPE_CHECKING:  # annotations only: the protocol every dataclass instance satisfies
+    from _typeshed import DataclassInstance
+
+T = TypeVar("T", bound="DataclassInstance")  # a config: an instance of a dataclass
 
 
 class ConfigError(ValueError):
@@ -58,7 +61,7 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
         if value not in choices:
             raise ConfigError(f"{key}: {value!r} is not one of {list(choices)}")
         return value
-    if dataclasses.is_dataclass(hint):
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):  # a hint is a class, never an instance
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: expected a mapping of {hint.__name__} fields, got {value!r}")
         return merge(hint(), value, prefix=f"{key}.")
@@ -115,13 +118,14 @@ def merge(config: T, overrides: dict[str, Any], prefix: str = "") -> T:
             raise ConfigError(f"unknown config key '{prefix}{key}'{hint}")
         current = getattr(config, key)
         if dataclasses.is_dataclass(current) and isinstance(value, dict):
-            changes[key] = merge(current, value, prefix=f"{prefix}{key}.")
+            # a section: a config field holds dataclass instances, never dataclass classes
+            changes[key] = merge(cast("DataclassInstance", current), value, prefix=f"{prefix}{key}.")
         elif isinstance(current, dict) and isinstance(value, dict):
             changes[key] = _coerce(_merged(current, value), hints[key], f"{prefix}{key}")
         else:
             changes[key] = _coerce(value, hints[key], f"{prefix}{key}")
     try:
-        return dataclasses.replace(config, **changes)  # type: ignore[type-var]
+        return dataclasses.replace(config, **changes)
     except ConfigError:
         raise
     except (ValueError, TypeError) as err:  # the dataclass's own checks name the field first

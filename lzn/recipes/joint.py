@@ -79,7 +79,7 @@ class JointRecipe(GenerationRecipe):
         super().__init__(cfg, info)
 
     def build_model(self) -> LatentZoningNetwork:
-        return build_model(self.cfg, self.info)  # type: ignore[arg-type]
+        return build_model(self.cfg, self.info)
 
     def alignment(self, latent: Tensor, y: Tensor, metrics: dict[str, float | Tensor]) -> Tensor:
         """Alignment loss of latents (B, q) to the label anchors (method.md §7.3 step 5); logs it."""

@@ -53,7 +53,7 @@ class RecipeSpec:
         return self.cls.config_cls
 
     def __call__(self, cfg: RecipeConfig, info: DataInfo) -> Recipe:
-        rec = self.cls(cfg, info)  # type: ignore[arg-type]
+        rec = self.cls(cfg, info)
         rec.name = self.name
         return rec
 
@@ -281,7 +281,7 @@ def _train(recipe: str, cfg: RecipeConfig, run_dir: str | Path, allow_other_data
         check_labels(train_data, eval_data)
     info = data_info(train_data)
     torch.manual_seed(cfg.train.seed)  # identical initial weights on every rank
-    rec = recipe_class(recipe)(cfg, info)  # type: ignore[arg-type]
+    rec = recipe_class(recipe)(cfg, info)
     for m in rec.modules.values():
         m.to(device)
     rec.attach_data(train_data)

@@ -109,8 +109,9 @@ CLASSIFICATION = Study(
 REPRESENTATION = Study(
     lzn=("representation",), baseline="simclr", extra=(), extra_rows=(),
     metrics={"knn_accuracy": "kNN accuracy", "probe_accuracy": "linear probe"},
+    base=("encoder.kwargs.head_norm=false",),  # the digits preset before this study (it now takes the head)
     variants={
-        "preset": PRESET,
+        "preset": Variant("-", "the preset before the study (no head normalisation)"),
         "batch": _batch(512),
         "latent": LATENT,
         "dropout": DROPOUT,

@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
 from lzn import LatentZoningNetwork
 from lzn.recipes.runner import resolve_config
+from lzn.run_folder import RunFolder, read_run_file
 
 
 def device() -> str:
@@ -21,7 +21,7 @@ def device() -> str:
 
 def run_model(run_dir: Path) -> LatentZoningNetwork:
     """The model a finished run exported (``RUN/model``: its EMA weights and reference sets), in eval mode."""
-    folder = Path(run_dir) / "model"
+    folder = RunFolder(run_dir).model
     if not (folder / "config.json").is_file():
         raise SystemExit(f"{run_dir} has no exported model (model/ is written when an LZN run finishes); "
                          "finish it by rerunning its training, or give a finished run")
@@ -31,10 +31,10 @@ def run_model(run_dir: Path) -> LatentZoningNetwork:
 def run_settings(run_dir: Path) -> tuple[str, Any]:
     """(recipe, typed config) of a run folder: the ``config:`` section of its ``run.yaml``, through
     ``resolve_config`` (which reads a run's own run.yaml as a config file)."""
-    path = Path(run_dir) / "run.yaml"
+    path = RunFolder(run_dir).run_file
     if not path.is_file():
         raise SystemExit(f"{run_dir} is not a run folder (no run.yaml)")
-    recipe = str((yaml.safe_load(path.read_text()) or {}).get("recipe"))
+    recipe = str(read_run_file(run_dir).get("recipe"))
     return recipe, resolve_config(recipe, config_file=str(path))
 
 

@@ -39,6 +39,7 @@ from lzn.atomic import atomic_write_text
 from lzn.data import ImageDataset, load_split
 from lzn.eval import class_consistency, classifier_judge, evaluate_model, fast_extractor, inception_extractor
 from lzn.recipes.runner import resolve_config, train
+from lzn.run_folder import RunFolder, read_results
 from lzn.viz import save_image_grid
 
 from common import device
@@ -74,8 +75,7 @@ def run(dataset: str, recipe: str, seed: int, steps: int | None, out: Path, extr
 
 
 def _finished_steps(folder: Path) -> int | None:
-    results = folder / "results.json"
-    return int(json.loads(results.read_text())["steps"]) if results.exists() else None
+    return int(read_results(folder)["steps"]) if RunFolder(folder).results.exists() else None
 
 
 @functools.cache
@@ -90,10 +90,10 @@ Judge = Callable[[torch.Tensor], torch.Tensor]  # images (B, C, H, W) -> class i
 
 def judge_of(folder: Path) -> Judge:
     """The class-consistency judge: the network a finished ``classifier`` run exported (``RUN/classifier``)."""
-    if not (folder / "classifier" / "config.json").is_file():
+    if not (RunFolder(folder).classifier / "config.json").is_file():
         raise SystemExit(f"{folder} has no exported classifier (classifier/: a classifier run trained before runs "
                          "exported it has none); remove the folder to train it again")
-    return classifier_judge(folder / "classifier", device())
+    return classifier_judge(RunFolder(folder).classifier, device())
 
 
 def measure(dataset: str, recipe: str, folder: Path, extractor: Any, samples: int, judge: Judge | None) -> dict[str, Any]:
@@ -112,12 +112,12 @@ def measure(dataset: str, recipe: str, folder: Path, extractor: Any, samples: in
 
 
 def _measure(dataset: str, recipe: str, folder: Path, extractor: Any, samples: int, judge: Judge | None) -> dict[str, Any]:
-    results = json.loads((folder / "results.json").read_text())
+    results = read_results(folder)
     seconds = folder / "claims-train-seconds.txt"
     timing = {"train_seconds": float(seconds.read_text())} if seconds.exists() else {}
     if recipe == "classifier":
         return {"accuracy_alpha_1": results["test_accuracy"], "accuracy_best": results["test_accuracy"], **timing}
-    model = LatentZoningNetwork.from_pretrained(str(folder / "model")).eval()
+    model = LatentZoningNetwork.from_pretrained(str(RunFolder(folder).model)).eval()
     cfg = resolve_config("rf" if recipe == "rf_cond" else recipe, dataset)
     train_set, test = splits(dataset)
     ev = evaluate_model(model, train_set, test, extractor=extractor if model.decoder is not None else None,
@@ -155,7 +155,7 @@ def figure(dataset: str, folders: dict[str, Path], path: Path, per_row: int = 20
         return None
     rows, labels = [], []
     for recipe, name in pairs:
-        model = LatentZoningNetwork.from_pretrained(str(folders[recipe] / "model")).eval()
+        model = LatentZoningNetwork.from_pretrained(str(RunFolder(folders[recipe]).model)).eval()
         gen = torch.Generator().manual_seed(0)
         with torch.no_grad():
             if recipe in ("rf_cond", "joint"):

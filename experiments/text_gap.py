@@ -40,6 +40,7 @@ from torch import Tensor
 
 from lzn.data import ImageDataset, caption_dataset, composed_pairs, load_split
 from lzn.eval import pixel_judge, text_to_image
+from lzn.run_folder import RunFolder
 
 from common import run_model, run_settings, seed_summary  # experiments/common.py, beside this script
 
@@ -128,7 +129,7 @@ def main() -> None:
         parser.error(f"--alphas: noise scales are finite numbers >= 0, got {args.alphas}")
     torch.set_num_threads(args.threads)
     for run in args.runs:
-        if not (run / "run.yaml").is_file():
+        if not RunFolder(run).run_file.is_file():
             raise SystemExit(f"text_gap.py: {run} is not a run folder (no run.yaml); train one with "
                              "experiments/text_digits.py or `lzn train text --out DIR`")
     per_run: dict[str, dict[str, float]] = {}

@@ -1,23 +1,141 @@
-"""One writer per run folder: ``RUN_DIR/.lock`` names the process that trains into the folder.
+"""A run folder (``lzn train --out RUN_DIR``): its layout, its readers, and its one writer.
 
-``lzn train`` takes the lock before its first write and gives it back when it ends (done, failed or
-interrupted). A second ``lzn train`` on the same folder is refused with one line that names the holder
-(process id, host, command, since when). A lock whose holder is gone (killed, its machine's process table
-no longer lists it) is taken over; a lock held on another host cannot be checked from here, so it is refused
-with the command that removes it once that run is known to be gone.
+The layout is named here and nowhere else: the runner, the training loop, the CLI, the report and the
+quality studies take their paths from :class:`RunFolder` (the file names are the constants below).
+
+```
+RUN_DIR/
+  run.yaml             recipe, data facts, resolved config, data fingerprint (read_run_file)
+  .lock                the process that trains into the folder (RunLock)
+  train_config.json    the training loop's settings
+  checkpoints/         step-NNNNNNNNN.pt (lzn.training.checkpoint owns the file format)
+  metrics.jsonl        one row of training metrics per logging step; metrics.csv the same as a table
+  tensorboard/         optional
+  samples/             step-NNNNNNNNN.png grids over training; lzn sample / retrieve / reconstruct defaults
+  samples.png          the final sample grid; reconstructions.png the final reconstructions
+  model/               the exported LZN (save_pretrained: a model folder, lzn.models.pretrained)
+  classifier/          the classifier baseline's network (lzn.eval.save_classifier)
+  results.json         the run's results (read_results)
+  metrics.json         what `lzn evaluate` measured; report.html what `lzn report` wrote
+```
+
+One writer per folder: ``lzn train`` takes ``RUN_DIR/.lock`` before its first write and gives it back
+when it ends (done, failed or interrupted). A second ``lzn train`` on the same folder is refused with one
+line that names the holder (process id, host, command, since when). A lock whose holder is gone (killed, its
+machine's process table no longer lists it) is taken over; a lock held on another host cannot be checked from
+here, so it is refused with the command that removes it once that run is known to be gone.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+RUN_FILE = "run.yaml"
 LOCK_FILE = ".lock"
+TRAIN_CONFIG_FILE = "train_config.json"
+CHECKPOINTS_DIR = "checkpoints"
+LOG_FILE = "metrics.jsonl"
+LOG_CSV_FILE = "metrics.csv"
+TENSORBOARD_DIR = "tensorboard"
+SAMPLES_DIR = "samples"
+SAMPLES_FILE = "samples.png"
+RECONSTRUCTIONS_FILE = "reconstructions.png"
+MODEL_DIR = "model"
+CLASSIFIER_DIR = "classifier"
+RESULTS_FILE = "results.json"
+METRICS_FILE = "metrics.json"
+REPORT_FILE = "report.html"
+_SAMPLE_GRID = re.compile(r"step-(\d+)\.png")
+
+
+class _Entry:
+    """A file or folder of every run folder: ``RunFolder(d).results`` is ``d / "results.json"``."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __get__(self, run: RunFolder, owner: type | None = None) -> Path:
+        return run.path / self.name
+
+
+@dataclass(frozen=True, init=False)
+class RunFolder:
+    """The paths of one run folder's files and folders (none need exist)."""
+
+    path: Path
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        object.__setattr__(self, "path", Path(path))
+
+    run_file = _Entry(RUN_FILE)
+    lock = _Entry(LOCK_FILE)
+    train_config = _Entry(TRAIN_CONFIG_FILE)
+    checkpoints = _Entry(CHECKPOINTS_DIR)
+    log = _Entry(LOG_FILE)  # metrics.jsonl
+    log_csv = _Entry(LOG_CSV_FILE)
+    tensorboard = _Entry(TENSORBOARD_DIR)
+    samples_dir = _Entry(SAMPLES_DIR)
+    samples = _Entry(SAMPLES_FILE)
+    reconstructions = _Entry(RECONSTRUCTIONS_FILE)
+    model = _Entry(MODEL_DIR)
+    classifier = _Entry(CLASSIFIER_DIR)
+    results = _Entry(RESULTS_FILE)
+    metrics = _Entry(METRICS_FILE)  # lzn evaluate's
+    report = _Entry(REPORT_FILE)
+
+    def sample_grid(self, step: int) -> Path:
+        """The grid of samples drawn after ``step`` training steps (``sample_every``)."""
+        return self.samples_dir / f"step-{step:09d}.png"
+
+    def sample_grids(self) -> list[tuple[int, Path]]:
+        """(step, path) of every grid over training, in step order."""
+        found = [(int(m.group(1)), p) for p in self.samples_dir.glob("step-*.png")
+                 if (m := _SAMPLE_GRID.fullmatch(p.name))]
+        return sorted(found)
+
+
+class RunFolderError(ValueError):
+    """A file of a run folder is missing or cannot be read; the message names it."""
+
+
+def read_run_file(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """The mapping in ``RUN_DIR/run.yaml`` (recipe, data_info, config, data_fingerprint), read as the runner
+    wrote it (``yaml.safe_dump``). A RunFolderError for a missing, unreadable or malformed file."""
+    import yaml
+
+    run = RunFolder(run_dir)
+    if not run.run_file.exists():
+        raise RunFolderError(f"{run.path} is not an lzn run folder (no {RUN_FILE}); pass a folder made by `lzn train`")
+    try:
+        meta = yaml.safe_load(run.run_file.read_text(encoding="utf-8")) or {}
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+        raise RunFolderError(f"{run.run_file} is not readable YAML: {' '.join(str(err).split())}") from None
+    if not isinstance(meta, dict):
+        raise RunFolderError(f"{run.run_file} must hold a YAML mapping (recipe, data_info, config)")
+    return meta
+
+
+def read_results(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """The mapping in ``RUN_DIR/results.json`` (written when the run finishes). A RunFolderError for a
+    missing, unreadable or malformed file."""
+    path = RunFolder(run_dir).results
+    if not path.exists():
+        raise RunFolderError(f"{path.parent} has no {RESULTS_FILE} (it is written when training finishes)")
+    try:
+        results = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:  # ValueError: not UTF-8, or not JSON
+        raise RunFolderError(f"{path} is not readable JSON: {' '.join(str(err).split())}") from None
+    if not isinstance(results, dict):
+        raise RunFolderError(f"{path} must hold a JSON object of results")
+    return results
 
 
 class RunFolderBusy(RuntimeError):
@@ -92,7 +210,7 @@ class RunLock:
     """``with RunLock(run_dir): ...`` holds ``run_dir/.lock`` (the folder must exist)."""
 
     def __init__(self, run_dir: str | os.PathLike[str]) -> None:
-        self.path = Path(run_dir) / LOCK_FILE
+        self.path = RunFolder(run_dir).lock
         self.held = False
 
     def acquire(self) -> None:

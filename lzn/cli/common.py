@@ -12,6 +12,7 @@ from typing import Any
 
 from lzn.data import DataConfig, ImageDataset, ShardedDataset
 from lzn.models import LatentZoningNetwork
+from lzn.run_folder import RunFolder, read_run_file
 
 class Loaded:
     """A model with where it came from: ``meta`` is the run's ``run.yaml`` (None for a bare model folder)."""
@@ -28,17 +29,16 @@ class Loaded:
 def load(path: str, device: str | None) -> Loaded:
     """``path``: a model folder (config.json + model.safetensors) or a run folder with ``model/``."""
     from lzn.distributed import pick_device
-    from lzn.recipes.config import load_yaml
 
-    p = Path(path)
+    p, run = Path(path), RunFolder(path)
     dev = pick_device(device)
     if (p / "config.json").is_file() and (p / "model.safetensors").is_file():
         return Loaded(LatentZoningNetwork.from_pretrained(str(p), dev).eval(), None, p)
-    if not (p / "run.yaml").is_file():
+    if not run.run_file.is_file():
         raise ValueError(f"{p} is neither an lzn run folder (run.yaml) nor a model folder (config.json and "
                          "model.safetensors); train one with `lzn train` or pass a save_pretrained folder")
-    meta = load_yaml(p / "run.yaml")
-    if not (p / "model" / "config.json").is_file():
+    meta = read_run_file(p)
+    if not (run.model / "config.json").is_file():
         if meta.get("recipe") == "classifier":
             raise ValueError(f"{p} holds a 'classifier' run: a plain supervised classifier, not an LZN, so it exports "
                              "no model for these commands; its test accuracy is in results.json")
@@ -48,7 +48,7 @@ def load(path: str, device: str | None) -> Loaded:
                              "are in results.json")
         raise ValueError(f"{p} has no exported model yet (model/ is written when training finishes); "
                          "finish it by rerunning the same `lzn train` command")
-    return Loaded(LatentZoningNetwork.from_pretrained(str(p / "model"), dev).eval(), meta, p)
+    return Loaded(LatentZoningNetwork.from_pretrained(str(run.model), dev).eval(), meta, p)
 
 
 def raw_weights_model(loaded: Loaded) -> LatentZoningNetwork | None:
@@ -62,7 +62,7 @@ def raw_weights_model(loaded: Loaded) -> LatentZoningNetwork | None:
     live = live_weights(loaded.path)
     if live is None:
         return None
-    model = LatentZoningNetwork.from_pretrained(str(loaded.path / "model"), loaded.model.device)
+    model = LatentZoningNetwork.from_pretrained(str(RunFolder(loaded.path).model), loaded.model.device)
     for name, module in model.parts().items():
         module.load_state_dict(live[name])
     model.reference = None

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from lzn.cli.common import data, data_config, float_list, int_list, load, Loaded, metric_list, model_command, positive_int, protocol_batches, raw_weights_model
 from lzn.cli.output import say
 from lzn.models import LatentZoningNetwork
+from lzn.run_folder import METRICS_FILE, RunFolder
 
 if TYPE_CHECKING:
     from lzn.eval import RetrievalSettings
@@ -48,12 +49,12 @@ def metrics_out(args: argparse.Namespace, loaded: Loaded) -> tuple[Path, dict[st
     """Where ``lzn evaluate`` writes (``--out``, default RUN_DIR/metrics.json, or ./metrics.json beside a bare
     model folder) and the metrics already there (empty for a new file). Refused: a folder, a name not ending
     .json, an existing file that is not a metrics file, and any existing file inside the model folder."""
-    out = Path(args.out) if args.out else (loaded.path / "metrics.json" if loaded.meta else Path("metrics.json"))
+    out = Path(args.out) if args.out else (RunFolder(loaded.path).metrics if loaded.meta else Path(METRICS_FILE))
     if out.is_dir():
         raise ValueError(f"--out {args.out} is a directory; expected a .json file path")
     if out.suffix.lower() != ".json":
         raise ValueError(f"--out {args.out} does not end in .json; expected a .json file path")
-    model_dir = (loaded.path / "model" if loaded.meta else loaded.path).resolve()
+    model_dir = (RunFolder(loaded.path).model if loaded.meta else loaded.path).resolve()
     inside = model_dir == out.resolve().parent or model_dir in out.resolve().parents
     if not out.exists():
         return out, {}

@@ -10,6 +10,7 @@ import torch
 
 from lzn.cli.common import CONTEXTS, data, data_args, load, model_command, positive_int
 from lzn.cli.output import say
+from lzn.run_folder import RECONSTRUCTIONS_FILE, RunFolder
 
 
 def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
@@ -29,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
     from lzn.eval import reconstruction_error
     from lzn.viz import save_image_grid
 
-    out = Path(args.out) if args.out else Path(args.run_dir) / "samples"
+    out = Path(args.out) if args.out else RunFolder(args.run_dir).samples_dir
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {args.out} is an existing file; expected a folder for reconstructions.png")
     loaded = load(args.run_dir, args.device)
@@ -38,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"the model at {loaded.path} has no decoder to reconstruct with")
     if loaded.meta is None and not args.out:
         out = Path(".")
-    model_dir = (loaded.path / "model" if loaded.meta else loaded.path).resolve()
+    model_dir = (RunFolder(loaded.path).model if loaded.meta else loaded.path).resolve()
     if loaded.meta is not None and out.resolve() == loaded.path.resolve():
         raise ValueError(f"--out {args.out} would write over the run's own reconstructions.png (made at the end of "
                          "training, shown in its report); choose another folder (default: RUN_DIR/samples)")
@@ -54,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
                                     context=args.context or "batch")
     m = min(n, 32)
     pairs = torch.stack([originals[:m], rec[:m]], dim=1).flatten(0, 1)  # (2m, C, H, W): original, reconstruction
-    path = save_image_grid(pairs, out / "reconstructions.png", nrow=8)
+    path = save_image_grid(pairs, out / RECONSTRUCTIONS_FILE, nrow=8)
     say(f"reconstruction L2 per image: {err:.4f} ({n} {args.split} images, {sampler})")
     say(f"reconstructions (each original followed by its reconstruction, left to right): {path.resolve()}")
     return 0

@@ -11,6 +11,7 @@ import torch
 from lzn.cli.common import caption_args, CONTEXTS, data, load, margin_label, model_command, need_text, positive_int, read_captions
 from lzn.cli.output import say
 from lzn.data import ImageDataset
+from lzn.run_folder import RunFolder
 
 
 def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
@@ -34,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     captions = read_captions(args)
     if captions is None:
         raise ValueError('retrieve needs captions: --caption "a fat zero" (repeatable) or --captions-file FILE')
-    default = Path(args.run_dir) / "samples" / "lzn-retrieve.png"
+    default = RunFolder(args.run_dir).samples_dir / "lzn-retrieve.png"
     out = Path(args.out) if args.out else default
     if out.is_dir() or out.suffix.lower() != ".png":
         raise ValueError(f"--out {args.out} is {'a directory' if out.is_dir() else 'not a .png'}; "

@@ -10,6 +10,7 @@ import torch
 
 from lzn.cli.common import caption_args, load, margin_label, model_command, need_text, parse_labels, positive_int, read_captions
 from lzn.cli.output import say
+from lzn.run_folder import RunFolder
 
 
 def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
@@ -28,7 +29,7 @@ def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
 def run(args: argparse.Namespace) -> int:
     from lzn.viz import save_image_grid
 
-    default = Path(args.run_dir) / "samples" / "lzn-sample.png"
+    default = RunFolder(args.run_dir).samples_dir / "lzn-sample.png"
     out = Path(args.out) if args.out else default
     if out.is_dir() or out.suffix.lower() != ".png":
         raise ValueError(f"--out {args.out} is {'a directory' if out.is_dir() else 'not a .png'}; "

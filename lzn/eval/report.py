@@ -21,6 +21,7 @@ import torch
 from lzn.atomic import atomic_write_text
 from lzn.eval.html import figure_png, flatten, fmt, img, is_number, note, png_file, table
 from lzn.eval.suite import metric_rows
+from lzn.run_folder import RunFolder, read_results, read_run_file
 
 SECTIONS = {"config": "Config", "curves": "Training curves", "metrics": "Results", "samples": "Samples",
             "reconstructions": "Reconstructions", "zones": "Zones"}
@@ -48,26 +49,20 @@ def write_report(run_dir: str | os.PathLike[str], out: str | os.PathLike[str] | 
     """Write the HTML report of the run folder ``run_dir`` (made by ``lzn train``) to ``out``
     (default ``RUN_DIR/report.html``), atomically; returns its path. ``device`` runs the model for
     the zone picture, which shows the latents of at most ``max_points`` held-out images."""
-    run = Path(run_dir)
-    if not (run / "run.yaml").is_file():
-        raise ValueError(f"{run} is not an lzn run folder (no run.yaml); pass a folder made by `lzn train`")
+    run = RunFolder(run_dir)
+    meta = read_run_file(run.path)
     if isinstance(max_points, bool) or not isinstance(max_points, int) or max_points < 1:
         raise ValueError(f"max_points must be a positive int, got {max_points!r}")
-    import yaml
-
+    rows = _read_metrics(run.log)
     try:
-        meta = yaml.safe_load((run / "run.yaml").read_text(encoding="utf-8")) or {}
-    except (UnicodeDecodeError, yaml.YAMLError) as err:
-        raise ValueError(f"{run / 'run.yaml'} is not readable YAML: {' '.join(str(err).split())}") from None
-    if not isinstance(meta, dict):
-        raise ValueError(f"{run / 'run.yaml'} must hold a YAML mapping (recipe, data_info, config)")
-    rows = _read_metrics(run / "metrics.jsonl")
-    results = _read_results(run / "results.json")
-    name = run.resolve().name
+        results = read_results(run.path)
+    except ValueError:  # not written yet, or damaged: the page says there are no results
+        results = {}
+    name = run.path.resolve().name
     bodies = {
         "config": _config(meta),
         "curves": _curves(rows),
-        "metrics": _metrics(results) + _evaluation(_read_results(run / "metrics.json")),
+        "metrics": _metrics(results) + _evaluation(_read_evaluation(run.metrics)),
         "samples": _samples(run),
         "reconstructions": _reconstructions(run),
         "zones": _zones(run, meta, torch.device(device), max_points),
@@ -82,7 +77,7 @@ def write_report(run_dir: str | os.PathLike[str], out: str | os.PathLike[str] | 
             f"{'; ' + summary if summary else ''}; folder {escape(name)}</p>\n<nav>{nav}</nav>\n"
             + "".join(f'<h2 id="{k}">{escape(SECTIONS[k])}</h2>\n{body}\n' for k, body in bodies.items())
             + "</body>\n</html>\n")
-    return atomic_write_text(Path(out) if out is not None else run / "report.html", page)
+    return atomic_write_text(Path(out) if out is not None else run.report, page)
 
 
 # ---- reading the run folder ----------------------------------------------------------------------
@@ -103,7 +98,8 @@ def _read_metrics(path: Path) -> list[dict[str, Any]]:
     return [by_step[s] for s in sorted(by_step)]
 
 
-def _read_results(path: Path) -> dict[str, Any]:
+def _read_evaluation(path: Path) -> dict[str, Any]:
+    """What ``lzn evaluate`` wrote (metrics.json); empty when there is none or it cannot be read."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -195,18 +191,12 @@ def _evaluation(results: dict[str, Any]) -> str:
     return f"<h3>lzn evaluate (metrics.json)</h3>\n<table>\n{rows}</table>"
 
 
-def _samples(run: Path) -> str:
+def _samples(run: RunFolder) -> str:
     html = ""
-    final = png_file(run / "samples.png")
+    final = png_file(run.samples)
     html += img(final, "final samples", "final samples (samples.png)") if final else \
         note("No final sample grid (samples.png): this recipe does not generate, or the run has not finished.")
-    grids = []
-    for path in (run / "samples").glob("step-*.png"):
-        m = re.fullmatch(r"step-(\d+)\.png", path.name)
-        data = png_file(path) if m else None
-        if m and data:
-            grids.append((int(m.group(1)), data))
-    grids.sort()
+    grids = [(step, data) for step, path in run.sample_grids() if (data := png_file(path))]
     if not grids:
         return html + note("No sample grids over training (samples/step-*.png; set sample_every to save them).")
     shown = grids
@@ -218,16 +208,16 @@ def _samples(run: Path) -> str:
     return html + f"<h3>Over training</h3>\n{note(said + '.')}\n<div class=\"gallery\">{items}</div>"
 
 
-def _reconstructions(run: Path) -> str:
-    data = png_file(run / "reconstructions.png")
+def _reconstructions(run: RunFolder) -> str:
+    data = png_file(run.reconstructions)
     if data is None:
         return note("No reconstructions.png: this recipe does not reconstruct, or the run has not finished.")
     return img(data, "reconstructions", "each original followed by its reconstruction")
 
 
-def _zones(run: Path, meta: dict[str, Any], device: torch.device, max_points: int) -> str:
+def _zones(run: RunFolder, meta: dict[str, Any], device: torch.device, max_points: int) -> str:
     """Latents of held-out images, PCA to 2-D, coloured by class; label anchors as stars (method.md §1.5)."""
-    if not (run / "model" / "config.json").is_file():
+    if not (run.model / "config.json").is_file():
         why = ("the classifier recipe exports no LZN model" if meta.get("recipe") == "classifier"
                else "the model is exported when training finishes")
         return note(f"No zone picture: the run has no model/ folder ({why}).")
@@ -235,7 +225,7 @@ def _zones(run: Path, meta: dict[str, Any], device: torch.device, max_points: in
     from lzn.models import LatentZoningNetwork
 
     try:
-        model = LatentZoningNetwork.from_pretrained(str(run / "model"), map_location=device).eval()
+        model = LatentZoningNetwork.from_pretrained(str(run.model), map_location=device).eval()
     except (OSError, ValueError, RuntimeError) as err:
         return note(f"No zone picture: model/ could not be loaded ({' '.join(str(err).split())}).")
     if model.encoder is None:

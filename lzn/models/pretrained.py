@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from lzn.atomic import atomic_write_bytes, atomic_write_text
+from lzn.run_folder import RunFolder
 from lzn.models.datatypes import data_type
 from lzn.models.label_anchors import LabelAnchors
 from lzn.models.outputs import FlowConfig, TypeParts
@@ -63,8 +64,9 @@ def load(directory: str | os.PathLike[str], map_location: str | torch.device, ma
 
     src = Path(directory)
     cfg_path, w_path = src / CONFIG_NAME, src / WEIGHTS_NAME
-    if not cfg_path.is_file() and (src / "model" / CONFIG_NAME).is_file():
-        raise ValueError(f"{src} is a run folder; its exported model is {src / 'model'}")
+    exported = RunFolder(src).model  # a run folder's model folder
+    if not cfg_path.is_file() and (exported / CONFIG_NAME).is_file():
+        raise ValueError(f"{src} is a run folder; its exported model is {exported}")
     dev = torch.device(map_location)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"map_location={str(map_location)!r}, but this torch build has no usable CUDA "

@@ -18,6 +18,7 @@ from lzn.data import ImageDataset
 from lzn.eval import save_classifier
 from lzn.recipes.common import DataInfo, NetConfig, Recipe, RecipeConfig, build_net
 from lzn.recipes.representation import RepresentationConfig, RepresentationRecipe
+from lzn.run_folder import RunFolder
 from lzn.training import StepOutput
 
 
@@ -99,7 +100,7 @@ class ClassifierRecipe(Recipe):
     def export(self, run_dir: Path) -> None:
         """The classifier's network, ``RUN/classifier`` (``lzn.eval.classifier_judge`` loads it: a judge of the
         class consistency of conditional samples, as in ``experiments/paper_claims.py``)."""
-        save_classifier(self.modules["encoder"], self.modules["head"], Path(run_dir) / "classifier")
+        save_classifier(self.modules["encoder"], self.modules["head"], RunFolder(run_dir).classifier)
 
     def evaluate(self, data: ImageDataset, run_dir: Any, split: str = "test") -> dict[str, float]:
         if data.labels is None:

@@ -22,6 +22,7 @@ from lzn.eval import reconstruction_error
 from lzn.models import FlowConfig, LabelAnchors, LatentZoningNetwork
 from lzn.recipes.common import (DataInfo, NetConfig, Recipe, RecipeConfig, backward, build_net, cached_anchors,
                                 check_chunkable, check_flow)
+from lzn.run_folder import RunFolder
 from lzn.training import StepOutput
 
 
@@ -175,7 +176,7 @@ class GenerationRecipe(Recipe):
             from lzn.viz import save_image_grid
 
             pairs = torch.stack([x[:32], rec[:32]], dim=1).flatten(0, 1)  # (2n, C, H, W): original, reconstruction
-            save_image_grid(pairs, Path(run_dir) / "reconstructions.png", nrow=8)
+            save_image_grid(pairs, RunFolder(run_dir).reconstructions, nrow=8)
         return {"recon_l2": err}
 
     def evaluate(self, data: ImageDataset, run_dir: Any, split: str = "test") -> dict[str, float]:
@@ -183,5 +184,5 @@ class GenerationRecipe(Recipe):
         if self.train_data is not None:
             out.update(self.reconstruction(self.train_data, run_dir))  # method.md §8.1: against the training set
         if run_dir is not None:
-            self.sample_grid(Path(run_dir) / "samples.png")
+            self.sample_grid(RunFolder(run_dir).samples)
         return out

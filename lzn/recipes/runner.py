@@ -1,8 +1,8 @@
 """Resolve a recipe's config, train it in a run folder, evaluate and export.
 
-Run folder: ``run.yaml`` (recipe, data facts, resolved config), ``checkpoints/``, ``metrics.jsonl``,
-``metrics.csv``, ``samples/``, ``results.json`` and, for LZN recipes, ``model/`` (``save_pretrained``; the
-``classifier`` baseline: ``classifier/``, ``lzn.eval.save_classifier``).
+Run folder (its layout: :mod:`lzn.run_folder`): ``run.yaml`` (recipe, data facts, resolved config),
+``checkpoints/``, ``metrics.jsonl``, ``metrics.csv``, ``samples/``, ``results.json`` and, for LZN recipes,
+``model/`` (``save_pretrained``; the ``classifier`` baseline: ``classifier/``, ``lzn.eval.save_classifier``).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import torch
 from lzn import distributed
 from lzn.distributed import pick_device
 from lzn.atomic import atomic_write_text
-from lzn.run_folder import RunFolderBusy, RunLock
+from lzn.run_folder import RUN_FILE, RunFolder, RunFolderBusy, RunLock, read_results, read_run_file
 from lzn.recipes.baselines import ClassifierRecipe, SimCLRRecipe
 from lzn.data import DataConfig, ImageDataset, ShardedDataset, check_labels, has_split, load_split
 from lzn.recipes.common import DataInfo, Recipe, RecipeConfig, data_info
@@ -70,7 +70,6 @@ RECIPES: dict[str, RecipeSpec] = {spec.name: spec for spec in (
     RecipeSpec("clip", CLIPRecipe),
 )}
 PRESETS = ("digits", "fashion", "cifar10", "imagenet")
-RUN_FILE = "run.yaml"
 # keys that may change when a run is resumed (e.g. to train longer); everything else must match
 RESUMABLE_CHANGES = {"train.steps", "train.budgets", "train.log_every", "train.checkpoint_every", "train.progress",
                      "train.tensorboard", "train.keep_last", "train.device", "sample_every", "reference_size",
@@ -186,15 +185,14 @@ def _check_existing_run(run_dir: Path, recipe: str, config: dict[str, Any], info
                         fingerprint: dict[str, Any] | None = None) -> None:
     """A folder holding checkpoints must have been started with this recipe and config (up to the
     keys in RESUMABLE_CHANGES). A folder without checkpoints has nothing to protect: it starts anew."""
-    path = run_dir / RUN_FILE
     has_checkpoints = latest_checkpoint(run_dir) is not None
-    if not path.exists():
+    if not RunFolder(run_dir).run_file.exists():
         if has_checkpoints:
             raise ConfigError(f"{run_dir} has checkpoints but no {RUN_FILE}; refusing to reuse it")
         return
     if not has_checkpoints:
         return
-    old = load_yaml(path)
+    old = read_run_file(run_dir)
     if old.get("recipe") != recipe:
         raise ConfigError(f"{run_dir} holds a {old.get('recipe')!r} run, not {recipe!r}; choose another --out")
     a, b = _flat(old.get("config", {})), _flat(json.loads(json.dumps(config)))
@@ -247,7 +245,7 @@ def _write_run_file(run_dir: Path, recipe: str, info: DataInfo, config: dict[str
 
     text = yaml.safe_dump({"recipe": recipe, "data_info": dataclasses.asdict(info), "config": config,
                            "data_fingerprint": fingerprint}, sort_keys=False)
-    atomic_write_text(run_dir / RUN_FILE, text)
+    atomic_write_text(RunFolder(run_dir).run_file, text)
 
 
 def train(recipe: str, cfg: RecipeConfig, run_dir: str | Path, *, allow_other_data: bool = False) -> dict[str, Any]:
@@ -290,7 +288,7 @@ def _train(recipe: str, cfg: RecipeConfig, run_dir: str | Path, allow_other_data
         def sample_hook(trainer: Trainer, step: int) -> None:
             if distributed.is_main():
                 with trainer.ema_weights(), torch.no_grad():
-                    rec.sample_grid(run_dir / "samples" / f"step-{step:09d}.png")
+                    rec.sample_grid(RunFolder(run_dir).sample_grid(step))
 
         hooks.append((cfg.sample_every, sample_hook))
     try:
@@ -304,11 +302,10 @@ def _train(recipe: str, cfg: RecipeConfig, run_dir: str | Path, allow_other_data
     if latest is not None:
         state = load_checkpoint(latest)  # a corrupted checkpoint fails here, before anything is written
         _check_resumable(run_dir, state, trainer)
-        stored = run_dir / "results.json"
-        if int(state["step"]) == trainer.total_steps and stored.is_file():
+        if int(state["step"]) == trainer.total_steps and RunFolder(run_dir).results.is_file():
             log.info("%s already finished (%d steps); nothing to do. To train longer, raise train.steps.",
                      run_dir, trainer.total_steps)
-            return json.loads(stored.read_text())
+            return read_results(run_dir)
     if eval_split == cfg.data.train_split:
         how = ("write it with `lzn data shard TEST_SOURCE --out DIR --split test`, or give data.test_root"
                if cfg.data.name == "shards" else "give data.test_root, data.holdout, or a root with train/ and test/")
@@ -355,12 +352,12 @@ def _train_locked(recipe: str, rec: Recipe, trainer: Trainer, cfg: RecipeConfig,
         rec.build_references()  # e.g. the text reference of text-to-image generation
         if distributed.is_main():  # before evaluation, which reads data that may be gone
             if model is not None:
-                model.save_pretrained(str(run_dir / "model"))
+                model.save_pretrained(str(RunFolder(run_dir).model))
             rec.export(run_dir)  # a baseline's own network (the classifier's)
         if eval_split is not None and eval_data is not None:
             results.update(_evaluate(rec, eval_data, eval_split, run_dir, exported=model is not None))
     if distributed.is_main():
-        atomic_write_text(run_dir / "results.json", json.dumps(results, indent=2) + "\n")
+        atomic_write_text(RunFolder(run_dir).results, json.dumps(results, indent=2) + "\n")
     return results
 
 
@@ -375,7 +372,7 @@ def _evaluate(rec: Recipe, data: Data, split: str, run_dir: Path, *, exported: b
             data = data.load()  # this recipe's evaluation takes the split in memory
         return rec.evaluate(data, run_dir if distributed.is_main() else None, split=split)
     except OSError as err:
-        saved = f"the model is exported to {run_dir / 'model'}, but " if exported else ""
+        saved = f"the model is exported to {RunFolder(run_dir).model}, but " if exported else ""
         raise OSError(f"training finished ({saved}the {split!r} split could not be read to evaluate it: {err}); "
                       f"put the split back and rerun the same command: it evaluates without training again") from err
 

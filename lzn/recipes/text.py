@@ -38,6 +38,7 @@ from lzn.eval.text import ImageScores, TextScores, lzn_scores, t2i_consistency, 
 from lzn.models import FlowConfig, LabelAnchors, LatentZoningNetwork, TypeParts, build
 from lzn.recipes.captioned import CaptionedConfig, CaptionedRecipe, same_caption
 from lzn.recipes.common import DataInfo, NetConfig, RecipeConfig, build_net, check_flow
+from lzn.run_folder import RunFolder
 from lzn.training import StepOutput
 
 
@@ -260,6 +261,6 @@ class TextImageRecipe(CaptionedRecipe):
             out.update(self.consistency(data, split))
             if run_dir is not None:  # user captions: rows of held-out captions
                 rows = self.held_out_captions(data)[1] if self.user_captions else None
-                self.sample_grid(Path(run_dir) / "samples.png", captions=rows)
+                self.sample_grid(RunFolder(run_dir).samples, captions=rows)
         return out
 

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from lzn.atomic import atomic_write
+from lzn.run_folder import RunFolder
 
 FORMAT = "lzn.training/1"
 _NAME = re.compile(r"^step-(\d{9,})\.pt$")
@@ -31,7 +32,7 @@ class CheckpointError(RuntimeError):
 
 
 def checkpoint_dir(run_dir: str | os.PathLike[str]) -> Path:
-    return Path(run_dir) / "checkpoints"
+    return RunFolder(run_dir).checkpoints
 
 
 def checkpoint_path(run_dir: str | os.PathLike[str], step: int) -> Path:

@@ -12,13 +12,13 @@ import io
 import json
 import os
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from lzn import distributed
 from lzn.atomic import append_text, atomic_write_text
+from lzn.run_folder import RunFolder
 
 
 class MetricsWindow:
@@ -81,8 +81,8 @@ class MetricsWriter:
     """Appends rows to ``metrics.jsonl`` / ``metrics.csv`` (and TensorBoard if asked)."""
 
     def __init__(self, run_dir: str | os.PathLike[str], tensorboard: bool = False, resume_step: int = 0):
-        self.jsonl = Path(run_dir) / "metrics.jsonl"
-        self.csv = Path(run_dir) / "metrics.csv"
+        run = RunFolder(run_dir)
+        self.jsonl, self.csv = run.log, run.log_csv
         self.jsonl.parent.mkdir(parents=True, exist_ok=True)
         self.rows = self._read_rows(resume_step)  # drop rows past the resume point (replayed steps)
         self.columns: list[str] = []
@@ -93,7 +93,7 @@ class MetricsWriter:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError as exc:
                 raise ImportError("tensorboard logging needs `pip install tensorboard`") from exc
-            self.tb = SummaryWriter(log_dir=str(Path(run_dir) / "tensorboard"), purge_step=resume_step + 1)
+            self.tb = SummaryWriter(log_dir=str(run.tensorboard), purge_step=resume_step + 1)
 
     def write(self, row: dict[str, Any]) -> None:
         self.rows.append(row)

@@ -25,6 +25,7 @@ from torch import Tensor, nn
 
 from lzn import distributed
 from lzn.atomic import atomic_write_text
+from lzn.run_folder import RunFolder
 from lzn.training import checkpoint as ckpt
 from lzn.training.config import AMP_DTYPES, StepFn, StepOutput, TrainConfig
 from lzn.training.ema import EMA
@@ -162,7 +163,7 @@ class Trainer:
         writer = MetricsWriter(self.run_dir, cfg.tensorboard, resume_step=self.step) if main else None
         last: dict[str, Any] = next((r for r in reversed(writer.rows) if "loss" in r), {}) if writer else {}
         if main:
-            atomic_write_text(self.run_dir / "train_config.json", json.dumps(asdict(cfg), indent=2) + "\n")
+            atomic_write_text(RunFolder(self.run_dir).train_config, json.dumps(asdict(cfg), indent=2) + "\n")
         bar = ProgressBar(self.total_steps, self.step, enabled=cfg.progress and main)
         try:
             while self.step < self.total_steps:

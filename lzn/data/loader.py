@@ -28,7 +28,8 @@ M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
 
 
 def _fixed_mmap_threshold(worker_id: int) -> None:
-    """Worker start-up: fix glibc's mmap threshold at 256 KiB. By default glibc raises the threshold
+    """Worker start-up (and the training process of a loader that streams shards, ``worker_id`` -1): fix
+    glibc's mmap threshold at 256 KiB. By default glibc raises the threshold
     after large blocks are freed, after which a worker's batch buffers (MBs each, freed every step) come
     from its heap and fragment it: its memory then grows by 100-200 MiB over the first few hundred steps
     (measured with benchmarks/stream.py) before it levels off. With the threshold fixed they are mapped
@@ -73,6 +74,8 @@ class BatchLoader:
         self.data, self.global_batch, self.seed = data, global_batch, seed
         self.rank, self.world_size, self.workers, self.prefetch = rank, world_size, workers, prefetch
         self.pin_memory = pin_memory
+        if isinstance(data, ShardedDataset):  # streamed batches are freed every step here too (README, stream.py)
+            _fixed_mmap_threshold(-1)
         self._it: Iterator[Batch] | None = None
         self._next = -1
 

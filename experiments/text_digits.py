@@ -36,7 +36,7 @@ import torch
 from torch import Tensor
 
 from lzn import LatentZoningNetwork
-from lzn.data import ImageDataset, caption_dataset, composed_pairs, load_split
+from lzn.data import ImageDataset, caption_thresholds, composed_pairs, load_split
 from lzn.eval import class_consistency, fast_extractor, fid, generate_like, kid, pixel_judge, text_to_image
 from lzn.recipes.runner import resolve_config, train
 
@@ -93,7 +93,7 @@ def fid_of(model: LatentZoningNetwork, cfg: Any, train_set: ImageDataset, test_s
     label-conditional samples at the training class frequencies for ``joint`` / ``rf``."""
     with torch.no_grad():
         if "text" in model.data_types:
-            thresholds = caption_dataset(train_set, seed=cfg.caption_seed).thresholds  # the training thresholds
+            thresholds = caption_thresholds(train_set)  # the training thresholds
             _, _, pairs = composed_pairs(test_set, thresholds, pairs=cfg.eval_pairs, seed=cfg.train.seed,
                                          caption_seed=cfg.caption_seed)
             fake = text_to_image(model, pairs.captions[:num], sampler=cfg.sampler,

@@ -5,8 +5,8 @@ Nothing here downloads: every loader reads files already on disk (or scikit-lear
 """
 
 from lzn.data.augment import color_jitter, gaussian_blur, random_flip, random_grayscale, random_resized_crop
-from lzn.data.captions import (CaptionPairs, CaptionSet, caption_dataset, load_caption_dataset, load_caption_pairs,
-                               pixel_attributes)
+from lzn.data.captions import (CaptionPairs, CaptionSet, caption_dataset, caption_thresholds, load_caption_dataset,
+                               load_caption_pairs, pixel_attributes)
 from lzn.data.cifar import load_cifar10
 from lzn.data.config import DataConfig, check_labels, has_split, load_split
 from lzn.data.dataset import DataNotFoundError, ImageDataset
@@ -38,6 +38,7 @@ __all__ = [
     "UnreadableImageError",
     "batch_at",
     "caption_dataset",
+    "caption_thresholds",
     "check_labels",
     "class_prompts",
     "color_jitter",

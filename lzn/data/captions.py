@@ -237,6 +237,15 @@ def caption_images(images: Tensor, labels: Tensor, class_words: Sequence[str], *
     return CaptionSet(texts, named, levels, mentions, templates, thresholds)
 
 
+def caption_thresholds(data: ImageDataset) -> Tensor:
+    """The word thresholds (K, 4, 2) that ``caption_dataset(data)`` fixes on ``data`` (per class), without
+    composing its captions: what held-out pairs are cut by."""
+    if data.labels is None or data.image_shape[0] != 1:
+        raise ValueError(f"{data.name}: caption thresholds need a labelled grayscale set (N, 1, H, W), got "
+                         f"{data.image_shape} {'unlabelled' if data.labels is None else ''}".rstrip())
+    return attribute_thresholds(pixel_attributes(data.images), data.labels, data.num_classes)
+
+
 def caption_dataset(data: ImageDataset, *, seed: int = 0, thresholds: Tensor | None = None) -> CaptionSet:
     """Captions of a labelled grayscale :class:`ImageDataset` (digits, Fashion-MNIST): class words are
     ``DIGIT_WORDS`` for classes named "0".."9", else the class names in lower case."""

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from lzn.data import (DEFAULT_PAIRS, DEFAULT_PROMPT, ImageDataset, ShardedDataset, caption_dataset, class_prompts,
+from lzn.data import (DEFAULT_PAIRS, DEFAULT_PROMPT, ImageDataset, ShardedDataset, caption_thresholds, class_prompts,
                       composed_pairs, own_pairs, pixel_attributes)
 from lzn.data.captions import ATTRIBUTES, attribute_levels
 from lzn.eval.judge import pixel_judge
@@ -143,7 +143,7 @@ def retrieval_section(model: LatentZoningNetwork, train: Data, data: Data, setti
         info["captions"] = "the data's own"
     else:
         source = _in_memory(train)
-        thresholds = caption_dataset(source, seed=settings.caption_seed).thresholds
+        thresholds = caption_thresholds(source)
         images, _, pairs = composed_pairs(held, thresholds, pairs=settings.eval_pairs, seed=settings.seed,
                                           caption_seed=settings.caption_seed)
         captions = pairs.captions
@@ -200,7 +200,7 @@ def t2i_consistency(model: LatentZoningNetwork, train: ImageDataset, data: Image
     if train.labels is None or data.labels is None:
         raise ValueError("text-to-image consistency needs labelled data (composed captions name the class)")
     if thresholds is None:
-        thresholds = caption_dataset(train, seed=settings.caption_seed).thresholds
+        thresholds = caption_thresholds(train)
     judge = pixel_judge(train.images, train.labels, train.num_classes)
     _, labels, pairs = composed_pairs(data, thresholds, pairs=settings.eval_pairs, seed=settings.seed,
                                       caption_seed=settings.caption_seed)

@@ -256,3 +256,15 @@ def test_missing_images_and_captions_are_errors(tmp_path):
         load_caption_pairs(f, size=4)
     with pytest.raises(DataNotFoundError, match="neither a folder"):
         load_caption_pairs(tmp_path / "nothing.csv", size=4)
+
+
+def test_caption_thresholds_are_those_caption_dataset_fixes():
+    """Held-out pairs are cut by the training set's thresholds: taken without composing its captions, they
+    are the same tensor whatever the template seed."""
+    import torch
+
+    from lzn.data import caption_dataset, caption_thresholds, load_split
+    from lzn.data.config import DataConfig
+
+    train = load_split(DataConfig(name="digits"), "train")
+    assert torch.equal(caption_thresholds(train), caption_dataset(train, seed=5).thresholds)

@@ -112,7 +112,8 @@ def _gone(pid: int) -> bool:
 
 
 def _start_long_run(out: Path) -> tuple[subprocess.Popen, list[int]]:
-    """torchrun with two ranks on a run of many steps, once it has logged two steps; and the ranks' pids."""
+    """torchrun with two ranks on a run of many steps, once it has logged two steps and written its first
+    checkpoint (the log line of a step comes before its checkpoint); and the ranks' pids."""
     import time
 
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
@@ -124,7 +125,7 @@ def _start_long_run(out: Path) -> tuple[subprocess.Popen, list[int]]:
     deadline = time.time() + 240
     while time.time() < deadline and proc.poll() is None:
         log = out / "metrics.jsonl"
-        if log.is_file() and len(log.read_text().splitlines()) >= 2:
+        if log.is_file() and len(log.read_text().splitlines()) >= 2 and any((out / "checkpoints").glob("step-*.pt")):
             break
         time.sleep(0.2)
     assert proc.poll() is None, proc.communicate()[1][-3000:]

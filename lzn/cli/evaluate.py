@@ -125,7 +125,7 @@ def _why_not_retrieval(model: LatentZoningNetwork, train: Any, data: Any) -> str
 def retrieval_settings(loaded: Loaded) -> RetrievalSettings:
     """How held-out pairs are drawn and scored: the run's own settings (run.yaml), so that a text run's
     figures are those of its results.json; a bare model folder: ``RetrievalSettings()``'s defaults."""
-    from lzn.eval import RetrievalSettings
+    from lzn.eval.text import RUN_SETTINGS, RetrievalSettings
 
     if loaded.meta is None:
         return RetrievalSettings()
@@ -136,7 +136,7 @@ def retrieval_settings(loaded: Loaded) -> RetrievalSettings:
                              caption_seed=int(loaded.setting("caption_seed", default.caption_seed)),
                              prompt=str(loaded.setting("prompt", default.prompt)),
                              noise_scale=float(loaded.setting("eval_noise_scale", default.noise_scale)),
-                             origin="the run's (run.yaml)")
+                             origin=RUN_SETTINGS)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -11,8 +11,10 @@ from lzn.eval.features import (
 from lzn.eval.fid import feature_statistics, fid, frechet_distance, generation_metrics, kid
 from lzn.eval.precision_recall import knn_radii, precision_recall
 from lzn.eval.probe import extract_features, knn_accuracy, linear_probe_accuracy
+from lzn.eval.grids import caption_grid, class_grid, showcase_captions
 from lzn.eval.judge import classifier_judge, pixel_judge, save_classifier
 from lzn.eval.report import write_report
+from lzn.eval.results import flat_figures
 from lzn.eval.retrieval import recall_at_k
 from lzn.eval.suite import METRICS, check_metrics, evaluate_model, generate_like, metric_rows
 from lzn.eval.tasks import accuracy, accuracy_sweep, class_consistency, reconstruction_error
@@ -22,6 +24,10 @@ from lzn.eval.text import (RetrievalSettings, lzn_scores, prompt_predictions, re
 __all__ = [
     "FeatureExtractor",
     "accuracy",
+    "caption_grid",
+    "class_grid",
+    "flat_figures",
+    "showcase_captions",
     "METRICS",
     "RetrievalSettings",
     "accuracy_sweep",

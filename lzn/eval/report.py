@@ -182,13 +182,16 @@ def _metrics(results: dict[str, Any]) -> str:
 
 
 def _evaluation(results: dict[str, Any]) -> str:
-    """The table of ``lzn evaluate`` (metrics.json), each figure with what it was measured on."""
+    """The table of metrics.json (the end of training's figures and those of ``lzn evaluate``), each figure
+    with what it was measured on, and a pointer to ``lzn evaluate`` for what it has not measured yet."""
+    more = note("Run `lzn evaluate RUN_DIR` for FID/KID, precision/recall, accuracy sweeps, probes and zone "
+                "diagnostics, then write this page again.")
     if "evaluated_on" not in results:
-        return note("No metrics.json: run `lzn evaluate RUN_DIR` for FID/KID, precision/recall, accuracy sweeps, "
-                     "probes and zone diagnostics, then write this page again.")
+        return note("No metrics.json.") + more
     rows = "".join(f'<tr><th>{escape(name)}</th><td class="num">{escape(value)}</td><td>{escape(detail)}</td></tr>\n'
                    for name, value, detail in metric_rows(results))
-    return f"<h3>lzn evaluate (metrics.json)</h3>\n<table>\n{rows}</table>"
+    table = f"<h3>Figures by metric (metrics.json: the end of training and lzn evaluate)</h3>\n<table>\n{rows}</table>"
+    return table + ("" if "zones" in results else more)
 
 
 def _samples(run: RunFolder) -> str:

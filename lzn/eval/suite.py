@@ -14,6 +14,7 @@ from lzn.data import ImageDataset, ShardedDataset
 from lzn.eval.diagnostics import zone_diagnostics
 from lzn.eval.fid import generation_metrics
 from lzn.eval.probe import extract_features, knn_accuracy, linear_probe_accuracy
+from lzn.eval.results import RETRIEVAL_FIGURES
 from lzn.eval.tasks import accuracy_sweep, reconstruction_error
 from lzn.eval.text import RetrievalSettings, retrieval_section
 from lzn.models import LatentZoningNetwork
@@ -164,8 +165,8 @@ GROUPS: dict[str, dict[str, tuple[str, ...]]] = {
     "representation": {"knn": ("knn_accuracy", "knn_accuracy_anchors"),
                        "probe": ("probe_accuracy", "probe_accuracy_anchors")},
     "zones": {"zones": ()},
-    "retrieval": {"retrieval": ("pairs", "distinct_captions", "i2t_recall@1", "i2t_recall@5", "t2i_recall@1",
-                                "t2i_recall@5", "prompt_accuracy")},
+    "retrieval": {"retrieval": RETRIEVAL_FIGURES},
+    "text_to_image": {"consistency": ()},  # a training run's (lzn.eval.t2i_consistency), replaced as a whole
 }
 """Each section of ``evaluate_model``'s dict, its metrics and the keys holding their values; every other key
 of a section is a setting it was measured with (split, sampler, extractor, ...)."""
@@ -237,6 +238,10 @@ def metric_rows(results: dict[str, Any], split: str | None = None) -> list[tuple
     if "classification" in results:
         c = results["classification"]
         for row in c.get("sweep", []):
+            if row["alpha"] is None:  # a classifier without latents
+                rows.append(("accuracy", f"{row['accuracy']:.4f}",
+                             f"{c['num_images']} {c.get('split', split)} images, {row['context']}" + _note(c)))
+                continue
             where = "reference bank" if row["context"] == "reference" else f"batches of {row['batch_size']}"
             rows.append((f"accuracy (alpha {row['alpha']:g})", f"{row['accuracy']:.4f}",
                          f"{c['num_images']} {c.get('split', split)} images, {where}" + _note(c)))
@@ -261,6 +266,12 @@ def metric_rows(results: dict[str, Any], split: str | None = None) -> list[tuple
             rows.append(("zones: in label zone", f"{z['label_zone_fraction']:.3f}", "image latents in their label's zone"))
     if "retrieval" in results:
         rows += _retrieval_rows(results["retrieval"], split)
+    if "text_to_image" in results:
+        t = results["text_to_image"]
+        rows += [(f"text -> image: {k.removeprefix('t2i_').replace('_', ' ')}", f"{v:.4f}",
+                  f"samples of {t.get('split', split)} captions: a pixel classifier and attribute thresholds "
+                  "of the training set judge them")
+                 for k, v in t.items() if k != "split" and isinstance(v, (int, float))]
     if "raw_weights" in results:
         rows += [(f"raw weights: {name}", value, detail) for name, value, detail in metric_rows(results["raw_weights"], split)]
     return rows

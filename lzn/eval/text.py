@@ -106,6 +106,10 @@ def lzn_scores(model: LatentZoningNetwork, *, noise_scale: float, batch_size: in
     return text_scores, image_scores
 
 
+RUN_SETTINGS = "the run's (run.yaml)"
+"""``RetrievalSettings.origin`` of figures measured with a training run's own settings."""
+
+
 @dataclass(frozen=True)
 class RetrievalSettings:
     """How ``lzn evaluate --metrics retrieval`` draws and scores held-out pairs: a text run's own settings

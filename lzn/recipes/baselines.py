@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from lzn import checks, distributed
 from lzn.data import ImageDataset
 from lzn.eval import save_classifier
+from lzn.eval.results import accuracy_row, classification_section
 from lzn.recipes.common import DataInfo, NetConfig, Recipe, RecipeConfig, build_net
 from lzn.recipes.representation import RepresentationConfig, RepresentationRecipe
 from lzn.run_folder import RunFolder
@@ -105,4 +106,6 @@ class ClassifierRecipe(Recipe):
     def evaluate(self, data: ImageDataset, run_dir: Any, split: str = "test") -> dict[str, float]:
         if data.labels is None:
             return {}
-        return {f"{split}_accuracy": float((self.classify(data.images) == data.labels).float().mean())}
+        acc = float((self.classify(data.images) == data.labels).float().mean())
+        return {"classification": classification_section([accuracy_row(None, None, "logits", acc, headline=True)],
+                                                         split, data.labels)}

@@ -29,7 +29,7 @@ from lzn import checks, distributed
 from lzn.data import (DEFAULT_PAIRS, DEFAULT_PROMPT, ImageDataset, ShardedDataset, caption_dataset, composed_pairs,
                       own_pairs, pick_pairs)
 from lzn.data.captions import CaptionSet, class_words  # class_words: re-exported for old imports
-from lzn.eval.text import prompt_predictions, retrieval_figures, trivial_recall_note
+from lzn.eval.text import RUN_SETTINGS, retrieval_figures, trivial_recall_note
 from lzn.models import build
 from lzn.recipes.common import DataInfo, NetConfig, Recipe, RecipeConfig, build_net
 
@@ -44,7 +44,6 @@ class CaptionedConfig(RecipeConfig):
     caption_seed: int = 0  # template choice of every composed caption
     prompt: str = DEFAULT_PROMPT  # "the {kind} {cls}": class prompt of prompt classification ({kind}: digit / item)
     eval_pairs: int = DEFAULT_PAIRS  # 400 held-out (image, caption) pairs of the retrieval metrics
-    retrieve_k: int = 5  # candidates returned by retrieve_text / retrieve_images
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -59,7 +58,6 @@ class CaptionedConfig(RecipeConfig):
         if not isinstance(self.prompt, str) or "{cls}" not in self.prompt:
             raise ValueError(f"prompt must be a string holding {{cls}} (and optionally {{kind}}), got {self.prompt!r}")
         checks.at_least("eval_pairs", self.eval_pairs, 2)
-        checks.at_least("retrieve_k", self.retrieve_k, 1)
 
 
 def build_text_encoder(cfg: CaptionedConfig) -> nn.Module:
@@ -187,41 +185,29 @@ class CaptionedRecipe(Recipe):
     def image_scores(self, texts: Sequence[str], images: Tensor) -> Tensor:
         """(M, N): for each text, a probability over the N candidate images (rows sum to 1)."""
 
-    # ---- task methods ----------------------------------------------------------------------------
-
-    @torch.no_grad()
-    def retrieve_text(self, images: Tensor, candidates: Sequence[str], k: int | None = None) -> tuple[Tensor, Tensor]:
-        """The k best candidate texts per image: indices (N, k) into ``candidates`` and their probabilities."""
-        scores = self.text_scores(images, candidates)  # (N, M)
-        probs, idx = scores.topk(min(k or self.cfg.retrieve_k, scores.shape[1]), dim=1)
-        return idx, probs
-
-    @torch.no_grad()
-    def retrieve_images(self, captions: Sequence[str], images: Tensor, k: int | None = None) -> tuple[Tensor, Tensor]:
-        """The k best candidate images per caption: indices (M, k) into ``images`` and their probabilities."""
-        scores = self.image_scores(captions, images)  # (M, N)
-        probs, idx = scores.topk(min(k or self.cfg.retrieve_k, scores.shape[1]), dim=1)
-        return idx, probs
-
-    @torch.no_grad()
-    def prompt_classify(self, images: Tensor, class_prompts: Sequence[str] | None = None) -> Tensor:
-        """Class of each image (N,): its best text among one prompt per class (no label anchors involved)."""
-        prompts = list(class_prompts) if class_prompts is not None else self.class_prompts()
-        return prompt_predictions(self.text_scores, images, prompts, self.cfg.eval_batch_size)
-
     def retrieval_metrics(self, data: ImageDataset, split: str) -> dict[str, Any]:
-        """``lzn.eval.retrieval_figures`` of the held-out pairs, each key prefixed ``{split}_``: recall@1/5
-        image -> text over the distinct held-out captions and text -> image over the held-out images (every
-        image with an identical caption counts as correct), prompt-classification accuracy over every image
-        of ``data`` (composed captions only: user captions have no classes to prompt)."""
+        """The ``retrieval`` section (``lzn.eval.retrieval_figures`` of the held-out pairs, with the settings
+        they were measured with, as ``lzn evaluate`` writes it): recall@1/5 image -> text over the distinct
+        held-out captions and text -> image over the held-out images (every image with an identical caption
+        counts as correct), prompt-classification accuracy over every image of ``data`` (composed captions
+        only: user captions have no classes to prompt), and a note naming a recall@k that is 1.0 whatever the
+        model."""
         images, captions = self.held_out_captions(data)
         prompted = not self.user_captions and data.labels is not None
         figures = retrieval_figures(self.text_scores, self.image_scores, images, captions,
                                     prompts=self.class_prompts() if prompted else None,
                                     labels=data.labels if prompted else None, prompt_images=data.images,
                                     eval_batch_size=self.cfg.eval_batch_size)
-        note = trivial_recall_note(captions).get("note")  # a recall@k that is 1.0 whatever the model says so
-        return {f"{split}_{k}": v for k, v in figures.items()} | ({f"{split}_retrieval_note": note} if note else {})
+        cfg = self.cfg
+        info: dict[str, Any] = {"eval_pairs": cfg.eval_pairs, "seed": cfg.train.seed, "batch_size": cfg.eval_batch_size,
+                                "settings": RUN_SETTINGS, "split": split}
+        if self.user_captions:
+            info["captions"] = "the data's own"
+        else:
+            info.update({"captions": "composed", "caption_seed": cfg.caption_seed, "prompt": cfg.prompt})
+            if prompted:
+                info["prompt_images"] = len(data)
+        return {**figures, **info, **trivial_recall_note(captions)}
 
-    def evaluate(self, data: ImageDataset, run_dir: Any, split: str = "test") -> dict[str, float]:
-        return self.retrieval_metrics(data, split)
+    def evaluate(self, data: ImageDataset, run_dir: Any, split: str = "test") -> dict[str, Any]:
+        return {"retrieval": self.retrieval_metrics(data, split)}

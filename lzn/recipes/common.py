@@ -273,7 +273,8 @@ class Recipe(ABC):
         return None
 
     # task methods used by evaluation and the CLI; a recipe implements those that apply
-    def evaluate(self, data: ImageDataset, run_dir: Any, split: str = "test") -> dict[str, float]:
-        """Metrics on ``data``; accuracy-like keys carry the split's name (``test_accuracy``, or
-        ``train_accuracy`` for a data set without a held-out split)."""
+    def evaluate(self, data: ImageDataset, run_dir: Any, split: str = "test") -> dict[str, Any]:
+        """The figures of the trained model on ``data`` (split ``split``) as sections of ``lzn evaluate``'s
+        schema (``lzn.eval.results``): the runner writes them to ``metrics.json`` and their flat keys
+        (``test_accuracy``, or ``train_accuracy`` for a data set without a held-out split) to ``results.json``."""
         return {}

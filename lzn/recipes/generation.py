@@ -19,6 +19,7 @@ from lzn.core.budget import flow_memory
 from lzn.core.compiled import check_compile
 from lzn.data import ImageDataset, ShardedDataset
 from lzn.eval import reconstruction_error
+from lzn.eval.grids import class_grid
 from lzn.models import FlowConfig, LabelAnchors, LatentZoningNetwork
 from lzn.recipes.common import (DataInfo, NetConfig, Recipe, RecipeConfig, backward, build_net, cached_anchors,
                                 check_chunkable, check_flow)
@@ -151,22 +152,12 @@ class GenerationRecipe(Recipe):
     # ---- evaluation (callers put the modules in eval mode, e.g. inside Trainer.ema_weights()) ---------
 
     def sample_grid(self, path: Path, num: int = 64, seed: int = 0) -> Path:
-        from lzn.viz import save_image_grid
+        """``lzn.eval.class_grid`` with this run's sampler: a row per class when the decoder knows classes."""
+        return class_grid(self.lzn, path, num=num, sampler=self.cfg.sampler, steps=self.cfg.sampler_steps, seed=seed)
 
-        model = self.lzn
-        gen = torch.Generator(device=self.device).manual_seed(seed)
-        labels = None
-        if self.classes:
-            per = max(1, num // self.classes)
-            labels = torch.arange(self.classes, device=self.device).repeat_interleave(per)
-        out = model.generate(num=None if labels is not None else num, labels=labels, sampler=self.cfg.sampler,
-                             steps=self.cfg.sampler_steps, generator=gen)
-        nrow = per if labels is not None else None
-        names = list(model.class_names) if (labels is not None and model.class_names) else None
-        return save_image_grid(out.images, path, nrow=nrow, row_labels=names)
-
-    def reconstruction(self, data: ImageDataset | ShardedDataset, run_dir: Path | None) -> dict[str, float]:
-        """Per-image L2 reconstruction error in [-1, 1] units (method.md §8.1), one repeat."""
+    def reconstruction(self, data: ImageDataset | ShardedDataset, run_dir: Path | None) -> dict[str, Any]:
+        """The ``reconstruction`` section: per-image L2 reconstruction error in [-1, 1] units (method.md §8.1),
+        one repeat, over the first ``recon_images`` training images."""
         n = min(self.cfg.recon_images, len(data))
         x, labels = data.batch(torch.arange(n))  # the first n images (a sharded set reads only those)
         y = labels if self.classes else None
@@ -177,12 +168,13 @@ class GenerationRecipe(Recipe):
 
             pairs = torch.stack([x[:32], rec[:32]], dim=1).flatten(0, 1)  # (2n, C, H, W): original, reconstruction
             save_image_grid(pairs, RunFolder(run_dir).reconstructions, nrow=8)
-        return {"recon_l2": err}
+        return {"l2_per_image": err, "num_images": n, "split": "train", "sampler": self.cfg.sampler,
+                "sampler_steps": self.cfg.sampler_steps, "context": "batch"}
 
-    def evaluate(self, data: ImageDataset, run_dir: Any, split: str = "test") -> dict[str, float]:
+    def evaluate(self, data: ImageDataset, run_dir: Any, split: str = "test") -> dict[str, Any]:
         out = {}
-        if self.train_data is not None:
-            out.update(self.reconstruction(self.train_data, run_dir))  # method.md §8.1: against the training set
+        if self.train_data is not None:  # method.md §8.1: against the training set
+            out["reconstruction"] = self.reconstruction(self.train_data, run_dir)
         if run_dir is not None:
             self.sample_grid(RunFolder(run_dir).samples)
         return out

@@ -19,6 +19,7 @@ from lzn.core import zones
 from lzn.core.budget import flow_memory
 from lzn.data import ImageDataset
 from lzn.eval import accuracy
+from lzn.eval.results import accuracy_row, classification_section
 from lzn.models import LatentZoningNetwork
 from lzn.models.network import Context
 from lzn.recipes.common import DataInfo, RecipeConfig, backward, cached_anchors
@@ -153,15 +154,20 @@ class JointRecipe(GenerationRecipe):
         return accuracy(self.lzn, data.images, data.labels, noise_scale=alpha, batch_size=self.cfg.eval_batch_size,
                         context=context)
 
-    def evaluate(self, data: ImageDataset, run_dir: Any, split: str = "test") -> dict[str, float]:
-        out = {}
+    def evaluate(self, data: ImageDataset, run_dir: Any, split: str = "test") -> dict[str, Any]:
+        """The sweep over ``eval_alphas`` in batches of ``eval_batch_size`` (the paper's protocol, method.md
+        §8.2; the row at ``eval_noise_scale`` is the headline), the reference bank at ``eval_noise_scale`` and
+        at alpha 1 (image by image, §2.9), and the decoder's reconstruction error."""
+        out: dict[str, Any] = {}
         if data.labels is not None:
-            out[f"{split}_accuracy"] = self.accuracy(data, self.cfg.eval_noise_scale)
-            for alpha in self.cfg.eval_alphas:
-                out[f"{split}_accuracy_alpha_{alpha:g}"] = self.accuracy(data, alpha)
-            if self.lzn.reference is not None:  # image by image over the bank (method.md §2.9)
-                out[f"{split}_accuracy_reference"] = self.accuracy(data, self.cfg.eval_noise_scale, "reference")
-                out[f"{split}_accuracy_reference_alpha_1"] = self.accuracy(data, 1.0, "reference")
+            a, batch = self.cfg.eval_noise_scale, self.cfg.eval_batch_size
+            rows = [accuracy_row(a, batch, "batch", self.accuracy(data, a), headline=True)]
+            rows += [accuracy_row(alpha, batch, "batch", self.accuracy(data, alpha))
+                     for alpha in self.cfg.eval_alphas if alpha != a]
+            if self.lzn.reference is not None:
+                rows += [accuracy_row(alpha, batch, "reference", self.accuracy(data, alpha, "reference"))
+                         for alpha in dict.fromkeys((a, 1.0))]
+            out["classification"] = classification_section(rows, split, data.labels)
         if self.cfg.rf_weight > 0:
             out.update(super().evaluate(data, run_dir, split))
         return out

@@ -113,8 +113,8 @@ class RepresentationRecipe(Recipe):
 
         return StepOutput(None, metrics, batch_size=v1.shape[0], backward=run)
 
-    def evaluate(self, data: ImageDataset | ShardedDataset, run_dir: Any, split: str = "test") -> dict[str, float]:
-        """kNN and linear-probe accuracy of the backbone features on held-out data ("no head", method.md
+    def evaluate(self, data: ImageDataset | ShardedDataset, run_dir: Any, split: str = "test") -> dict[str, Any]:
+        """The ``representation`` section: kNN and linear-probe accuracy of the backbone features on held-out data ("no head", method.md
         §8.3). Without a held-out split there is nothing honest to report (a kNN of the training set
         against itself finds each image), so nothing is."""
         test = data
@@ -125,5 +125,7 @@ class RepresentationRecipe(Recipe):
         train_f = extract_features(fn, self.train_data, device=self.device)  # sharded sets stream, batch by batch
         test_f = extract_features(fn, test, device=self.device)
         ya, yb = self.train_data.labels, test.labels
-        return {"knn_accuracy": knn_accuracy(train_f, ya, test_f, yb, k=self.cfg.knn_k),
-                "probe_accuracy": linear_probe_accuracy(train_f, ya, test_f, yb, epochs=self.cfg.probe_epochs)}
+        return {"representation": {
+            "features": "backbone", "split": split, "knn_k": self.cfg.knn_k, "probe_epochs": self.cfg.probe_epochs,
+            "knn_accuracy": knn_accuracy(train_f, ya, test_f, yb, k=self.cfg.knn_k),
+            "probe_accuracy": linear_probe_accuracy(train_f, ya, test_f, yb, epochs=self.cfg.probe_epochs)}}

@@ -26,6 +26,7 @@ from lzn.distributed import pick_device
 from lzn.atomic import atomic_write_text
 from lzn.run_folder import RUN_FILE, RunFolder, RunFolderBusy, RunLock, read_results, read_run_file
 from lzn.recipes.baselines import ClassifierRecipe, SimCLRRecipe
+from lzn.eval.results import flat_figures
 from lzn.data import DataConfig, ImageDataset, ShardedDataset, check_labels, has_split, load_split
 from lzn.recipes.common import DataInfo, Recipe, RecipeConfig, data_info
 from lzn.recipes.config import ConfigError, load_yaml, merge, parse_set, yaml_load
@@ -74,6 +75,7 @@ PRESETS = ("digits", "fashion", "cifar10", "imagenet")
 RESUMABLE_CHANGES = {"train.steps", "train.budgets", "train.log_every", "train.checkpoint_every", "train.progress",
                      "train.tensorboard", "train.keep_last", "train.device", "sample_every", "reference_size",
                      "eval_alphas"}  # evaluation-only: a finished run keeps the figures it reported
+RETIRED_KEYS = {"retrieve_k"}  # keys older runs recorded that no longer exist: they never block a resume
 
 
 def recipe_class(name: str) -> RecipeSpec:
@@ -196,7 +198,8 @@ def _check_existing_run(run_dir: Path, recipe: str, config: dict[str, Any], info
     if old.get("recipe") != recipe:
         raise ConfigError(f"{run_dir} holds a {old.get('recipe')!r} run, not {recipe!r}; choose another --out")
     a, b = _flat(old.get("config", {})), _flat(json.loads(json.dumps(config)))
-    changed = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k) and k not in RESUMABLE_CHANGES)
+    changed = sorted(k for k in set(a) | set(b)
+                     if a.get(k) != b.get(k) and k not in RESUMABLE_CHANGES and k not in RETIRED_KEYS)
     if changed:
         raise ConfigError(f"{run_dir} was started with a different config ({', '.join(changed)}); "
                           "resume with the same settings or choose another --out")
@@ -354,9 +357,14 @@ def _train_locked(recipe: str, rec: Recipe, trainer: Trainer, cfg: RecipeConfig,
             if model is not None:
                 model.save_pretrained(str(RunFolder(run_dir).model))
             rec.export(run_dir)  # a baseline's own network (the classifier's)
+        sections: dict[str, Any] = {}
         if eval_split is not None and eval_data is not None:
-            results.update(_evaluate(rec, eval_data, eval_split, run_dir, exported=model is not None))
+            sections = _evaluate(rec, eval_data, eval_split, run_dir, exported=model is not None)
+            results.update(flat_figures(sections))
     if distributed.is_main():
+        if sections:  # the same figures in lzn evaluate's schema; figures of an earlier model.pt would be stale
+            metrics = {"evaluated_on": eval_split, **sections}
+            atomic_write_text(RunFolder(run_dir).metrics, json.dumps(metrics, indent=2) + "\n")
         atomic_write_text(RunFolder(run_dir).results, json.dumps(results, indent=2) + "\n")
     return results
 

@@ -34,7 +34,9 @@ from lzn.core import rectified_flow, zones
 from lzn.core.budget import flow_memory
 from lzn.data import ImageDataset, ShardedDataset
 from lzn.eval import RetrievalSettings, accuracy
-from lzn.eval.text import ImageScores, TextScores, lzn_scores, t2i_consistency, text_to_image
+from lzn.eval.grids import caption_grid, showcase_captions
+from lzn.eval.results import accuracy_row, classification_section
+from lzn.eval.text import ImageScores, TextScores, lzn_scores, t2i_consistency
 from lzn.models import FlowConfig, LabelAnchors, LatentZoningNetwork, TypeParts, build
 from lzn.recipes.captioned import CaptionedConfig, CaptionedRecipe, same_caption
 from lzn.recipes.common import DataInfo, NetConfig, RecipeConfig, build_net, check_flow
@@ -183,61 +185,31 @@ class TextImageRecipe(CaptionedRecipe):
         """Caption latents flowed back over the candidate images' anchors: (M, N)."""
         return self._scores()[1](texts, images)
 
-    @torch.no_grad()
-    def generate_from_text(self, captions: Sequence[str], reference_captions: Sequence[str] | None = None,
-                           generator: torch.Generator | None = None, batch_size: int = 250) -> Tensor:
-        """One image per caption (B, C, H, W) in [-1, 1] up to sampler error: ``lzn.eval.text_to_image`` with the
-        run's sampler, each caption's latent drawn from its zone against the reference captions (module
-        docstring), whose anchors are first recomputed under the current weights (``reference_captions``
-        replaces them)."""
-        if self.lzn.decoder is None:
-            raise ValueError("this run has no image decoder (rf_weight = 0); text-to-image needs one")
-        if reference_captions is not None and len(reference_captions):
-            self.reference_captions = list(reference_captions)
-        if not self.reference_captions or (reference_captions is not None and not len(reference_captions)):
-            raise ValueError("text-to-image generation needs reference captions: attach the training data, or "
-                             "pass reference_captions (e.g. batch_size - 1 training captions)")
-        self.build_references()
-        return text_to_image(self.lzn, captions, sampler=self.cfg.sampler, steps=self.cfg.sampler_steps,
-                             generator=generator, batch_size=batch_size)
-
     def sample_grid(self, path: Path, seed: int = 0, per_caption: int = 8,
                     captions: Sequence[str] | None = None) -> Path:
-        """A grid of text-to-image samples, one row per caption (written left of its row): for composed
-        captions typed ones, among them phrasings the caption templates never produce ("a fat zero",
-        "seven, drawn thin and slanted"); given ``captions`` (e.g. held-out ones), or else for user captions
-        the training captions, the first 8 distinct of them, each cut to 48 characters in the margin."""
-        from lzn.viz import save_image_grid
-
-        w = self.words
+        """``lzn.eval.caption_grid``, one row per caption, under the current weights: for composed captions
+        ``lzn.eval.grids.showcase_captions``; given ``captions`` (e.g. held-out ones), or else for user
+        captions the training captions, the first 8 distinct of them, each cut to 48 characters in the margin."""
+        if self.lzn.decoder is None:
+            raise ValueError("this run has no image decoder (rf_weight = 0); text-to-image needs one")
+        label_chars = None
         if captions is not None or self.user_captions:
             if captions is None:
                 assert self.train_captions is not None, "attach_data() first"
                 captions = self.train_captions
-            max_rows, label_chars = 8, 48
-            captions = list(dict.fromkeys(captions))[:max_rows]  # distinct, in order
-            repeated = [c for c in captions for _ in range(per_caption)]
-            gen = torch.Generator(device=self.device).manual_seed(seed)
-            images = self.generate_from_text(repeated, generator=gen)
-            labels = [c if len(c) <= label_chars else c[:label_chars - 3] + "..." for c in captions]
-            return save_image_grid(images.clamp(-1, 1), path, nrow=per_caption, row_labels=labels)
-        if self.kind == "digit" and len(w) == 10:
-            captions = [f"a fat {w[0]}", f"{w[7]}, drawn thin and slanted", f"the digit {w[3]}", f"a small, thin {w[1]}",
-                        f"a large, thick {w[8]}", f"a faint {w[2]}, slanted left", f"a bright {w[4]}",
-                        f"{w[9]} written upright"]
+            captions, label_chars = list(dict.fromkeys(captions))[:8], 48  # distinct, in order
         else:
-            forms = ["the {kind} {cls}", "a large, thick {cls}", "a small, faint {cls}"]
-            captions = [f.format(kind=self.kind, cls=c) for c in w[:4] for f in forms]
-        repeated = [c for c in captions for _ in range(per_caption)]
-        images = self.generate_from_text(repeated, generator=torch.Generator(device=self.device).manual_seed(seed))
-        return save_image_grid(images.clamp(-1, 1), path, nrow=per_caption, row_labels=captions)
+            captions = showcase_captions(self.kind, self.words)
+        self.build_references()  # the text reference set under the current weights
+        return caption_grid(self.lzn, captions, path, per_caption=per_caption, sampler=self.cfg.sampler,
+                            steps=self.cfg.sampler_steps, seed=seed, label_chars=label_chars)
 
     # ---- evaluation -----------------------------------------------------------------------------------
 
-    def consistency(self, data: ImageDataset, split: str) -> dict[str, float]:
-        """``lzn.eval.t2i_consistency`` of held-out captions of ``data`` under this run's settings, each key
-        prefixed ``{split}_``: class and attribute consistency of text-to-image samples, class consistency of
-        class-prompt samples. Empty with user captions (``data.name=captions``): they have no classes or
+    def consistency(self, data: ImageDataset, split: str) -> dict[str, Any]:
+        """The ``text_to_image`` section: ``lzn.eval.t2i_consistency`` of held-out captions of ``data`` under
+        this run's settings (class and attribute consistency of text-to-image samples, class consistency of
+        class-prompt samples). Empty with user captions (``data.name=captions``): they have no classes or
         measured attributes to check."""
         if self.user_captions:
             return {}
@@ -249,18 +221,22 @@ class TextImageRecipe(CaptionedRecipe):
         self.build_references()  # the text reference set under the current weights
         figures = t2i_consistency(self.lzn, train, data, settings, num_samples=cfg.gen_samples, sampler=cfg.sampler,
                                   steps=cfg.sampler_steps, thresholds=self.captions.thresholds)
-        return {f"{split}_{k}": v for k, v in figures.items()}
+        return {**figures, "split": split}
 
-    def evaluate(self, data: ImageDataset, run_dir: Any, split: str = "test") -> dict[str, float]:
-        out = self.retrieval_metrics(data, split)
+    def retrieval_metrics(self, data: ImageDataset, split: str) -> dict[str, Any]:
+        return {**super().retrieval_metrics(data, split), "noise_scale": self.cfg.eval_noise_scale}
+
+    def evaluate(self, data: ImageDataset, run_dir: Any, split: str = "test") -> dict[str, Any]:
+        out = super().evaluate(data, run_dir, split)
         if self.lzn.label_anchors is not None and data.labels is not None:  # the label decoder, for comparison
-            out[f"{split}_label_accuracy"] = accuracy(self.lzn, data.images, data.labels,
-                                                      noise_scale=self.cfg.eval_noise_scale,
-                                                      batch_size=self.cfg.eval_batch_size, context="batch")
+            acc = accuracy(self.lzn, data.images, data.labels, noise_scale=self.cfg.eval_noise_scale,
+                           batch_size=self.cfg.eval_batch_size, context="batch")
+            row = accuracy_row(self.cfg.eval_noise_scale, self.cfg.eval_batch_size, "batch", acc, headline=True)
+            out["classification"] = classification_section([row], split, data.labels)
         if self.lzn.decoder is not None and self.train_data is not None and self.cfg.gen_samples:
-            out.update(self.consistency(data, split))
+            if consistency := self.consistency(data, split):
+                out["text_to_image"] = consistency
             if run_dir is not None:  # user captions: rows of held-out captions
                 rows = self.held_out_captions(data)[1] if self.user_captions else None
                 self.sample_grid(RunFolder(run_dir).samples, captions=rows)
         return out
-

@@ -121,12 +121,18 @@ def test_report_shows_lzn_evaluate_table(runs, tmp_path):
 
     shutil.copytree(runs["joint"], run)
     _, page = parse(write_report(run))
+    metrics = page.sections["metrics"]  # the end of training's figures, and what lzn evaluate would add
+    assert "accuracy (alpha 1)" in metrics and "zones: KS vs N(0, 1)" not in metrics
+    assert any("Run `lzn evaluate RUN_DIR`" in t for t in metrics)
+    (run / "metrics.json").unlink()  # a run from before training wrote it
+    _, page = parse(write_report(run))
     assert any("No metrics.json" in t for t in page.sections["metrics"])
     assert main(["evaluate", str(run), "--metrics", "accuracy,zones", "--alphas", "0,1"]) == 0
     _, page = parse(write_report(run))
     metrics = page.sections["metrics"]
-    assert "lzn evaluate (metrics.json)" in metrics and "accuracy (alpha 1)" in metrics
-    assert "zones: KS vs N(0, 1)" in metrics and not any("No metrics.json" in t for t in metrics)
+    assert "Figures by metric (metrics.json: the end of training and lzn evaluate)" in metrics
+    assert "accuracy (alpha 1)" in metrics and "zones: KS vs N(0, 1)" in metrics
+    assert not any("No metrics.json" in t or "Run `lzn evaluate" in t for t in metrics)
 
 
 def test_report_max_points_and_out(runs, tmp_path):

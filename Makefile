@@ -44,8 +44,9 @@ bench: $(STAMP)
 	$(PY) benchmarks/train_step.py
 	$(PY) benchmarks/augment.py
 
-# the paper's three claims at the full budget (digits + Fashion-MNIST, 3 seeds, about 1.5 h on 2 cores):
-# two single-threaded processes share the cores better than one; finished runs are cached in runs/paper_claims
+# the paper's three claims at the full budget (digits + Fashion-MNIST at the presets' budgets, 3 seeds): on 2 CPU
+# cores digits takes about 35 minutes and Fashion-MNIST (12.8 epochs) about 6 hours more; two single-threaded
+# processes share the cores better than one; finished runs are cached in runs/paper_claims, so it can stop and resume
 claims: $(DEV_STAMP) fashion
 	export OMP_NUM_THREADS=1; \
 	( $(PY) experiments/paper_claims.py --budget full --datasets digits > /dev/null && \

@@ -72,9 +72,9 @@ def test_paper_claims_runs_end_to_end_on_a_tiny_budget(tmp_path):
 
     with Image.open(tmp_path / "fig-digits.png") as picture:  # 4 models x 2 rows of 20 samples
         assert picture.height > 8 * 32 and picture.width > 20 * 32
-    cached = sorted(p.name for p in (tmp_path / "quick" / "digits" / "joint-s0").glob("claims-*"))
+    cached = sorted(p.name for p in (tmp_path / "quick" / "digits-2steps" / "joint-s0").glob("claims-*"))
     assert cached == ["claims-efficientnet-lite0-imagenet-12.json", "claims-train-seconds.txt"]
-    assert (tmp_path / "quick" / "digits" / "classifier-s0" / "classifier" / "config.json").is_file()  # the judge
+    assert (tmp_path / "quick" / "digits-2steps" / "classifier-s0" / "classifier" / "config.json").is_file()  # the judge
 
 
 

@@ -16,7 +16,6 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -37,6 +36,7 @@ from lzn.recipes.representation import RepresentationRecipe
 from lzn.recipes.text import TextImageRecipe
 from lzn.models.network import reference_indices
 from lzn.training import Trainer, latest_checkpoint, load_checkpoint
+from lzn.training.checkpoint import check_finite_weights
 
 log = logging.getLogger("lzn")
 
@@ -346,7 +346,7 @@ def _train_locked(recipe: str, rec: Recipe, trainer: Trainer, cfg: RecipeConfig,
     if eval_split is not None:
         results["evaluated_on"] = eval_split
     with trainer.ema_weights() if trainer.emas else nullcontext(), torch.no_grad():
-        _check_finite_weights(rec.modules)
+        check_finite_weights(rec.modules)
         model = rec.lzn
         if model is not None and model.encoder is not None and cfg.reference_size:  # from the EMA encoder
             picked = reference_indices(len(train_data), train_data.labels, min(cfg.reference_size, len(train_data)),
@@ -393,11 +393,4 @@ def _evaluation_data(data: DataConfig, train_data: Data) -> tuple[str | None, Da
     if has_split(data, data.test_split):
         return data.test_split, load_split(data, data.test_split, class_names=train_data.class_names)
     return data.train_split, train_data
-
-
-def _check_finite_weights(modules: Mapping[str, torch.nn.Module]) -> None:
-    bad = [n for n, m in modules.items() if not all(bool(torch.isfinite(p).all()) for p in m.parameters())]
-    if bad:
-        raise RuntimeError(f"training produced NaN or infinite weights in {sorted(bad)}; nothing was exported "
-                           "(lower train.lr, or check the data for extreme values)")
 

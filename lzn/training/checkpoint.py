@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -115,3 +116,11 @@ def _fsync_dir(folder: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def check_finite_weights(modules: Mapping[str, torch.nn.Module]) -> None:
+    """Refuse to export weights that training made NaN or infinite (names the modules)."""
+    bad = [n for n, m in modules.items() if not all(bool(torch.isfinite(p).all()) for p in m.parameters())]
+    if bad:
+        raise RuntimeError(f"training produced NaN or infinite weights in {sorted(bad)}; nothing was exported "
+                           "(lower train.lr, or check the data for extreme values)")

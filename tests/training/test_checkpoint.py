@@ -88,3 +88,14 @@ def test_checkpoint_from_another_model_is_rejected(tmp_path):
     trainer.modules["dec"] = torch.nn.Linear(3, 2)
     with pytest.raises(CheckpointError, match="does not match"):
         trainer.fit()
+
+
+def test_non_finite_weights_are_refused_by_name():
+    from lzn.training.checkpoint import check_finite_weights
+
+    good, bad = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
+    check_finite_weights({"encoder": good})  # finite: nothing to say
+    with torch.no_grad():
+        bad.bias[1] = float("inf")
+    with pytest.raises(RuntimeError, match=r"NaN or infinite weights in \['decoder'\]; nothing was exported"):
+        check_finite_weights({"encoder": good, "decoder": bad})

@@ -171,3 +171,14 @@ def test_every_module_imports_alone_in_a_fresh_interpreter():
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr[-2000:]
+
+
+def test_files_stay_small_and_the_runner_never_duck_types_a_recipe():
+    """One job per file (at most 400 lines in lzn/), and the runner calls only what every Recipe has."""
+    lzn_dir = Path(__file__).resolve().parents[1] / "lzn"
+    long = {str(p.relative_to(lzn_dir)): n for p in lzn_dir.rglob("*.py")
+            if (n := len(p.read_text().splitlines())) > 400}
+    assert not long, f"files over 400 lines: {long}"
+    duck = [str(p.relative_to(lzn_dir)) for p in lzn_dir.rglob("*.py")
+            if "hasattr(rec" in p.read_text() or "getattr(rec" in p.read_text()]
+    assert not duck, f"recipes duck-typed in {duck}"

@@ -65,13 +65,17 @@ class ModelService:
         self.gallery = gallery
         self.limits = limits or Limits()
         self.settings = settings or Settings()
+        if self.settings.steps > self.limits.steps:
+            raise ValueError(f"the default sampler steps ({self.settings.steps}) exceed the limit of a request "
+                             f"({self.limits.steps}): lower --steps or raise --max-steps")
         self.lock = threading.Lock()
         self.reference_source = "model" if model.reference is not None else None
         with torch.no_grad():
             if model.reference is None and gallery is not None and model.encoder is not None:
                 model.build_reference(gallery.images.to(model.device, model.dtype), gallery.labels,
                                       size=self.settings.reference_size)
-                self.reference_source = f"built at start from {self.settings.reference_size} images of {gallery.name}"
+                size = int(model.reference.shape[0]) if model.reference is not None else 0
+                self.reference_source = f"built at start from {size} images of {gallery.name}"
             self.gallery_anchors = None
             if gallery is not None and model.encoder is not None:
                 self.gallery_anchors = torch.cat([model.anchors(chunk.to(model.device, model.dtype))

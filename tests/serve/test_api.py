@@ -13,7 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
-from lzn.serve import Limits, RequestError
+from lzn.serve import Limits, ModelService, RequestError, Settings
 from lzn.serve.app import create_app
 from tests.serve.conftest import make_service
 
@@ -321,3 +321,15 @@ def test_limits_are_checked():
         Limits(batch=0)
     assert RequestError(413, "x").status == 413
     assert json.loads(json.dumps(Limits().as_dict()))["request_bytes"] == 4 * 2**20
+
+
+def test_a_model_without_a_reference_bank_gets_one_from_the_image_set(joint_run, gallery):
+    service = make_service(joint_run, None)
+    service.model.set_reference(None)
+    assert service.model.reference is None
+    built = ModelService(service.model, gallery, settings=Settings(zone_points=50, reference_size=100))
+    info = built.info()
+    assert info["reference"] == {"size": 100, "source": "built at start from 100 images of digits-train"}
+    assert info["operations"]["zones"]
+    with pytest.raises(ValueError, match="--max-steps"):
+        ModelService(service.model, None, Limits(steps=5), Settings(steps=20))

@@ -197,7 +197,9 @@ def create_app(service: ModelService, *, token: str | None = None,
 def bind(host: str, port: int) -> socket.socket:
     """A listening socket on ``host:port``; a port in use or a host not on this machine raises OSError."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # proto named, as getaddrinfo gives it: asyncio sets TCP_NODELAY only on sockets whose proto is IPPROTO_TCP;
+    # without it every answer on a kept-alive connection after the first waits ~40 ms for a delayed ACK
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))

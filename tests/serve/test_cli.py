@@ -118,3 +118,30 @@ def test_a_real_server_answers_and_stops_on_ctrl_c(joint_run):
         code, err = server.stop()
     assert code == 0, err
     assert "Traceback" not in err, err
+
+
+def test_accepted_connections_send_without_delay():
+    """asyncio turns Nagle off (TCP_NODELAY) only on sockets whose proto is IPPROTO_TCP: without it, an answer
+    on a kept-alive connection after the first waited ~40 ms for the client's delayed ACK (benchmarks/serve.py)."""
+    import asyncio
+
+    from lzn.serve.app import bind
+
+    async def accepted_nodelay() -> int:
+        got: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+        class Probe(asyncio.Protocol):
+            def connection_made(self, transport):
+                got.set_result(transport.get_extra_info("socket").getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+                transport.close()
+
+        server = await asyncio.get_running_loop().create_server(Probe, sock=bind("127.0.0.1", 0))
+        port = server.sockets[0].getsockname()[1]
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            return await asyncio.wait_for(got, 10)
+        finally:
+            writer.close()
+            server.close()
+
+    assert asyncio.run(accepted_nodelay()) != 0

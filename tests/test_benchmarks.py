@@ -2,6 +2,7 @@
 The quality studies live in experiments/ (tests/test_experiments.py)."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -64,3 +65,35 @@ def test_stream_benchmark_trains_on_generated_shards_and_reports_throughput(tmp_
     assert set(rec["loader_images_per_s"]["224_two_view"]) == {"workers_0", "workers_1", "workers_2"}
     assert out.stdout.strip().splitlines()[-1].startswith("summary: 600 images on shards")
     assert list(tmp_path.iterdir()) == []  # the generated shards are removed
+
+
+def test_serve_benchmark_starts_a_server_and_reports_each_case(tmp_path):
+    import torch
+
+    from lzn.recipes import runner
+    from tests.recipes.tiny import sets
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as tests/serve/conftest.py: two shared cores
+    try:
+        overrides = [s for s in sets("joint") if not s.startswith("train.checkpoint_every")]
+        runner.train("joint", runner.resolve_config("joint", "digits", sets=overrides), tmp_path / "run")
+    finally:
+        torch.set_num_threads(threads)
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks/serve.py"), "--model", str(tmp_path / "run/model"),
+                          "--requests", "3", "--warmup", "1", "--images", "2", "--json", str(tmp_path / "serve.json")],
+                         capture_output=True, text=True, cwd=ROOT, timeout=300,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout[: out.stdout.rindex("}") + 1])
+    assert report == json.loads((tmp_path / "serve.json").read_text())
+    assert set(report["cases"]) == {"classify_1_image", "generate_2_images"}
+    for case in report["cases"].values():
+        assert set(case) == {"clients_1", "clients_8"}
+        for r in case.values():
+            assert r["requests"] == 3 and r["errors"] == 0 and r["requests_per_s"] > 0
+            assert r["p95_ms"] >= r["p50_ms"] > 0
+    assert "exit code 0" in report["server"]  # stopped by Ctrl-C, cleanly
+    summary = out.stdout.strip().splitlines()[-1]
+    assert summary.startswith("summary: lzn serve ") and "classify 1 image: 1 client " in summary
+    assert "generate 2 images: 1 client " in summary and "8 clients" in summary

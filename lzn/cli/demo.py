@@ -19,6 +19,11 @@ def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
     d.set_defaults(func=run)
 
 
+def explore_line(out: str) -> str:
+    """The closing pointer to ``lzn serve`` on the demo's exported model (``out``: the --out folder as given)."""
+    return f"explore it in a browser: lzn serve {Path(out) / 'model'}  (then open http://127.0.0.1:8000/)"
+
+
 def run(args: argparse.Namespace) -> int:
     import time
 
@@ -49,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
     from lzn.eval import write_report
 
     say(f"report (one HTML page): {write_report(out)}")
+    say(explore_line(args.out))
     say(f"done in {time.time() - start:.0f} s")
     return 0
 
@@ -73,5 +79,6 @@ def _text(args: argparse.Namespace, start: float) -> int:
     say(f'  try: lzn sample {args.out} --caption "a fat zero"; lzn classify {args.out} --prompt-template '
         f'"the digit {{cls}}" --context batch')
     say(f"report (one HTML page): {write_report(out)}")
+    say(explore_line(args.out))
     say(f"done in {time.time() - start:.0f} s")
     return 0

@@ -97,6 +97,7 @@ def test_demo_command_reports_accuracy_and_files(tmp_path, capsys):
     assert (tmp_path / "demo" / "samples" / "step-000000002.png").exists()  # the periodic sample grid
     assert (tmp_path / "demo" / "model" / "model.safetensors").exists()
     assert "report (one HTML page)" in out and (tmp_path / "demo" / "report.html").stat().st_size > 10_000
+    assert f"explore it in a browser: lzn serve {tmp_path / 'demo' / 'model'}  (then open http://127.0.0.1:8000/)" in out
     capsys.readouterr()
     assert main(["report", str(tmp_path / "demo"), "--out", str(tmp_path / "r.html"), "--max-points", "50"]) == 0
     assert str(tmp_path / "r.html") in capsys.readouterr().out and (tmp_path / "r.html").exists()

@@ -254,5 +254,6 @@ def test_lzn_demo_text_prints_retrieval_and_writes_the_caption_grid(tmp_path, ca
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "image -> text recall@1 / @5:" in out and "prompt classification" in out and "report (one HTML page)" in out
+    assert f"explore it in a browser: lzn serve {tmp_path / 'demo' / 'model'}  (then" in out
     with Image.open(tmp_path / "demo" / "samples.png") as grid:  # 8 typed captions, 8 samples each, labels left
         assert grid.height >= 8 * 8 and grid.width > 8 * 8 + 50

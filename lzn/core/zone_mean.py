@@ -198,12 +198,21 @@ def _join(parts: list[Tensor]) -> Tensor:
 
 def _logit_grads(w: Tensor, anchors: Tensor, g_abar: Tensor, record: str, g_rec: Tensor | None,
                  targets: Tensor | None) -> Tensor:
-    """One block of rows: dL/dlogits (rows, n) from the responsibilities w (rows, n)."""
+    """One block of rows: dL/dlogits (rows, n) from the responsibilities w (rows, n). Eagerly the fresh
+    (rows, n) product is updated in place (no more temporaries of that size than the row sum's); traced
+    by ``torch.compile``, every term stays out of place. The same operations in the same order either way.
+
+    The row sum is formed from this very w and dL/dw, so each row of the result sums to zero to rounding:
+    the x gradient of ``zone_mean_vjp`` drops its x_b term on that. (Forming it as g_abar . abar from the
+    forward's zone means would skip a pass over (rows, n) but breaks that consistency: in float64, flows at
+    small t then differ between block sizes by 1e-9 instead of 1e-15.)"""
     g_logits = g_abar @ anchors.t()  # dL/dw: (B, q) @ (q, n) -> (B, n)
+    eager = not torch.compiler.is_compiling()
     if record == "full":
-        g_logits = g_logits + g_rec  # type: ignore[operator]
+        g_logits = g_logits.add_(g_rec) if eager else g_logits + g_rec  # type: ignore[arg-type, operator]
     elif record == "target":
-        g_logits = g_logits.scatter_add(1, targets[:, None], g_rec[:, None])  # type: ignore[index]
+        assert targets is not None and g_rec is not None
+        g_logits = (g_logits.scatter_add_ if eager else g_logits.scatter_add)(1, targets[:, None], g_rec[:, None])
     # softmax backward: dL/dlogits = w * (dL/dw - sum_l w_l dL/dw_l)
     row = (w * g_logits).sum(dim=1, keepdim=True)  # (B, 1)
-    return (g_logits - row) * w  # (B, n); rows of dL/dlogits sum to zero
+    return g_logits.sub_(row).mul_(w) if eager else (g_logits - row) * w  # (B, n); rows sum to zero

@@ -19,6 +19,8 @@ Every finished run is cached in its folder under ``--out`` (the trainer's own re
     python experiments/ablate.py --study classification --seeds 0 1 2 --jobs 2
     python experiments/ablate.py --study classification --variants preset dropout --seeds 0   # a quick look
     python experiments/ablate.py --study classification --preset fashion --variants preset best --best simplex log
+    python experiments/ablate.py --study classification --preset fashion --variants best --best simplex log centre \
+        --recipes nogen --seeds 0   # screen a combination on the cheaper no-gen recipe
 
 The best row of each combination has its own runs (``best-simplex+log``), so rows of other combinations sit beside it.
 """
@@ -32,7 +34,7 @@ import statistics
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -103,6 +105,7 @@ CLASSIFICATION = Study(
         "simplex": Variant("H8", "label anchors on a regular simplex", lzn=("label_init=simplex",)),
         "log": Variant("H9", "log-form alignment loss", lzn=("align_form=log",)),
         "train_alpha": Variant("H10", "training latents at alpha 0.5 (not 1)", lzn=("noise_scale=0.5",)),
+        "centre": Variant("H10", "training latents at the zone centres (alpha 0, not 1)", lzn=("noise_scale=0.0",)),
     },
 )
 
@@ -381,6 +384,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variants", nargs="*", default=None,
                         help="rows to run (default: every one-factor row); 'best' is the combination of --best")
     parser.add_argument("--best", nargs="*", default=[], help="the variants combined in the 'best' row")
+    parser.add_argument("--recipes", nargs="*", default=None,
+                        help="train only these recipes of each row (default: the study's LZN recipe(s), its "
+                             "baseline, and the extra ones on the preset and best rows); e.g. nogen to screen cheaply")
     parser.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
     parser.add_argument("--steps", type=int, default=None, help="train.steps of every run (default: the preset's)")
     parser.add_argument("--jobs", type=int, default=1, help="trainings side by side, one thread each")
@@ -401,9 +407,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--seeds needs at least one seed >= 0")
     if args.jobs < 1 or (args.steps is not None and args.steps < 1):
         parser.error("--jobs and --steps must be >= 1")
+    known = [*study.lzn, study.baseline, *study.extra]
+    if args.recipes is not None and (not args.recipes or set(args.recipes) - set(known)):
+        parser.error(f"--recipes: choose one or more of {known} for --study {args.study}, got {args.recipes}")
     jobs = []
     for variant in variants:
         recipes = [*study.lzn, study.baseline] + (list(study.extra) if variant in study.extra_rows else [])
+        if args.recipes is not None:
+            recipes = [r for r in known if r in args.recipes]
         for recipe in recipes:
             v = study.variants.get(variant)
             if recipe == study.baseline and v is not None and variant != "preset" and not v.both:
@@ -425,6 +436,9 @@ def main(argv: list[str] | None = None) -> int:
     for variant in variants:
         if (variant, study.baseline) not in runs and ("preset", study.baseline) in runs:
             runs[(variant, study.baseline)] = runs[("preset", study.baseline)]
+    trained = [r for r in (*study.lzn, *study.extra) if any(rec == r for _, rec in runs)]
+    if trained and trained[0] not in study.lzn:  # e.g. --recipes nogen: its table is nogen's
+        study = replace(study, lzn=(trained[0],), extra=tuple(trained[1:]))
     table = summarise(study, runs, variants)
     md = compact_markdown(study, table, args.best) if args.compact else markdown(study, table, args.best)
     report = {"study": args.study, "preset": args.preset, "seeds": args.seeds, "steps": args.steps,

@@ -394,17 +394,19 @@ def test_flow_memory_changes_nothing_but_summation_order(solver):
     L0 = torch.randn(5, 4, generator=g, dtype=torch.float64)
     z = torch.randn(11, 4, generator=g, dtype=torch.float64)
     lw0 = torch.randn(5, generator=g, dtype=torch.float64)
+    lwa0 = torch.randn(11, generator=g, dtype=torch.float64)
     targets = torch.tensor([0, 1, 2, 3, 4, 0, 1, 2, 3, 4, 0])
 
     def run(memory):  # type: ignore[no-untyped-def]
         A, L, lw = A0.clone().requires_grad_(), L0.clone().requires_grad_(), lw0.clone().requires_grad_()
-        lat = zones.latents(A, z, steps=6, solver=solver, eps=1e-2, flow_memory=memory)
+        lwa = lwa0.clone().requires_grad_()
+        lat = zones.latents(A, z, steps=6, solver=solver, eps=1e-2, log_weights=lwa, flow_memory=memory)
         end, tp = zones.flow_back(lat, L, steps=7, targets=targets, log_weights=lw, flow_memory=memory)
         _, full = zones.flow_back(lat, L, steps=3, log_weights=lw, flow_memory=memory)
         back = zones.flow_back_end(lat, L, steps=4, flow_memory=memory)
         v = zones.velocity(lat, A, 0.4, flow_memory=memory)
         loss = zones.alignment_loss(tp, form="log") + 0.1 * end.pow(2).sum() + full.pow(2).sum() + back.sum() + v.sum()
-        return (lat.detach(), tp.detach(), loss.detach(), *torch.autograd.grad(loss, (A, L, lw)))
+        return (lat.detach(), tp.detach(), loss.detach(), *torch.autograd.grad(loss, (A, L, lw, lwa)))
 
     budgets = _budgets(11, 11, 6)
     assert budget.blocks(budgets["kept"], 11, 11, 8, 6) == (11, True)

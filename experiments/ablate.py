@@ -106,6 +106,8 @@ CLASSIFICATION = Study(
         "log": Variant("H9", "log-form alignment loss", lzn=("align_form=log",)),
         "train_alpha": Variant("H10", "training latents at alpha 0.5 (not 1)", lzn=("noise_scale=0.5",)),
         "centre": Variant("H10", "training latents at the zone centres (alpha 0, not 1)", lzn=("noise_scale=0.0",)),
+        "align_centre": Variant("H10", "alignment latents at the zone centres, the decoder's at alpha 1",
+                                lzn=("align_noise_scale=0.0",)),
     },
 )
 

@@ -39,6 +39,9 @@ class JointConfig(GenerationConfig):
     class_weights: bool = True  # label mixture weights = global batch class frequencies (method.md §3.4)
     # label anchors N(0, I), a regular simplex (method.md §7.2), or auto: the simplex where latent_dim >= classes - 1
     label_init: Literal["normal", "simplex", "auto"] = "normal"
+    # alpha of the latents the alignment loss sees; null: noise_scale, the decoder's latents (the paper). 0 aligns the
+    # zone centres while the decoder keeps learning from the whole zone (method.md §7.3; one more flow per step)
+    align_noise_scale: float | None = None
     eval_noise_scale: float = 1.0  # alpha of test latents for `test_accuracy` (paper's plain metric: 1)
     eval_alphas: list[float] = field(default_factory=lambda: [0.0, 0.5, 1.0, 1.2])  # also reported (method.md §8.2)
 
@@ -48,6 +51,8 @@ class JointConfig(GenerationConfig):
         checks.non_negative("align_weight", self.align_weight)
         checks.in_range("cutoff", self.cutoff, 0.0, 1.0)
         checks.non_negative("eval_noise_scale", self.eval_noise_scale)
+        if self.align_noise_scale is not None:
+            checks.non_negative("align_noise_scale", self.align_noise_scale)
         for i, alpha in enumerate(self.eval_alphas):
             checks.non_negative(f"eval_alphas[{i}]", alpha)
 
@@ -101,18 +106,29 @@ class JointRecipe(GenerationRecipe):
         chunk = self.chunk(x.shape[0])
         if chunk is not None:
             return self.chunked_step(x, y, chunk)
-        with flow_memory(cfg.train.flow_memory):
-            latent = self.lzn.latents_from_anchors(self.lzn.encoder(x), noise_scale=cfg.noise_scale,
-                                                   allow_nonfinite=True,  # a diverged step: NaN loss, skipped
-                                                   compile=cfg.train.compile)
+        latent, align_latent = self.latents(self.lzn.encoder(x))
         metrics: dict[str, float | Tensor] = {}
         loss = x.new_zeros(())
-        if cfg.rf_weight > 0:
+        if latent is not None:
             rf = self.rf_loss(x, latent, y)
             loss = loss + cfg.rf_weight * rf
             metrics["rf"] = rf.detach()
-        loss = loss + cfg.align_weight * self.alignment(latent, y, metrics)
+        loss = loss + cfg.align_weight * self.alignment(align_latent, y, metrics)
         return StepOutput(loss, metrics, batch_size=x.shape[0])
+
+    def latents(self, anchors: Tensor) -> tuple[Tensor | None, Tensor]:
+        """(the decoder's latents at ``noise_scale``, None without a decoder; the alignment's latents at
+        ``align_noise_scale``, the same tensor when the two alphas agree): one flow, or two."""
+        cfg = self.cfg
+        align_alpha = cfg.noise_scale if cfg.align_noise_scale is None else cfg.align_noise_scale
+        with flow_memory(cfg.train.flow_memory):
+            def flow(alpha: float) -> Tensor:
+                return self.lzn.latents_from_anchors(anchors, noise_scale=alpha, compile=cfg.train.compile,
+                                                     allow_nonfinite=True)  # a diverged step: NaN loss, skipped
+            latent = flow(cfg.noise_scale) if cfg.rf_weight > 0 else None
+            if latent is not None and align_alpha == cfg.noise_scale:
+                return latent, latent
+            return latent, flow(align_alpha)
 
     def chunked_step(self, x: Tensor, y: Tensor | None, chunk: int) -> StepOutput:
         """The plain step's gradients, encoder and decoder run ``chunk`` samples at a time (method.md §9.7):
@@ -124,18 +140,16 @@ class JointRecipe(GenerationRecipe):
 
         def run(scale: float) -> Tensor:
             anchors, replay = cached_anchors(self.lzn.encoder, x, chunk)  # (B, q) leaf
-            with flow_memory(cfg.train.flow_memory):
-                latent = self.lzn.latents_from_anchors(anchors, noise_scale=cfg.noise_scale, allow_nonfinite=True,
-                                                       compile=cfg.train.compile)
+            latent, align_latent = self.latents(anchors)
             loss = x.new_zeros(())
             outputs, grads = [], []
-            if cfg.rf_weight > 0:
+            if latent is not None:
                 rf, grad = self.chunked_rf(x, latent, y, chunk, scale * cfg.rf_weight)  # grad: (B, q)
                 loss = loss + cfg.rf_weight * rf
                 metrics["rf"] = rf
                 outputs.append(latent)
                 grads.append(grad)
-            align = cfg.align_weight * self.alignment(latent, y, metrics)
+            align = cfg.align_weight * self.alignment(align_latent, y, metrics)
             outputs.append(scale * align)
             grads.append(torch.ones_like(align))
             backward(outputs, grads)  # -> anchors.grad, label anchors

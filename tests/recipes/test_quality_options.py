@@ -61,6 +61,7 @@ def test_the_digits_preset_takes_the_studys_settings():
                                              "use label_init: auto or normal"),
     (["label_init=orthogonal"], "label_init: 'orthogonal' is not one of"),
     (["encoder.kwargs.head_norm=3"], "head_norm"),
+    (["align_noise_scale=-0.5"], "align_noise_scale"),
 ])
 def test_bad_quality_settings_are_config_errors_naming_the_key(extra, match):
     with pytest.raises(ConfigError, match=match):
@@ -70,3 +71,33 @@ def test_bad_quality_settings_are_config_errors_naming_the_key(extra, match):
         from lzn.recipes.runner import RECIPES
 
         RECIPES["joint"](cfg, data_info(load_split(cfg.data, "train")))
+
+
+@pytest.mark.parametrize("recipe", ["joint", "nogen"])
+def test_alignment_latents_at_the_zone_centres_while_the_decoder_keeps_the_whole_zone(recipe):
+    """align_noise_scale 0: the alignment sees each anchor's zone centre (no noise drawn into it), the
+    decoder its latents at noise_scale; null: one flow, shared (the paper)."""
+    from lzn.data import load_split
+    from lzn.recipes.common import data_info
+    from lzn.recipes.runner import RECIPES
+
+    def recipe_with(extra):  # type: ignore[no-untyped-def]
+        cfg = resolve_config(recipe, "digits", sets=sets(recipe) + extra)
+        torch.manual_seed(0)
+        return RECIPES[recipe](cfg, data_info(load_split(cfg.data, "train")))
+
+    rec = recipe_with(["align_noise_scale=0.0"])
+    anchors = torch.randn(16, 8)
+    torch.manual_seed(1)
+    latent, align = rec.latents(anchors)
+    torch.manual_seed(2)  # other noise: the zone centres do not move
+    _, align2 = rec.latents(anchors)
+    centres = rec.lzn.latents_from_anchors(anchors, noise_scale=0.0)
+    torch.testing.assert_close(align, centres, rtol=0, atol=0)
+    torch.testing.assert_close(align2, centres, rtol=0, atol=0)
+    if recipe == "nogen":
+        assert latent is None  # no decoder: one flow, the alignment's
+    else:
+        assert latent is not None and (latent - centres).abs().max() > 0.1  # alpha 1: spread over the zone
+        shared, same = recipe_with([]).latents(anchors)
+        assert shared is same  # the default: the decoder's latents are the alignment's, one flow

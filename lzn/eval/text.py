@@ -107,6 +107,24 @@ def lzn_scores(model: LatentZoningNetwork, *, noise_scale: float, batch_size: in
 
 
 RUN_SETTINGS = "the run's (run.yaml)"
+
+
+def held_out_info(eval_pairs: int, seed: int, batch_size: int, settings: str, *, own_captions: bool,
+                  caption_seed: int | None = None, prompt: str | None = None, prompt_images: int | None = None,
+                  **extra: Any) -> dict[str, Any]:
+    """How a retrieval section's held-out pairs were drawn and scored, as ``metrics.json`` names it: pair
+    count, seed, batch, where the settings came from, ``extra`` (the split, the latents' alpha), and the
+    captions: the data's own, or composed with ``caption_seed`` and ``prompt`` (prompted over
+    ``prompt_images`` images when given)."""
+    info: dict[str, Any] = {"eval_pairs": eval_pairs, "seed": seed, "batch_size": batch_size, "settings": settings,
+                            **extra}
+    if own_captions:
+        info["captions"] = "the data's own"
+    else:
+        info.update({"captions": "composed", "caption_seed": caption_seed, "prompt": prompt})
+        if prompt_images is not None:
+            info["prompt_images"] = prompt_images
+    return info
 """``RetrievalSettings.origin`` of figures measured with a training run's own settings."""
 
 
@@ -139,12 +157,11 @@ def retrieval_section(model: LatentZoningNetwork, train: Data, data: Data, setti
     every image of ``data``, as the ``text`` recipe measures them at the end of training."""
     held = _in_memory(data)
     text_scores, image_scores = lzn_scores(model, noise_scale=settings.noise_scale, batch_size=batch_size)
-    info: dict[str, Any] = {"eval_pairs": settings.eval_pairs, "seed": settings.seed, "noise_scale": settings.noise_scale,
-                            "batch_size": batch_size, "settings": settings.origin}
+    info = held_out_info(settings.eval_pairs, settings.seed, batch_size, settings.origin,
+                         own_captions=held.captions is not None, noise_scale=settings.noise_scale)
     if held.captions is not None:
         images, captions = own_pairs(held, pairs=settings.eval_pairs, seed=settings.seed)
         figures = retrieval_figures(text_scores, image_scores, images, captions, eval_batch_size=batch_size)
-        info["captions"] = "the data's own"
     else:
         source = _in_memory(train)
         thresholds = caption_thresholds(source)
@@ -154,8 +171,7 @@ def retrieval_section(model: LatentZoningNetwork, train: Data, data: Data, setti
         prompts = class_prompts(settings.prompt, source.class_names, source.num_classes)
         figures = retrieval_figures(text_scores, image_scores, images, captions, prompts=prompts, labels=held.labels,
                                     prompt_images=held.images, eval_batch_size=batch_size)
-        info.update({"captions": "composed", "caption_seed": settings.caption_seed, "prompt": settings.prompt,
-                     "prompt_images": len(held)})
+        info.update({"caption_seed": settings.caption_seed, "prompt": settings.prompt, "prompt_images": len(held)})
     return {**figures, **info, **trivial_recall_note(captions)}
 
 

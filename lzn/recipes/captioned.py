@@ -29,7 +29,7 @@ from lzn import checks, distributed
 from lzn.data import (DEFAULT_PAIRS, DEFAULT_PROMPT, ImageDataset, ShardedDataset, caption_dataset, composed_pairs,
                       own_pairs, pick_pairs)
 from lzn.data.captions import CaptionSet, class_words  # class_words: re-exported for old imports
-from lzn.eval.text import RUN_SETTINGS, retrieval_figures, trivial_recall_note
+from lzn.eval.text import RUN_SETTINGS, held_out_info, retrieval_figures, trivial_recall_note
 from lzn.models import build
 from lzn.recipes.common import DataInfo, NetConfig, Recipe, RecipeConfig, build_net
 
@@ -199,14 +199,9 @@ class CaptionedRecipe(Recipe):
                                     labels=data.labels if prompted else None, prompt_images=data.images,
                                     eval_batch_size=self.cfg.eval_batch_size)
         cfg = self.cfg
-        info: dict[str, Any] = {"eval_pairs": cfg.eval_pairs, "seed": cfg.train.seed, "batch_size": cfg.eval_batch_size,
-                                "settings": RUN_SETTINGS, "split": split}
-        if self.user_captions:
-            info["captions"] = "the data's own"
-        else:
-            info.update({"captions": "composed", "caption_seed": cfg.caption_seed, "prompt": cfg.prompt})
-            if prompted:
-                info["prompt_images"] = len(data)
+        info = held_out_info(cfg.eval_pairs, cfg.train.seed, cfg.eval_batch_size, RUN_SETTINGS,
+                             own_captions=self.user_captions, caption_seed=cfg.caption_seed, prompt=cfg.prompt,
+                             prompt_images=len(data) if prompted else None, split=split)
         return {**figures, **info, **trivial_recall_note(captions)}
 
     def evaluate(self, data: ImageDataset, run_dir: Any, split: str = "test") -> dict[str, Any]:

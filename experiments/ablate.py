@@ -270,8 +270,22 @@ def job(args: tuple[str, str, str, int, str, int | None, list[str], str]) -> tup
     start = time.time()
     cfg = _as_before(resolve_config(recipe, preset, sets=sets))
     train(recipe, cfg, folder)
-    figures = measure(study_name, recipe, folder, preset, sets)
+    figures = {**measure(study_name, recipe, folder, preset, sets), **training_fit(folder)}
     return variant, recipe, seed, figures, time.time() - start
+
+
+def training_fit(folder: Path, last: int = 5) -> dict[str, float]:
+    """How well a run fits its training batches: the mean over its last ``last`` log lines of the fraction of
+    training latents in their label zone (``assign``, LZN) or of the training accuracy (``train_acc``, the
+    classifier); empty for a study whose recipes log neither. Low for LZN where the classifier is high: the
+    alignment underfits, not overfits."""
+    path = folder / "metrics.jsonl"
+    lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+    for key in ("assign", "train_acc"):
+        values = [line[key] for line in lines if key in line][-last:]
+        if values:
+            return {"train_fit": statistics.fmean(values)}
+    return {}
 
 
 # ---- table -----------------------------------------------------------------------------------------
@@ -328,10 +342,14 @@ def markdown(study: Study, table: dict[str, Any], best: list[str]) -> str:
     for key, label in study.metrics.items():
         head += [f"{r} {label}" for r in lzn_recipes] + [f"{study.baseline} {label}",
                                                          f"{study.lzn[0]} - {study.baseline}", "vs preset"]
-    extra = {"acc_a0_raw": "raw weights (alpha 0)", "acc_a0_reference": "bank (alpha 0)", "round_trip": "round trip",
+    extra = {"acc_a0_raw": "raw weights (alpha 0)", "acc_a0_reference": "bank (alpha 0)", "train_fit": "training fit",
+             "round_trip": "round trip",
              "label_zone_fraction": "in label zone", "anchor_norm": "anchor norm", "anchor_nearest": "nearest anchor"}
     extra = {k: label for k, label in extra.items() if any(k in row.get(study.lzn[0], {}) for row in table.values())}
     head += list(extra.values())
+    base_fit = any("train_fit" in row.get(study.baseline, {}) for row in table.values())
+    if base_fit:
+        head.append(f"{study.baseline} training fit")
     lines.append("| " + " | ".join(head) + " |")
     lines.append("|" + "---|" * len(head))
     for variant, row in table.items():
@@ -345,6 +363,8 @@ def markdown(study: Study, table: dict[str, Any], best: list[str]) -> str:
             cells += [delta(main, key, "vs_baseline"), delta(main, key, "vs_preset")]
         main = row.get(study.lzn[0])
         cells += [cell(main, k) for k in extra]
+        if base_fit:
+            cells.append(cell(row.get(study.baseline), "train_fit"))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

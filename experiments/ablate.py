@@ -19,8 +19,8 @@ Every finished run is cached in its folder under ``--out`` (the trainer's own re
     python experiments/ablate.py --study classification --seeds 0 1 2 --jobs 2
     python experiments/ablate.py --study classification --variants preset dropout --seeds 0   # a quick look
     python experiments/ablate.py --study classification --preset fashion --variants preset best --best simplex log
-    python experiments/ablate.py --study classification --preset fashion --variants best --best simplex log centre \
-        --recipes nogen --seeds 0   # screen a combination on the cheaper no-gen recipe
+    python experiments/ablate.py --study classification --preset fashion --variants simplex+log simplex+log+centre \
+        --recipes nogen --seeds 0   # two combinations, screened on the cheaper no-gen recipe
 
 The best row of each combination has its own runs (``best-simplex+log``), so rows of other combinations sit beside it.
 """
@@ -155,13 +155,24 @@ def _fill(items: tuple[str, ...], steps: int) -> list[str]:
     return [s.format(freeze=max(1, round(0.3 * steps)), steps2=2 * steps) for s in items]
 
 
+def parts(variant: str, best: list[str]) -> list[str]:
+    """The one-factor rows a row combines: 'best' is ``--best``; 'simplex+log' is simplex and log."""
+    return list(best) if variant == "best" else variant.split("+")
+
+
+def folder_name(variant: str, best: list[str]) -> str:
+    """A combination's runs sit in ``best-a+b`` (whether named by --best or by 'a+b'), a one-factor row's in its name."""
+    names = parts(variant, best)
+    return f"best-{'+'.join(names)}" if variant == "best" or len(names) > 1 else variant
+
+
 def run_sets(study: Study, variant: str, recipe: str, seed: int, preset: str, steps: int | None,
              best: list[str]) -> list[str]:
     """The --set items of one run: seed, budget, then the variant's settings for this recipe."""
     base = resolve_config(study.baseline, preset, sets=[f"train.steps={steps}"] if steps else None)
     budget = base.train.steps or 0
     sets = [f"train.seed={seed}", "train.progress=false"] + ([f"train.steps={steps}"] if steps else [])
-    names = best if variant == "best" else [variant]
+    names = parts(variant, best)
     is_lzn = recipe != study.baseline
     if is_lzn:
         sets += list(study.base)
@@ -265,8 +276,7 @@ def job(args: tuple[str, str, str, int, str, int | None, list[str], str]) -> tup
     torch.set_num_threads(int(os.environ.get("ABLATE_THREADS", "1")))
     study = STUDIES[study_name]
     sets = run_sets(study, variant, recipe, seed, preset, steps, best)
-    row = f"best-{'+'.join(best)}" if variant == "best" else variant  # each combination has its own runs
-    folder = Path(out) / preset / study_name / row / f"{recipe}-s{seed}"
+    folder = Path(out) / preset / study_name / folder_name(variant, best) / f"{recipe}-s{seed}"
     start = time.time()
     cfg = _as_before(resolve_config(recipe, preset, sets=sets))
     train(recipe, cfg, folder)
@@ -323,6 +333,16 @@ def summarise(study: Study, runs: dict[tuple[str, str], list[dict[str, Any]]], v
     return table
 
 
+def describe(study: Study, variant: str, best: list[str]) -> tuple[str, str]:
+    """(what, hypotheses) of a table row."""
+    v = study.variants.get(variant)
+    if v is not None:
+        return v.what, v.hypothesis
+    names = parts(variant, best)
+    return (("best: " if variant == "best" else "") + " + ".join(names),
+            "+".join(study.variants[b].hypothesis for b in names))
+
+
 def markdown(study: Study, table: dict[str, Any], best: list[str]) -> str:
     def cell(stat: dict[str, Any] | None, key: str) -> str:
         if not stat or key not in stat:
@@ -353,9 +373,7 @@ def markdown(study: Study, table: dict[str, Any], best: list[str]) -> str:
     lines.append("| " + " | ".join(head) + " |")
     lines.append("|" + "---|" * len(head))
     for variant, row in table.items():
-        v = study.variants.get(variant)
-        what = v.what if v else "best: " + " + ".join(best)
-        hyp = v.hypothesis if v else "+".join(study.variants[b].hypothesis for b in best)
+        what, hyp = describe(study, variant, best)
         cells = [variant, hyp, what]
         for key in study.metrics:
             cells += [cell(row.get(r), key) for r in lzn_recipes] + [cell(row.get(study.baseline), key)]
@@ -386,13 +404,12 @@ def compact_markdown(study: Study, table: dict[str, Any], best: list[str]) -> st
         return f"{stat[k]['mean']:.3f} +- {stat[k]['sd']:.3f}" if stat and k in stat else "-"
 
     for variant, row in table.items():
-        v = study.variants.get(variant)
         main = row.get(study.lzn[0], {})
         change = main.get(key, {}).get("vs_preset")
         mark = "" if change is None else f"{change:+.3f}" + (" *" if main[key].get("counts") else "")
         diff = main.get(key, {}).get("vs_baseline")
-        cells = [variant, v.hypothesis if v else "+".join(study.variants[b].hypothesis for b in best),
-                 v.what if v else "best: " + " + ".join(best), *[fmt(row.get(r), key) for r in lzn_recipes],
+        what, hyp = describe(study, variant, best)
+        cells = [variant, hyp, what, *[fmt(row.get(r), key) for r in lzn_recipes],
                  mark or "-", fmt(row.get(study.baseline), key), "-" if diff is None else f"{diff:+.3f}"]
         cells += [fmt(main, k) for k in extra]
         lines.append("| " + " | ".join(cells) + " |")
@@ -404,7 +421,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--study", choices=sorted(STUDIES), default="classification")
     parser.add_argument("--preset", choices=["digits", "fashion"], default="digits")
     parser.add_argument("--variants", nargs="*", default=None,
-                        help="rows to run (default: every one-factor row); 'best' is the combination of --best")
+                        help="rows to run (default: every one-factor row); 'best' is the combination of --best, "
+                             "'a+b' the combination of rows a and b")
     parser.add_argument("--best", nargs="*", default=[], help="the variants combined in the 'best' row")
     parser.add_argument("--recipes", nargs="*", default=None,
                         help="train only these recipes of each row (default: the study's LZN recipe(s), its "
@@ -420,7 +438,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     study = STUDIES[args.study]
     variants = args.variants if args.variants is not None else list(study.variants)
-    unknown = [v for v in [*variants, *args.best] if v not in study.variants and v != "best"]
+    unknown = [p for v in [*variants, *args.best] if v != "best" for p in v.split("+") if p not in study.variants]
     if unknown:
         parser.error(f"unknown variant(s) {unknown} for --study {args.study}; choose from {list(study.variants)} or best")
     if "best" in variants and not args.best:
@@ -434,7 +452,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--recipes: choose one or more of {known} for --study {args.study}, got {args.recipes}")
     jobs = []
     for variant in variants:
-        recipes = [*study.lzn, study.baseline] + (list(study.extra) if variant in study.extra_rows else [])
+        combined = variant in study.extra_rows or "+" in variant  # combinations also train the extra recipes
+        recipes = [*study.lzn, study.baseline] + (list(study.extra) if combined else [])
         if args.recipes is not None:
             recipes = [r for r in known if r in args.recipes]
         for recipe in recipes:

@@ -42,6 +42,27 @@ def test_ablation_study_trains_measures_caches_and_tabulates(tmp_path):
     assert again.stderr.count("done ") == 14
 
 
+def test_a_combination_row_and_one_recipe_reuse_the_best_rows_runs(tmp_path):
+    """'simplex+dropout' is the row --best simplex dropout names (the same folder, so its cached runs);
+    --recipes nogen trains nogen alone and its table is nogen's, with the training fit."""
+    _ablate(tmp_path, "--variants", "best", "--best", "simplex", "dropout", "--recipes", "nogen", "--seeds", "0")
+    folder = tmp_path / "digits" / "classification" / "best-simplex+dropout"
+    assert sorted(p.name for p in folder.iterdir()) == ["nogen-s0"]
+    stamp = (folder / "nogen-s0" / "ablate-eval.json").stat().st_mtime_ns
+    out = _ablate(tmp_path, "--variants", "simplex+dropout", "--recipes", "nogen", "--seeds", "0",
+                  "--json", str(tmp_path / "t.json"))
+    assert (folder / "nogen-s0" / "ablate-eval.json").stat().st_mtime_ns == stamp  # cached, not trained again
+    row = json.loads((tmp_path / "t.json").read_text())["table"]["simplex+dropout"]
+    assert set(row) == {"nogen"} and 0 <= row["nogen"]["train_fit"]["mean"] <= 1
+    assert "| simplex+dropout | H8+H4 | simplex + dropout |" in out.stdout and "nogen accuracy (alpha 0)" in out.stdout
+    bad = subprocess.run([sys.executable, str(ROOT / "experiments/ablate.py"), "--variants", "simplex+foo",
+                          "--recipes", "nogen"], capture_output=True, text=True, cwd=ROOT)
+    assert bad.returncode == 2 and "unknown variant(s) ['foo']" in bad.stderr
+    bad = subprocess.run([sys.executable, str(ROOT / "experiments/ablate.py"), "--recipes", "simclr"],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert bad.returncode == 2 and "--recipes: choose one or more of ['joint', 'classifier', 'nogen']" in bad.stderr
+
+
 def test_ablation_representation_study_and_bad_arguments(tmp_path):
     out = _ablate(tmp_path, "--study", "representation", "--variants", "preset", "head_norm", "--seeds", "0")
     assert "| head_norm | H5 |" in out.stdout and "simclr kNN accuracy" in out.stdout

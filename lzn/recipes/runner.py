@@ -74,7 +74,7 @@ PRESETS = ("digits", "fashion", "cifar10", "imagenet")
 # keys that may change when a run is resumed (e.g. to train longer); everything else must match
 RESUMABLE_CHANGES = {"train.steps", "train.budgets", "train.log_every", "train.checkpoint_every", "train.progress",
                      "train.tensorboard", "train.keep_last", "train.device", "sample_every", "reference_size",
-                     "eval_alphas"}  # evaluation-only: a finished run keeps the figures it reported
+                     "eval_alphas", "eval_noise_scale"}  # evaluation-only: a finished run keeps the figures it reported
 RETIRED_KEYS = {"retrieve_k"}  # keys older runs recorded that no longer exist: they never block a resume
 
 

@@ -54,6 +54,14 @@ def test_the_digits_preset_takes_the_studys_settings():
         cfg = resolve_config(recipe, "digits")
         assert (cfg.align_form, cfg.label_init) == ("log", "auto")
     assert resolve_config("joint", "cifar10").label_init == "normal"  # the paper's recipe stays the paper's
+    assert resolve_config("joint", "cifar10").align_noise_scale is None
+
+
+def test_the_fashion_preset_aligns_the_zone_centres():
+    joint, nogen = resolve_config("joint", "fashion"), resolve_config("nogen", "fashion")
+    assert (joint.align_form, joint.label_init, joint.align_noise_scale, joint.noise_scale) == ("log", "auto", 0.0, 1.0)
+    assert (nogen.align_form, nogen.label_init, nogen.noise_scale) == ("log", "auto", 0.0)
+    assert joint.eval_noise_scale == nogen.eval_noise_scale == 0.0
 
 
 @pytest.mark.parametrize("extra,match", [

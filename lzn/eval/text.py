@@ -107,6 +107,7 @@ def lzn_scores(model: LatentZoningNetwork, *, noise_scale: float, batch_size: in
 
 
 RUN_SETTINGS = "the run's (run.yaml)"
+"""``RetrievalSettings.origin`` of figures measured with a training run's own settings."""
 
 
 def held_out_info(eval_pairs: int, seed: int, batch_size: int, settings: str, *, own_captions: bool,
@@ -125,7 +126,6 @@ def held_out_info(eval_pairs: int, seed: int, batch_size: int, settings: str, *,
         if prompt_images is not None:
             info["prompt_images"] = prompt_images
     return info
-"""``RetrievalSettings.origin`` of figures measured with a training run's own settings."""
 
 
 @dataclass(frozen=True)
@@ -157,9 +157,11 @@ def retrieval_section(model: LatentZoningNetwork, train: Data, data: Data, setti
     every image of ``data``, as the ``text`` recipe measures them at the end of training."""
     held = _in_memory(data)
     text_scores, image_scores = lzn_scores(model, noise_scale=settings.noise_scale, batch_size=batch_size)
-    info = held_out_info(settings.eval_pairs, settings.seed, batch_size, settings.origin,
-                         own_captions=held.captions is not None, noise_scale=settings.noise_scale)
-    if held.captions is not None:
+    own = held.captions is not None
+    info = held_out_info(settings.eval_pairs, settings.seed, batch_size, settings.origin, own_captions=own,
+                         caption_seed=settings.caption_seed, prompt=settings.prompt,
+                         prompt_images=None if own else len(held), noise_scale=settings.noise_scale)
+    if own:
         images, captions = own_pairs(held, pairs=settings.eval_pairs, seed=settings.seed)
         figures = retrieval_figures(text_scores, image_scores, images, captions, eval_batch_size=batch_size)
     else:
@@ -171,7 +173,6 @@ def retrieval_section(model: LatentZoningNetwork, train: Data, data: Data, setti
         prompts = class_prompts(settings.prompt, source.class_names, source.num_classes)
         figures = retrieval_figures(text_scores, image_scores, images, captions, prompts=prompts, labels=held.labels,
                                     prompt_images=held.images, eval_batch_size=batch_size)
-        info.update({"caption_seed": settings.caption_seed, "prompt": settings.prompt, "prompt_images": len(held)})
     return {**figures, **info, **trivial_recall_note(captions)}
 
 

@@ -79,6 +79,7 @@ DROPOUT = Variant("H4", "encoder dropout 0.15", both=("encoder.kwargs.dropout=0.
 HEAD_NORM = Variant("H5", "anchor head ends in GroupNorm (anchors of norm ~sqrt(q))",
                     both=("encoder.kwargs.head_norm=true",))
 STEPS = Variant("H6", "2x the steps", both=("train.steps={steps2}",))
+COSINE = Variant("H12", "LR decays along a half cosine to 0 (train.lr_decay=cosine)", both=("train.lr_decay=cosine",))
 
 
 def _batch(size: int) -> Variant:
@@ -104,6 +105,7 @@ CLASSIFICATION = Study(
         "dropout": DROPOUT,
         "head_norm": HEAD_NORM,
         "steps": STEPS,
+        "cosine": COSINE,
         "simplex": Variant("H8", "label anchors on a regular simplex", lzn=("label_init=simplex",)),
         "log": Variant("H9", "log-form alignment loss", lzn=("align_form=log",)),
         "train_alpha": Variant("H10", "training latents at alpha 0.5 (not 1)", lzn=("noise_scale=0.5",)),
@@ -124,6 +126,7 @@ REPRESENTATION = Study(
         "dropout": DROPOUT,
         "head_norm": HEAD_NORM,
         "steps": STEPS,
+        "cosine": COSINE,
         "prob": Variant("H9", "probability-form alignment loss (preset: log)", lzn=("align_form=prob",)),
         "train_alpha": Variant("H10", "training latents at alpha 0 (preset 0.45)", lzn=("noise_scale=0.0",)),
     },
@@ -143,6 +146,7 @@ TEXT = Study(
         "dropout": DROPOUT,
         "head_norm": HEAD_NORM,
         "steps": STEPS,
+        "cosine": COSINE,
         "prob": Variant("H9", "probability-form alignment loss (preset: log)", lzn=("align_form=prob",)),
         "train_alpha": Variant("H10", "training latents at alpha 0 (before: 0.45)", lzn=("noise_scale=0.0",)),
         "no_decoder": Variant("H11", "alignment only: no image decoder sharing the encoder", lzn=("rf_weight=0",)),

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 
 from lzn import checks
+from lzn.training.schedules import LR_DECAYS
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -52,6 +53,7 @@ class TrainConfig:
     ema_decay: dict[str, float] | float = 0.9999
     warmup_steps: int = 5000
     warmup_start: float = 1 / 5000
+    lr_decay: str | None = None  # null: constant after warm-up (the paper); "cosine"/"linear" to 0 at each budget
     grad_clip: float | None = 1.0
     amp: str | None = None  # None (fp32), "bf16" or "fp16" (with a gradient scaler)
     checkpoint_every: int | None = 1000  # None: only at the end
@@ -84,6 +86,9 @@ class TrainConfig:
         checks.in_range("warmup_start", self.warmup_start, 0.0, 1.0, closed_high=True)
         if self.warmup_start == 0:
             raise ValueError("warmup_start must be > 0 (the first step's LR factor), got 0")
+        if self.lr_decay is not None and self.lr_decay not in LR_DECAYS:
+            raise ValueError(f"lr_decay must be null (constant LR after warm-up) or one of {', '.join(LR_DECAYS)} "
+                             f"(decay to 0 over each module's budget), got {self.lr_decay!r}")
         if self.grad_clip is not None:
             checks.positive("grad_clip", self.grad_clip)
         checks.at_least("seed", self.seed, 0)

@@ -30,7 +30,7 @@ from lzn.training import checkpoint as ckpt
 from lzn.training.config import AMP_DTYPES, StepFn, StepOutput, TrainConfig
 from lzn.training.ema import EMA
 from lzn.training.logging import MetricsWindow, MetricsWriter, ProgressBar
-from lzn.training.schedules import step_seed, warmup_factor
+from lzn.training.schedules import decay_factor, step_seed, warmup_factor
 
 Hook = tuple[int, Callable[["Trainer", int], None]]
 
@@ -81,9 +81,14 @@ class Trainer:
         return name in self._frozen
 
     def lrs(self) -> dict[str, float]:
-        """Learning rate per module for the next optimizer step (0 for frozen modules)."""
-        factor = warmup_factor(self.opt_steps, self.config.warmup_steps, self.config.warmup_start)
-        return {n: 0.0 if self.frozen(n) else lr * factor for n, lr in self.base_lr.items()}
+        """Learning rate per module for the next optimizer step (0 for frozen modules): the warm-up factor
+        (clocked by successful optimizer steps) times ``lr_decay``'s (clocked by iterations over the
+        module's budget)."""
+        cfg = self.config
+        factor = warmup_factor(self.opt_steps, cfg.warmup_steps, cfg.warmup_start)
+        return {n: 0.0 if self.frozen(n) else
+                lr * factor * decay_factor(self.step, self.budgets[n], cfg.warmup_steps, cfg.lr_decay)
+                for n, lr in self.base_lr.items()}
 
     @contextmanager
     def ema_weights(self, *names: str) -> Iterator[dict[str, nn.Module]]:

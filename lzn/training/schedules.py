@@ -6,6 +6,9 @@ Nothing here holds state; the trainer stores only the counters these functions a
 from __future__ import annotations
 
 import hashlib
+import math
+
+LR_DECAYS = ("cosine", "linear")  # the values of TrainConfig.lr_decay besides null (constant after warm-up)
 
 
 def warmup_factor(opt_steps: int, warmup_steps: int = 5000, start: float = 1 / 5000) -> float:
@@ -22,6 +25,27 @@ def warmup_factor(opt_steps: int, warmup_steps: int = 5000, start: float = 1 / 5
     if warmup_steps <= 1 or opt_steps >= warmup_steps - 1:
         return 1.0
     return start + (1.0 - start) * opt_steps / (warmup_steps - 1)
+
+
+def decay_factor(step: int, budget: int, warmup_steps: int, kind: str | None) -> float:
+    """LR multiplier of iteration ``step`` (0-based) of a module trained on iterations 0..budget-1.
+
+    ``None``: 1 (the paper's constant LR after warm-up, method.md §9.1). ``"cosine"`` (a half cosine) and
+    ``"linear"`` fall from 1 at iteration ``warmup_steps - 1``, the first at full LR, towards 0 at
+    iteration ``budget`` (the last trained iteration keeps a small positive factor). A budget no longer
+    than the warm-up leaves no room to decay: 1. Multiplies :func:`warmup_factor`.
+    """
+    if step < 0 or budget < 0:
+        raise ValueError(f"step and budget must be >= 0, got {step} and {budget}")
+    if kind is None:
+        return 1.0
+    if kind not in LR_DECAYS:
+        raise ValueError(f"lr decay must be null or one of {LR_DECAYS}, got {kind!r}")
+    start = max(warmup_steps - 1, 0)
+    if budget <= start + 1:
+        return 1.0
+    progress = min(max((step - start) / (budget - start), 0.0), 1.0)
+    return 0.5 * (1.0 + math.cos(math.pi * progress)) if kind == "cosine" else 1.0 - progress
 
 
 def ema_decay(num_updates: int, decay: float) -> float:

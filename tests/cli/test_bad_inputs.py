@@ -109,6 +109,16 @@ def test_bad_settings_leave_an_existing_run_alone(run, tmp_path, capsys):
     assert snapshot(run) == before
 
 
+def test_a_decayed_run_keeps_its_budget_when_resumed(tmp_path, capsys):
+    out = tmp_path / "decayed"
+    assert main(train_args("nogen", out, "train.lr_decay=cosine", "train.checkpoint_every=1")) == 0
+    before = snapshot(out)
+    fails(train_args("nogen", out, "train.lr_decay=cosine", "train.checkpoint_every=1", "train.steps=5"), capsys,
+          "decays module 'encoder'", "train.lr_decay=cosine", "keep train.steps")
+    assert snapshot(out) == before
+    fails(train_args("nogen", out, "train.lr_decay=cosin"), capsys, "lr_decay must be null", "cosine, linear")
+
+
 @pytest.mark.parametrize("args,needles", [
     (["train", "jont", "--out", "{tmp}/a"], ["unknown recipe 'jont'"]),
     (["train", "joint", "--preset", "digitz", "--out", "{tmp}/a"], ["unknown preset 'digitz'"]),

@@ -40,6 +40,23 @@ def test_per_module_lrs_and_warmup_reach_the_right_groups(tmp_path):
     assert [r["lr_dec"] for r in rows] == pytest.approx([5e-2 * f for f in (0.25, 0.5, 0.75, 1.0)])
 
 
+def test_lr_decay_follows_each_module_budget(tmp_path):
+    trainer = make_trainer(tmp_path, steps=12, lr={"enc": 1e-2, "dec": 4e-2}, budgets={"dec": 7}, warmup_steps=3,
+                           warmup_start=0.5, lr_decay="cosine")
+    trainer.fit()
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+
+    def naive(k: int, budget: int) -> float:  # warm-up 0.5, 0.75, 1 then a half cosine from iteration 2
+        warm = min(1.0, 0.5 + 0.25 * k)
+        return warm * (1.0 if k < 2 else 0.5 * (1 + math.cos(math.pi * (k - 2) / (budget - 2))))
+
+    assert [r["lr_enc"] for r in rows] == pytest.approx([1e-2 * naive(k, 12) for k in range(12)])
+    assert [r["lr_dec"] for r in rows] == pytest.approx([4e-2 * naive(k, 7) for k in range(7)] + [0.0] * 5)
+    assert rows[-1]["lr_enc"] < 1e-2 * 0.03  # the last iteration is near the end of the cosine
+    with pytest.raises(ValueError, match="lr_decay must be null .* got 'cos'"):
+        TrainConfig(lr=1e-3, steps=3, lr_decay="cos")
+
+
 def test_first_step_matches_a_hand_written_adam_step(tmp_path):
     trainer = make_trainer(tmp_path, steps=1, grad_clip=None, noisy=False, warmup_steps=1)
     ref = make_modules()

@@ -49,6 +49,26 @@ def test_resume_after_discarding_the_trainer_is_exact(tmp_path):
         assert torch.equal(second.emas[name].shadow["weight"], _final_ema_weight(tmp_path, name))
 
 
+def test_a_decayed_run_resumes_on_the_same_curve(tmp_path):
+    straight = make_trainer(tmp_path / "straight", steps=10, lr_decay="linear", checkpoint_every=3)
+    straight.fit()
+
+    def crash(trainer, step):
+        if step == 7:
+            raise KeyboardInterrupt
+
+    run = tmp_path / "crashed"
+    first = make_trainer(run, steps=10, lr_decay="linear", checkpoint_every=3)
+    first.hooks = [(1, crash)]
+    with pytest.raises(KeyboardInterrupt):
+        first.fit()
+    assert load_checkpoint(latest_checkpoint(run))["step"] == 6  # the crash lost iteration 7
+    second = make_trainer(run, steps=10, lr_decay="linear", checkpoint_every=3)
+    second.fit()
+    assert _losses(run) == _losses(tmp_path / "straight")
+    assert all(torch.equal(params_of(straight)[k], v) for k, v in params_of(second).items())
+
+
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 def test_resume_after_sigkill_is_exact(tmp_path):
     losses, params = _reference(tmp_path, dec_budget=4)  # frozen before the checkpoint

@@ -1,10 +1,13 @@
-"""Warm-up factor, EMA decay rule and per-step seeds as pure functions (method.md §9.1, §9.3, §9.6)."""
+"""Warm-up factor, LR decay, EMA decay rule and per-step seeds as pure functions (method.md §9.1, §9.3, §9.6)."""
 
 from __future__ import annotations
+
+import math
 
 import pytest
 
 from lzn.training import ema_decay, step_seed, warmup_factor
+from lzn.training.schedules import decay_factor
 
 
 def test_warmup_default_is_linear_from_one_5000th():
@@ -26,6 +29,26 @@ def test_warmup_custom_and_degenerate():
         warmup_factor(-1)
     with pytest.raises(ValueError):
         warmup_factor(0, 10, 0.0)
+
+
+def test_lr_decay_closed_forms():
+    # warm-up of 5 steps: the full LR is first reached at iteration 4; the decay runs over iterations 4..13
+    assert [decay_factor(k, 14, 5, None) for k in (0, 7, 13, 100)] == [1.0] * 4
+    assert [decay_factor(k, 14, 5, "cosine") for k in range(5)] == [1.0] * 5
+    assert decay_factor(9, 14, 5, "cosine") == pytest.approx(0.5)  # half-way: 5 of 10 iterations
+    assert decay_factor(9, 14, 5, "linear") == pytest.approx(0.5)
+    assert decay_factor(13, 14, 5, "cosine") == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.9)))
+    assert decay_factor(13, 14, 5, "linear") == pytest.approx(0.1)
+    assert decay_factor(14, 14, 5, "cosine") == pytest.approx(0.0, abs=1e-15)  # a frozen module's next step
+    cosine = [decay_factor(k, 1000, 0, "cosine") for k in range(1000)]
+    assert cosine[0] == 1.0 and all(a > b > 0 for a, b in zip(cosine, cosine[1:]))
+    assert sum(cosine) / 1000 == pytest.approx(0.5, abs=1e-3)  # a half cosine averages 1/2
+    # no room to decay: a budget within the warm-up keeps the factor at 1
+    assert [decay_factor(k, 4, 5, "cosine") for k in range(4)] == [1.0] * 4
+    with pytest.raises(ValueError, match="cosine"):
+        decay_factor(0, 10, 0, "cosin")
+    with pytest.raises(ValueError):
+        decay_factor(-1, 10, 0, "linear")
 
 
 def test_ema_decay_rule():

@@ -76,7 +76,7 @@ def zone_diagnostics(
     device, exactly as ``model.classify(..., context="batch")`` draws it. The model's mode is kept (call
     ``model.eval()`` first for deterministic anchors). Returns JSON-serialisable values:
 
-    * ``num_images``, ``num_chunks``, ``num_latents``, ``latent_dim``;
+    * ``num_images``, ``num_chunks``, ``anchor_set`` (images per anchor set), ``num_latents``, ``latent_dim``;
     * pooled latents vs N(0, I) (method.md §1.4 property 1): ``latent_mean_norm`` (norm of the mean),
       ``latent_cov_max_abs_dev`` (max |Cov - I| entry), ``latent_cov_eig_min`` / ``_max``,
       ``latent_ks_mean`` / ``_max`` (per-coordinate Kolmogorov-Smirnov statistic against N(0, 1));
@@ -154,6 +154,7 @@ def zone_diagnostics(
     return {
         "num_images": n,
         "num_chunks": len(chunks),
+        "anchor_set": min(batch_size, n),  # anchors per set (the last set may be smaller)
         "num_latents": n,
         "latent_dim": q,
         "latent_mean_norm": float(mean.norm()),

@@ -321,6 +321,8 @@ def test_evaluate_writes_every_applicable_metric(run, tmp_path, capsys):
         assert g["extractor"] == "efficientnet-lite0-imagenet" and g["num_fake"] == 8 and g["fid"] >= 0
     printed = capsys.readouterr().out
     assert "accuracy (alpha 1)" in printed and "reference bank" in printed and "zones: round trip" in printed
+    size = min(cfg["eval_batch_size"], res["zones"]["num_images"])  # the anchor set the round trip is measured in
+    assert res["zones"]["anchor_set"] == size and f"anchor sets of {size}" in printed
     assert "raw weights: accuracy (alpha 1.2)" in printed
     assert str(tmp_path / "ev.json") in printed and snapshot(run) == before
     fails(["evaluate", str(run), "--out", str(tmp_path)], capsys, "is a directory")

@@ -47,6 +47,7 @@ def test_keys_ranges_and_json(model):
     out = zone_diagnostics(model, images, labels, batch_size=25, step_factors=(1, 2))
     json.loads(json.dumps(out, allow_nan=False))  # plain, finite values only
     assert out["num_latents"] == out["num_images"] == 60 and out["num_chunks"] == 3 and out["latent_dim"] == 4
+    assert out["anchor_set"] == 25  # the last set holds 10
     assert set(out["round_trip"]) == {"x1", "x2"}
     for v in [*out["round_trip"].values(), out["label_zone_fraction"], *out["assignment_trajectory"]]:
         assert 0.0 <= v <= 1.0

@@ -236,7 +236,7 @@ def _check_resumable(run_dir: Path, state: dict[str, Any], trainer: Trainer) -> 
                               f"of {budget} (train.budgets / train.steps); choose another --out")
         old_budget = int(old_budgets.get(name, old_total))
         if trainer.config.lr_decay is not None and budget != old_budget:
-            raise ConfigError(f"{run_dir} decays module {name!r}'s LR over its budget of {old_budget} steps "
+            raise ConfigError(f"{run_dir} decays the LR of module {name!r} over its budget of {old_budget} steps "
                               f"(train.lr_decay={trainer.config.lr_decay}); a budget of {budget} would change that "
                               f"schedule mid-run: keep train.steps / train.budgets, or choose another --out")
 

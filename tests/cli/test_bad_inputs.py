@@ -114,7 +114,7 @@ def test_a_decayed_run_keeps_its_budget_when_resumed(tmp_path, capsys):
     assert main(train_args("nogen", out, "train.lr_decay=cosine", "train.checkpoint_every=1")) == 0
     before = snapshot(out)
     fails(train_args("nogen", out, "train.lr_decay=cosine", "train.checkpoint_every=1", "train.steps=5"), capsys,
-          "decays module 'encoder'", "train.lr_decay=cosine", "keep train.steps")
+          "decays the LR of module 'encoder' over its budget of 3 steps", "train.lr_decay=cosine", "keep train.steps")
     assert snapshot(out) == before
     fails(train_args("nogen", out, "train.lr_decay=cosin"), capsys, "lr_decay must be null", "cosine, linear")
 

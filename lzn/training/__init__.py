@@ -14,7 +14,7 @@ from lzn.training.config import StepFn, StepOutput, TrainConfig
 from lzn.training.ema import EMA
 from lzn.training.logging import MetricsWindow, MetricsWriter, ProgressBar
 from lzn.training.loop import Hook, Trainer
-from lzn.training.schedules import ema_decay, step_seed, warmup_factor
+from lzn.training.schedules import decay_factor, ema_decay, step_seed, warmup_factor
 
 __all__ = [
     "EMA",
@@ -28,6 +28,7 @@ __all__ = [
     "TrainConfig",
     "Trainer",
     "checkpoint_path",
+    "decay_factor",
     "ema_decay",
     "latest_checkpoint",
     "list_checkpoints",

@@ -6,8 +6,7 @@ import math
 
 import pytest
 
-from lzn.training import ema_decay, step_seed, warmup_factor
-from lzn.training.schedules import decay_factor
+from lzn.training import decay_factor, ema_decay, step_seed, warmup_factor
 
 
 def test_warmup_default_is_linear_from_one_5000th():

@@ -219,8 +219,7 @@ def _check_out_dir(run_dir: Path, data: DataConfig) -> None:
 
 
 def _check_resumable(run_dir: Path, state: dict[str, Any], trainer: Trainer) -> None:
-    """A checkpoint further than the new step budget (of the run or of a module) cannot be shortened; a run
-    whose LR decays over its budgets cannot change them."""
+    """A run (or a module) cannot be shortened; one whose LR decays over its budgets cannot change them."""
     done = int(state["step"])
     if done > trainer.total_steps:
         raise ConfigError(f"{run_dir} has already trained {done} steps, more than the {trainer.total_steps} asked "
@@ -230,11 +229,10 @@ def _check_resumable(run_dir: Path, state: dict[str, Any], trainer: Trainer) -> 
     old_budgets = old.get("budgets") or {}
     old_total = old.get("steps") if old.get("steps") is not None else max(old_budgets.values(), default=done)
     for name, budget in trainer.budgets.items():
-        trained = min(done, int(old_budgets.get(name, old_total)))
-        if trained > budget:
+        old_budget = int(old_budgets.get(name, old_total))
+        if (trained := min(done, old_budget)) > budget:
             raise ConfigError(f"module {name!r} of {run_dir} has trained {trained} steps, more than its new budget "
                               f"of {budget} (train.budgets / train.steps); choose another --out")
-        old_budget = int(old_budgets.get(name, old_total))
         if trainer.config.lr_decay is not None and budget != old_budget:
             raise ConfigError(f"{run_dir} decays the LR of module {name!r} over its budget of {old_budget} steps "
                               f"(train.lr_decay={trainer.config.lr_decay}); a budget of {budget} would change that "

@@ -499,6 +499,12 @@ def main(argv: list[str] | None = None) -> int:
         atomic_write_text(Path(args.md), md + "\n")
     main_recipe = study.lzn[0]
     key = next(iter(study.metrics))
+    if not any(main_recipe in row for row in table.values()):  # e.g. --recipes classifier: the baseline alone
+        figures = ", ".join(f"'{v}' {row[study.baseline][key]['mean']:.3f}" for v, row in table.items()
+                            if study.baseline in row)
+        print(f"summary: ablate {args.study} on {args.preset} ({len(args.seeds)} seeds): {study.baseline} only: "
+              f"{figures} ({key})")
+        return 0
     best_row = max(table, key=lambda v: table[v].get(main_recipe, {}).get(key, {}).get("mean", -1.0))
     print(f"summary: ablate {args.study} on {args.preset} ({len(args.seeds)} seeds): best {main_recipe} row "
           f"'{best_row}' {table[best_row][main_recipe][key]['mean']:.3f} vs {study.baseline} "

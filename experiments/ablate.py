@@ -6,7 +6,7 @@ seeds, the difference to the baseline, the change against the preset row (an eff
 exceeds twice the larger seed sd), and the zone diagnostics of the LZN model (round trip at the flow's
 20 steps, fraction of test latents in their label zone, anchor norm and nearest-anchor distance).
 
-Studies (the hypotheses of docs/method.md §10):
+Studies (hypotheses H1-H12; their findings: the README sections from "Why LZN lost on classification" on):
   classification   joint (+ nogen on the preset and combination rows) vs classifier: test accuracy at
                    alpha 0 and 1, EMA and raw weights, evaluation anchor set = the training batch
   representation   representation vs simclr: kNN and linear probe of the encoder's features

@@ -55,11 +55,12 @@ def test_a_combination_row_and_one_recipe_reuse_the_best_rows_runs(tmp_path):
     row = json.loads((tmp_path / "t.json").read_text())["table"]["simplex+dropout"]
     assert set(row) == {"nogen"} and 0 <= row["nogen"]["train_fit"]["mean"] <= 1
     assert "| simplex+dropout | H8+H4 | simplex + dropout |" in out.stdout and "nogen accuracy (alpha 0)" in out.stdout
-    # the baseline alone (a 'both' row such as H12's LR decay): its table and a summary of its own
-    out = _ablate(tmp_path, "--variants", "cosine", "--recipes", "classifier", "--seeds", "0")
-    assert "lr_decay: cosine" in (tmp_path / "digits" / "classification" / "cosine" / "classifier-s0" / "run.yaml").read_text()
+    # the baseline alone ('both' rows such as H12's LR decay and H13's balanced batches): its own summary
+    out = _ablate(tmp_path, "--variants", "cosine+balanced", "--recipes", "classifier", "--seeds", "0")
+    run_yaml = (tmp_path / "digits" / "classification" / "best-cosine+balanced" / "classifier-s0" / "run.yaml").read_text()
+    assert "lr_decay: cosine" in run_yaml and "balanced: true" in run_yaml
     assert out.stdout.strip().splitlines()[-1].startswith("summary: ablate classification on digits (1 seeds): "
-                                                          "classifier only: 'cosine' ")
+                                                          "classifier only: 'cosine+balanced' ")
     bad = subprocess.run([sys.executable, str(ROOT / "experiments/ablate.py"), "--variants", "simplex+foo",
                           "--recipes", "nogen"], capture_output=True, text=True, cwd=ROOT)
     assert bad.returncode == 2 and "unknown variant(s) ['foo']" in bad.stderr

@@ -57,6 +57,7 @@ class DataConfig:
     skip_bad_files: bool = False  # folder: skip unreadable image files (one warning with the count) instead of failing
     flip: bool = False  # random horizontal flip of training images (CIFAR-10: true, method.md §5.2)
     workers: int = 0  # DataLoader worker processes reading batches ahead (0: in the training process)
+    balanced: bool = False  # class-balanced batches: each class in proportion in every global batch (labels needed)
 
     def __post_init__(self) -> None:
         if self.name not in LOADERS:
@@ -71,6 +72,8 @@ class DataConfig:
             raise ValueError(f"test_split must be one of {list(SPLITS)} or null, got {self.test_split!r}")
         if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 0:
             raise ValueError(f"workers must be an integer >= 0 (DataLoader worker processes), got {self.workers!r}")
+        if not isinstance(self.balanced, bool):
+            raise ValueError(f"balanced must be true or false (class-balanced batches), got {self.balanced!r}")
         if not 0.0 <= self.holdout < 1.0:  # also rejects NaN
             raise ValueError(f"holdout must lie in [0, 1), got {self.holdout}")
         if self.holdout > 0 and self.test_root is not None:

@@ -62,15 +62,21 @@ class BatchLoader:
 
     ``workers``: DataLoader worker processes decoding ahead (0: in this process, on demand); ``prefetch``:
     batches each worker keeps ready. Memory beyond the data set object: (workers * prefetch + 1) batches.
+    ``balanced``: class-balanced global batches (:mod:`lzn.data.order`; the data set's labels).
     """
 
     def __init__(self, data: ImageDataset | ShardedDataset, global_batch: int, seed: int = 0, rank: int = 0,
-                 world_size: int = 1, workers: int = 0, prefetch: int = 2, pin_memory: bool = False) -> None:
+                 world_size: int = 1, workers: int = 0, prefetch: int = 2, pin_memory: bool = False,
+                 balanced: bool = False) -> None:
         if workers < 0:
             raise ValueError(f"workers must be >= 0 (DataLoader worker processes), got {workers}")
         if prefetch < 1:
             raise ValueError(f"prefetch must be >= 1 (batches ready per worker), got {prefetch}")
-        batch_at(0, len(data), global_batch, seed, rank, world_size)  # the data order's checks, raised up front
+        if balanced and data.labels is None:
+            raise ValueError("class-balanced batches (data.balanced: true) need labelled training data; this data "
+                             "set has no labels: set data.balanced to false")
+        self.labels = data.labels if balanced else None
+        batch_at(0, len(data), global_batch, seed, rank, world_size, self.labels)  # the order's checks, up front
         self.data, self.global_batch, self.seed = data, global_batch, seed
         self.rank, self.world_size, self.workers, self.prefetch = rank, world_size, workers, prefetch
         self.pin_memory = pin_memory
@@ -81,7 +87,7 @@ class BatchLoader:
 
     def indices(self, step: int) -> Tensor:
         """This rank's sample indices (B,) for global step ``step``."""
-        return batch_at(step, len(self.data), self.global_batch, self.seed, self.rank, self.world_size)
+        return batch_at(step, len(self.data), self.global_batch, self.seed, self.rank, self.world_size, self.labels)
 
     def read(self, step: int) -> Batch:
         """The batch of ``step`` read in this process."""

@@ -237,7 +237,7 @@ class Recipe(ABC):
         self.train_data = data
         self.loader = BatchLoader(data, self.cfg.batch_size, seed=self.cfg.train.seed, rank=distributed.rank(),
                                   world_size=distributed.world_size(), workers=self.cfg.data.workers,
-                                  pin_memory=self.device.type == "cuda")
+                                  pin_memory=self.device.type == "cuda", balanced=self.cfg.data.balanced)
 
     def batches(self, step: int) -> tuple[Tensor, Tensor | None]:
         """This process's local batch of global step ``step`` (method.md §9.6 data order)."""

@@ -65,3 +65,55 @@ def test_bad_arguments_are_rejected(kwargs, match):
         epoch_indices(**kwargs)
     with pytest.raises(ValueError, match="step"):
         batch_at(-1, 10, 2)
+
+
+def naive_balanced_epoch(labels: list[int], g: int, epoch: int, seed: int) -> list[int]:
+    """Loop transcription of the class-balanced order: the seeded permutation, then item j of class c (of
+    n_c, in permutation order) keyed (j + u_c) / n_c with u_c drawn after the permutation, sorted, tail dropped."""
+    gen = torch.Generator().manual_seed(seed + epoch)
+    perm = torch.randperm(len(labels), generator=gen).tolist()
+    classes = max(labels) + 1
+    phase = torch.rand(classes, generator=gen, dtype=torch.float64).tolist()
+    n = [labels.count(c) for c in range(classes)]
+    seen = [0] * classes
+    keyed = []
+    for i in perm:
+        c = labels[i]
+        keyed.append(((seen[c] + phase[c]) / n[c], len(keyed), i))
+        seen[c] += 1
+    order = [i for _, _, i in sorted(keyed)]
+    return order[: (len(labels) // g) * g]
+
+
+@pytest.mark.parametrize("weights", [[1.0] * 10, [5.0, 1.0, 1.0, 3.0]])
+def test_balanced_batches_match_the_reference_and_hold_each_class_in_proportion(weights):
+    gen = torch.Generator().manual_seed(0)
+    labels = torch.multinomial(torch.tensor(weights), 1003, replacement=True, generator=gen)  # (N,) int64
+    n, g, world, classes = labels.numel(), 64, 2, len(weights)
+    share = torch.bincount(labels, minlength=classes).double() / n  # n_c / N
+    for epoch in range(3):
+        single = epoch_indices(n, g, epoch, seed=4, labels=labels)
+        assert single.tolist() == naive_balanced_epoch(labels.tolist(), g, epoch, 4)
+        assert len(set(single.tolist())) == single.numel() == (n // g) * g  # no item twice in an epoch
+        per_rank = [epoch_indices(n, g, epoch, 4, r, world, labels).view(n // g, -1) for r in range(world)]
+        for s, batch in enumerate(single.view(n // g, g)):
+            assert sorted(torch.cat([idx[s] for idx in per_rank]).tolist()) == sorted(batch.tolist())
+            counts = torch.bincount(labels[batch], minlength=classes).double()
+            assert ((counts - g * share).abs() <= 1 + classes * share + 1e-9).all(), (epoch, s, counts)
+    if weights == [1.0] * 10:  # equally frequent classes: within two items, where random batches stray further
+        spread = lambda idx: (torch.stack([torch.bincount(labels[b], minlength=10) for b in idx.view(-1, g)])  # noqa: E731
+                              .double() - g / 10).abs().max()
+        assert spread(epoch_indices(n, g, 0, 4, labels=labels)) <= 2.6
+        assert spread(epoch_indices(n, g, 0, 4)) > 4
+
+
+def test_balanced_batches_resume_exactly_and_reject_bad_labels():
+    labels = torch.arange(40) % 3
+    walked = torch.cat([epoch_indices(40, 8, e, 2, labels=labels) for e in range(2)])
+    assert torch.equal(walked, torch.cat([batch_at(s, 40, 8, 2, labels=labels) for s in range(10)]))
+    with pytest.raises(ValueError, match="shape \\(40,\\)"):
+        epoch_indices(40, 8, 0, labels=labels[:39])
+    with pytest.raises(ValueError, match="int64"):
+        epoch_indices(40, 8, 0, labels=labels.float())
+    with pytest.raises(ValueError, match=">= 0"):
+        epoch_indices(40, 8, 0, labels=labels - 1)

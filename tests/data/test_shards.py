@@ -17,8 +17,8 @@ import torch
 from PIL import Image
 
 from lzn.cli.main import main
-from lzn.data import (BatchLoader, DataConfig, DataNotFoundError, ShardedDataset, batch_at, load_arrays,
-                      load_image_folder, load_split, shard_source, write_shards)
+from lzn.data import (BatchLoader, DataConfig, DataNotFoundError, ImageDataset, ShardedDataset, batch_at,
+                      load_arrays, load_image_folder, load_split, shard_source, write_shards)
 from lzn.data.shard_writer import Sample, folder_samples, read_folder_sample
 from lzn.data.shards import ITEMS_FILE
 from lzn.recipes.runner import resolve_config, train
@@ -105,6 +105,17 @@ def test_loader_workers_and_restarts_give_the_step_batches(tmp_path):
         BatchLoader(sh, 40, workers=-1)
     with pytest.raises(ValueError, match="cannot fill one global batch"):
         BatchLoader(sh, 400)
+    balanced = BatchLoader(sh, 40, seed=3, balanced=True)  # the shards' labels drive the class-balanced order
+    x, y = balanced(5)
+    assert torch.equal(y, sh.labels[batch_at(5, 150, 40, seed=3, labels=sh.labels)])
+    counts = torch.bincount(y, minlength=4).double()
+    share = torch.bincount(sh.labels, minlength=4).double() / 150
+    assert ((counts - 40 * share).abs() <= 1 + 4 * share).all()
+    unlabelled = ImageDataset(images=torch.zeros(50, 1, 4, 4), labels=None, num_classes=0, name="blank")
+    with pytest.raises(ValueError, match="need labelled training data"):
+        BatchLoader(unlabelled, 10, balanced=True)
+    with pytest.raises(ValueError, match="balanced must be true or false"):
+        DataConfig(balanced="yes")
 
 
 def _weights(run: Path) -> dict[str, torch.Tensor]:

@@ -70,6 +70,7 @@ def test_the_fashion_preset_aligns_the_zone_centres():
     (["label_init=orthogonal"], "label_init: 'orthogonal' is not one of"),
     (["encoder.kwargs.head_norm=3"], "head_norm"),
     (["align_noise_scale=-0.5"], "align_noise_scale"),
+    (["data.balanced=maybe"], "data.balanced: expected true or false"),
 ])
 def test_bad_quality_settings_are_config_errors_naming_the_key(extra, match):
     with pytest.raises(ConfigError, match=match):
@@ -109,3 +110,18 @@ def test_alignment_latents_at_the_zone_centres_while_the_decoder_keeps_the_whole
         assert latent is not None and (latent - centres).abs().max() > 0.1  # alpha 1: spread over the zone
         shared, same = recipe_with([]).latents(anchors)
         assert shared is same  # the default: the decoder's latents are the alignment's, one flow
+
+
+def test_class_balanced_batches_reach_the_recipes_loader():
+    from lzn.data import batch_at, load_split
+    from lzn.recipes.common import data_info
+    from lzn.recipes.runner import RECIPES
+
+    for recipe in ("nogen", "classifier"):
+        cfg = resolve_config(recipe, "digits", sets=sets(recipe) + ["data.balanced=true", "batch_size=50"])
+        data = load_split(cfg.data, "train")
+        rec = RECIPES[recipe](cfg, data_info(data))
+        rec.attach_data(data)
+        _, y = rec.batches(3)
+        assert torch.equal(y, data.labels[batch_at(3, len(data), 50, cfg.train.seed, labels=data.labels)])
+        assert torch.bincount(y, minlength=10).max() <= 5 + 2  # 10 classes of about equal size: 5 +- 2 each

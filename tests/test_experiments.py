@@ -61,6 +61,20 @@ def test_a_combination_row_and_one_recipe_reuse_the_best_rows_runs(tmp_path):
     assert "lr_decay: cosine" in run_yaml and "balanced: true" in run_yaml
     assert out.stdout.strip().splitlines()[-1].startswith("summary: ablate classification on digits (1 seeds): "
                                                           "classifier only: 'cosine+balanced' ")
+    # the readout's loss to the class mix of its anchor sets, on the finished nogen run (the classifier refused)
+    cap = subprocess.run([sys.executable, str(ROOT / "experiments/zone_capacity.py"), str(folder / "nogen-s0"),
+                          "--sizes", "16", "64", "--num", "128"], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert cap.returncode == 0, cap.stderr[-3000:]
+    summary = json.loads(cap.stdout[: cap.stdout.rindex("}") + 1])["summary"]
+    assert set(summary) == {f"{k}_{s}" for k in ("random", "balanced", "surplus_random", "surplus_balanced")
+                            for s in (16, 64)}
+    assert all(0.0 <= v["mean"] <= 1.0 for v in summary.values())
+    assert summary["surplus_balanced_16"]["mean"] < summary["surplus_random_16"]["mean"]  # 16 = 10 classes + 6
+    assert cap.stdout.strip().splitlines()[-1].startswith("zone_capacity (1 runs, alpha 0, test split): 16: random ")
+    bad = subprocess.run([sys.executable, str(ROOT / "experiments/zone_capacity.py"),
+                          str(tmp_path / "digits" / "classification" / "best-cosine+balanced" / "classifier-s0")],
+                         capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert bad.returncode != 0 and "expected 'joint' or 'nogen'" in bad.stderr
     bad = subprocess.run([sys.executable, str(ROOT / "experiments/ablate.py"), "--variants", "simplex+foo",
                           "--recipes", "nogen"], capture_output=True, text=True, cwd=ROOT)
     assert bad.returncode == 2 and "unknown variant(s) ['foo']" in bad.stderr

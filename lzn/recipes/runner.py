@@ -115,9 +115,8 @@ def resolve_config(recipe: str, preset: str | None = None, config_file: str | No
     the preset's section for the recipe <- config file <- ``--set`` items, each checked against the typed
     config. A value that contradicts what defines the recipe (an encoder for ``rf``) is refused."""
     spec = recipe_class(recipe)
-    cfg = spec.config_cls()
     data = _preset(preset) if preset else {}
-    cfg = merge(cfg, data.get("common", {}))
+    cfg = merge(spec.config_cls(), data.get("common", {}))
     cfg = merge(cfg, dict(spec.defaults))
     cfg = merge(cfg, data.get(recipe, {}))
     if config_file:
@@ -185,8 +184,8 @@ def _brief(value: Any) -> str:
 
 def _check_existing_run(run_dir: Path, recipe: str, config: dict[str, Any], info: DataInfo | None = None,
                         fingerprint: dict[str, Any] | None = None) -> None:
-    """A folder holding checkpoints must have been started with this recipe and config (up to the
-    keys in RESUMABLE_CHANGES). A folder without checkpoints has nothing to protect: it starts anew."""
+    """A folder holding checkpoints must have been started with this recipe and config (up to RESUMABLE_CHANGES;
+    keys added since hold their defaults). A folder without checkpoints has nothing to protect: it starts anew."""
     has_checkpoints = latest_checkpoint(run_dir) is not None
     if not RunFolder(run_dir).run_file.exists():
         if has_checkpoints:
@@ -198,8 +197,9 @@ def _check_existing_run(run_dir: Path, recipe: str, config: dict[str, Any], info
     if old.get("recipe") != recipe:
         raise ConfigError(f"{run_dir} holds a {old.get('recipe')!r} run, not {recipe!r}; choose another --out")
     a, b = _flat(old.get("config", {})), _flat(json.loads(json.dumps(config)))
+    added = _flat(json.loads(json.dumps(dataclasses.asdict(recipe_class(recipe).config_cls()))))  # defaults
     changed = sorted(k for k in set(a) | set(b)
-                     if a.get(k) != b.get(k) and k not in RESUMABLE_CHANGES and k not in RETIRED_KEYS)
+                     if a.get(k, added.get(k)) != b.get(k) and k not in RESUMABLE_CHANGES | RETIRED_KEYS)
     if changed:
         raise ConfigError(f"{run_dir} was started with a different config ({', '.join(changed)}); "
                           "resume with the same settings or choose another --out")

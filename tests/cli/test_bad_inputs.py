@@ -119,6 +119,19 @@ def test_a_decayed_run_keeps_its_budget_when_resumed(tmp_path, capsys):
     fails(train_args("nogen", out, "train.lr_decay=cosin"), capsys, "lr_decay must be null", "cosine, linear")
 
 
+def test_a_run_from_before_a_new_key_resumes_and_refuses_another_value(tmp_path, capsys):
+    out = tmp_path / "older"
+    assert main(train_args("nogen", out, "train.checkpoint_every=1")) == 0
+    text = (out / "run.yaml").read_text()
+    assert "balanced: false" in text and "lr_decay: null" in text
+    older = "".join(line for line in text.splitlines(keepends=True)  # as a version without the two keys wrote it
+                    if "balanced: false" not in line and "lr_decay: null" not in line)
+    (out / "run.yaml").write_text(older)
+    fails(train_args("nogen", out, "data.balanced=true", "train.steps=4"), capsys, "different config (data.balanced)")
+    assert main(train_args("nogen", out, "train.steps=4")) == 0  # the keys' defaults are what the older run did
+    assert '"step": 4' in (out / "metrics.jsonl").read_text()
+
+
 @pytest.mark.parametrize("args,needles", [
     (["train", "jont", "--out", "{tmp}/a"], ["unknown recipe 'jont'"]),
     (["train", "joint", "--preset", "digitz", "--out", "{tmp}/a"], ["unknown preset 'digitz'"]),

@@ -15,8 +15,8 @@ Class-balanced batches (``labels`` given, ``data.balanced``): the same seeded pe
 class's items; item j of class c (of n_c) gets the key (j + u_c) / n_c, u_c a seeded uniform phase per class,
 and the epoch is the items sorted by key. Each class is then spread evenly over the epoch, so every global
 batch holds each class in proportion to the data set, within 1 + C * n_c / N items (two when the C classes
-are equally frequent), and every item still comes once an epoch. LZN's zones have equal mass, so a label zone holds 1/C of a batch's latents; a batch with more of
-a class than that cannot fit them all (method.md §9.6).
+are equally frequent), and every item still comes once an epoch (method.md §9.6). The same order composes
+class-balanced test sets in ``experiments/zone_capacity.py``.
 
 Everything is recomputed from the arguments (one ``randperm`` of N per call, about 20 ms on one CPU
 core for N = 1.3 M), so a resumed run continues exactly where it stopped given only its global step.

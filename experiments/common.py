@@ -4,6 +4,8 @@ settings, and the mean and sample sd of figures over seeds."""
 from __future__ import annotations
 
 import statistics
+import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +38,20 @@ def run_settings(run_dir: Path) -> tuple[str, Any]:
         raise SystemExit(f"{run_dir} is not a run folder (no run.yaml)")
     recipe = str(read_run_file(run_dir).get("recipe"))
     return recipe, resolve_config(recipe, config_file=str(path))
+
+
+def diagnose_runs(runs: list[Path], script: str, hint: str,
+                  diagnose: Callable[[Path], dict[str, float]]) -> dict[str, dict[str, float]]:
+    """``diagnose`` each run folder (all checked first: ``hint`` says how to train one), each run's figures
+    printed to stderr as they come; {run: figures}."""
+    for run in runs:
+        if not RunFolder(run).run_file.is_file():
+            raise SystemExit(f"{script}: {run} is not a run folder (no run.yaml); train one with {hint}")
+    per_run: dict[str, dict[str, float]] = {}
+    for run in runs:
+        per_run[str(run)] = diagnose(run)
+        print(f"{run}: " + ", ".join(f"{k} {v:.3f}" for k, v in per_run[str(run)].items()), file=sys.stderr)
+    return per_run
 
 
 def seed_summary(runs: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, dict[str, float]]]:

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -40,9 +39,8 @@ from torch import Tensor
 
 from lzn.data import ImageDataset, caption_dataset, composed_pairs, load_split
 from lzn.eval import pixel_judge, text_to_image
-from lzn.run_folder import RunFolder
 
-from common import run_model, run_settings, seed_summary  # experiments/common.py, beside this script
+from common import diagnose_runs, run_model, run_settings, seed_summary  # experiments/common.py, beside this script
 
 _JUDGES: dict[str, tuple[ImageDataset, ImageDataset, Any]] = {}  # per data config: train, test, pixel judge
 
@@ -128,14 +126,8 @@ def main() -> None:
     if any(not 0.0 <= a < float("inf") for a in args.alphas):  # NaN fails this too
         parser.error(f"--alphas: noise scales are finite numbers >= 0, got {args.alphas}")
     torch.set_num_threads(args.threads)
-    for run in args.runs:
-        if not RunFolder(run).run_file.is_file():
-            raise SystemExit(f"text_gap.py: {run} is not a run folder (no run.yaml); train one with "
-                             "experiments/text_digits.py or `lzn train text --out DIR`")
-    per_run: dict[str, dict[str, float]] = {}
-    for run in args.runs:
-        per_run[str(run)] = diagnose(run, args.num, args.alphas, args.refs)
-        print(f"{run}: " + ", ".join(f"{k} {v:.3f}" for k, v in per_run[str(run)].items()), file=sys.stderr)
+    per_run = diagnose_runs(args.runs, "text_gap.py", "experiments/text_digits.py or `lzn train text --out DIR`",
+                            lambda run: diagnose(run, args.num, args.alphas, args.refs))
     keys = list(next(iter(per_run.values())))  # in measuring order
     summary = seed_summary({"gap": list(per_run.values())})["gap"]
     print(json.dumps({"runs": per_run, "summary": summary, "num": args.num}, indent=2))

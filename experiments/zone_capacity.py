@@ -25,16 +25,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import torch
 
 from lzn.data import epoch_indices, load_split
 from lzn.eval import accuracy
-from lzn.run_folder import RunFolder
 
-from common import run_model, run_settings, seed_summary  # experiments/common.py, beside this script
+from common import diagnose_runs, run_model, run_settings, seed_summary  # experiments/common.py, beside this script
 
 
 def surplus(labels: torch.Tensor, size: int, classes: int) -> float:
@@ -80,14 +78,8 @@ def main() -> None:
     if any(s < 1 for s in args.sizes) or (args.num is not None and args.num < 1) or args.threads < 1:
         parser.error("--sizes, --num and --threads take whole numbers >= 1")
     torch.set_num_threads(args.threads)
-    for run in args.runs:
-        if not RunFolder(run).run_file.is_file():
-            raise SystemExit(f"zone_capacity.py: {run} is not a run folder (no run.yaml); train one with "
-                             "`lzn train nogen --out DIR` or experiments/ablate.py")
-    per_run: dict[str, dict[str, float]] = {}
-    for run in args.runs:
-        per_run[str(run)] = diagnose(run, args.sizes, args.num, args.seed)
-        print(f"{run}: " + ", ".join(f"{k} {v:.3f}" for k, v in per_run[str(run)].items()), file=sys.stderr)
+    per_run = diagnose_runs(args.runs, "zone_capacity.py", "`lzn train nogen --out DIR` or experiments/ablate.py",
+                            lambda run: diagnose(run, args.sizes, args.num, args.seed))
     summary = seed_summary({"capacity": list(per_run.values())})["capacity"]
     print(json.dumps({"runs": per_run, "summary": summary}, indent=2))
     cells = ", ".join(f"{s}: random {summary[f'random_{s}']['mean']:.3f} / balanced "

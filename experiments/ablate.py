@@ -6,7 +6,7 @@ seeds, the difference to the baseline, the change against the preset row (an eff
 exceeds twice the larger seed sd), and the zone diagnostics of the LZN model (round trip at the flow's
 20 steps, fraction of test latents in their label zone, anchor norm and nearest-anchor distance).
 
-Studies (hypotheses H1-H13; their findings: the README sections from "Why LZN lost on classification" on):
+Studies (hypotheses H1-H14; their findings: the README sections from "Why LZN lost on classification" on):
   classification   joint (+ nogen on the preset and combination rows) vs classifier: test accuracy at
                    alpha 0 and 1, EMA and raw weights, evaluation anchor set = the training batch
   representation   representation vs simclr: kNN and linear probe of the encoder's features
@@ -114,6 +114,8 @@ CLASSIFICATION = Study(
                                 lzn=("align_noise_scale=0.0",)),
         "balanced": Variant("H13", "class-balanced batches (every class in proportion in each batch)",
                             both=("data.balanced=true",)),
+        "logsnr": Variant("H14", "image latents by DPM-Solver++ 3M on a log-SNR grid (flow.solver=dpm3_logsnr)",
+                          lzn=("flow.solver=dpm3_logsnr",)),
     },
 )
 

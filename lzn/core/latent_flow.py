@@ -32,10 +32,25 @@ def euler_plan(steps: int, g: float) -> Plan:
     return [(g + j * h, 1.0 + h / (g + j * h), {j: -h / (g + j * h)}) for j in range(steps)]
 
 
-def dpm3_plan(steps: int, g: float) -> Plan:
-    """DPM-Solver++ 3M, data prediction abar, alpha_t = 1 - t, sigma_t = t, uniform grid on [g, 1 - g]
-    (method.md §2.6), as linear-multistep coefficients; python floats, so the schedule is float64."""
-    ts = [g + i * (1.0 - 2.0 * g) / steps for i in range(steps + 1)]
+def dpm3_times(steps: int, g: float, grid: str = "time") -> list[float]:
+    """The DPM-Solver++ grid t_0 = g < ... < t_steps = 1 - g: uniform in t ("time", the paper's, method.md §2.6)
+    or in the half-log-SNR lambda = log((1 - t) / t) ("logsnr", method.md §2.6.1)."""
+    if grid == "time":
+        return [g + i * (1.0 - 2.0 * g) / steps for i in range(steps + 1)]
+    if grid != "logsnr":
+        raise ValueError(f"grid must be 'time' or 'logsnr', got {grid!r}")
+    top = math.log((1.0 - g) / g)  # lambda at t = g; -top at t = 1 - g
+    inner = [1.0 / (1.0 + math.exp(top - 2.0 * top * i / steps)) for i in range(1, steps)]
+    return [g, *inner, 1.0 - g]
+
+
+def dpm3_plan(steps: int, g: float, grid: str = "time", reverse: bool = False) -> Plan:
+    """DPM-Solver++ 3M, data prediction abar, alpha_t = 1 - t, sigma_t = t, on the grid of ``dpm3_times``
+    (method.md §2.6) as linear-multistep coefficients; python floats, so the schedule is float64. ``reverse``
+    walks the same grid from 1 - g down to g (a latent flowed back to its anchor, method.md §2.6.1)."""
+    ts = dpm3_times(steps, g, grid)
+    if reverse:
+        ts = ts[::-1]
     lam = [math.log((1.0 - t) / t) for t in ts]
     plan: Plan = []
     hs: list[float] = []
@@ -64,9 +79,12 @@ def dpm3_plan(steps: int, g: float) -> Plan:
     return plan
 
 
+GRIDS = {"dpm3": "time", "dpm3_logsnr": "logsnr"}  # DPM-Solver++ 3M solvers by grid (method.md §2.6, §2.6.1)
+
+
 def solver_plan(solver: str, steps: int, g: float) -> tuple[Plan, float]:
-    """(plan, end time) of ``solver`` from t = g: Euler ends at 1, DPM-Solver++ 3M at 1 - g."""
-    return (euler_plan(steps, g), 1.0) if solver == "euler" else (dpm3_plan(steps, g), 1.0 - g)
+    """(plan, end time) of ``solver`` from t = g: Euler ends at 1, DPM-Solver++ 3M (either grid) at 1 - g."""
+    return (euler_plan(steps, g), 1.0) if solver == "euler" else (dpm3_plan(steps, g, GRIDS[solver]), 1.0 - g)
 
 
 def integrate(x: Tensor, plan: Plan, mean: Callable[[Tensor, float], Tensor], keep: list[Tensor] | None = None) -> Tensor:

@@ -13,9 +13,9 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-Solver = Literal["euler", "dpm3"]
-DEFAULT_EPS: dict[str, float] = {"euler": 1e-4, "dpm3": 1e-3}
-"""Start time g of each solver when ``eps`` is not given (method.md §2.5, §2.6)."""
+Solver = Literal["euler", "dpm3", "dpm3_logsnr"]
+DEFAULT_EPS: dict[str, float] = {"euler": 1e-4, "dpm3": 1e-3, "dpm3_logsnr": 1e-3}
+"""Start time g of each solver when ``eps`` is not given (method.md §2.5, §2.6, §2.6.1)."""
 
 
 def anchors(a: Tensor) -> None:
@@ -73,7 +73,7 @@ def noise_scale(value: float) -> float:
 
 
 def solver_eps(solver: str, eps: float | None) -> float:
-    """The start time g of ``solver`` ("euler": (0, 1); "dpm3": (0, 0.5), it ends at 1 - g)."""
+    """The start time g of ``solver`` ("euler": (0, 1); the DPM solvers: (0, 0.5), they end at 1 - g)."""
     if solver not in DEFAULT_EPS:
         raise ValueError(f"solver must be one of {sorted(DEFAULT_EPS)}, got {solver!r}")
     g = DEFAULT_EPS[solver] if eps is None else float(eps)

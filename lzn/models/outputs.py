@@ -16,7 +16,7 @@ from torch import Tensor, nn
 class FlowConfig:
     """How latents are computed (method.md §2.7). Defaults: case studies 1 and 3."""
 
-    solver: Literal["euler", "dpm3"] = "dpm3"
+    solver: Literal["euler", "dpm3", "dpm3_logsnr"] = "dpm3"  # dpm3_logsnr: the same solver on a log-SNR grid
     steps: int = 20
     eps: float | None = None  # None: the solver's default (1e-4 Euler, 1e-3 DPM)
     label_steps: int = 100  # reverse / forward Euler steps of label flows

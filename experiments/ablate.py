@@ -265,6 +265,7 @@ def measure(study_name: str, recipe: str, folder: Path, preset: str, sets: list[
         diag = zone_diagnostics(model, test.images, test.labels if model.label_anchors is not None else None,
                                 batch_size=batch, step_factors=(1,))
         out["round_trip"] = diag["round_trip"]["x1"]
+        out["round_trip_logsnr"] = diag["round_trip_logsnr"]["x1"]
         out["label_zone_fraction"] = diag["label_zone_fraction"]
         out.update(anchor_geometry(model, test.images, batch))
     atomic_write_text(cache, json.dumps(out, indent=2) + "\n")
@@ -373,7 +374,7 @@ def markdown(study: Study, table: dict[str, Any], best: list[str]) -> str:
         head += [f"{r} {label}" for r in lzn_recipes] + [f"{study.baseline} {label}",
                                                          f"{study.lzn[0]} - {study.baseline}", "vs preset"]
     extra = {"acc_a0_raw": "raw weights (alpha 0)", "acc_a0_reference": "bank (alpha 0)", "train_fit": "training fit",
-             "round_trip": "round trip",
+             "round_trip": "round trip", "round_trip_logsnr": "round trip (log-SNR back)",
              "label_zone_fraction": "in label zone", "anchor_norm": "anchor norm", "anchor_nearest": "nearest anchor"}
     extra = {k: label for k, label in extra.items() if any(k in row.get(study.lzn[0], {}) for row in table.values())}
     head += list(extra.values())
@@ -402,7 +403,8 @@ def compact_markdown(study: Study, table: dict[str, Any], best: list[str]) -> st
     the preset row (* when it counts) and the baseline beside it, then the zone diagnostics."""
     key = next(iter(study.metrics))
     lzn_recipes = [*study.lzn, *study.extra]
-    extra = {"acc_a0_reference": "bank", "round_trip": "round trip", "anchor_norm": "anchor norm",
+    extra = {"acc_a0_reference": "bank", "round_trip": "round trip", "round_trip_logsnr": "round trip (log-SNR back)",
+             "anchor_norm": "anchor norm",
              "anchor_nearest": "nearest anchor"}
     head = ["row", "hyp.", "what", *[f"{r}" for r in lzn_recipes], "vs preset", study.baseline,
             f"{study.lzn[0]} - {study.baseline}"]

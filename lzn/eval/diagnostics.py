@@ -82,7 +82,9 @@ def zone_diagnostics(
       ``latent_ks_mean`` / ``_max`` (per-coordinate Kolmogorov-Smirnov statistic against N(0, 1));
     * ``round_trip`` {"x<f>": fraction}: latents computed with f x flow.steps steps that flow back
       (reverse Euler, f x flow.steps steps, method.md §3.2) nearest to their own anchor in their chunk
-      (property 2, the zones are disjoint);
+      (property 2, the zones are disjoint); ``round_trip_logsnr`` the same with the flow back by
+      DPM-Solver++ 3M on the log-SNR grid (method.md §2.6.1), which errs far less at the same steps, so
+      that it measures where the latents are rather than the error of the flow back;
     * with label anchors and ``labels`` (else None): ``label_zone_fraction``, the fraction of latents
       whose label-decoder class (uniform class weights, as ``classify``) is the true label; and
       ``assignment_trajectory``, the mean true-label probability along the reverse label flow at
@@ -116,6 +118,7 @@ def zone_diagnostics(
     label_anchors = model.label_anchors if lab is not None else None
     pooled: list[Tensor] = []  # latents with the model's flow, (B, q) per chunk
     hits = {f: 0 for f in factors}
+    hits_logsnr = {f: 0 for f in factors}
     correct = 0
     traj = torch.zeros(flow.label_steps, dtype=torch.float64)  # sum over images of P(true label) per step
     chunks = images.split(batch_size)
@@ -135,6 +138,8 @@ def zone_diagnostics(
             lat = base if f == 1 else forward(f * flow.steps)
             end = zones.flow_back_end(lat, anchors, steps=f * flow.steps)  # (B, q) near t = 0
             hits[f] += int((zones.nearest(end, anchors) == own).sum())
+            end = zones.flow_back_end(lat, anchors, steps=f * flow.steps, solver="dpm3_logsnr")
+            hits_logsnr[f] += int((zones.nearest(end, anchors) == own).sum())
         if label_anchors is not None and lab is not None:
             target = lab[start:start + b].to(dev)
             pred = label_anchors.decode(base, steps=flow.label_steps)  # (B,), uniform class weights
@@ -164,6 +169,7 @@ def zone_diagnostics(
         "latent_ks_mean": float(ks.mean()),
         "latent_ks_max": float(ks.max()),
         "round_trip": {f"x{f}": hits[f] / n for f in factors},
+        "round_trip_logsnr": {f"x{f}": hits_logsnr[f] / n for f in factors},
         "label_zone_fraction": correct / n if has_labels else None,
         "assignment_trajectory": (traj / n).tolist() if has_labels else None,
         "assignment_t": [1.0 - j / flow.label_steps for j in range(flow.label_steps)] if has_labels else None,

@@ -260,9 +260,11 @@ def metric_rows(results: dict[str, Any], split: str | None = None) -> list[tuple
         z = results["zones"]
         rows.append(("zones: KS vs N(0, 1)", f"{z['latent_ks_mean']:.3f}",
                      f"|mean| {z['latent_mean_norm']:.3f}, max |Cov - I| {z['latent_cov_max_abs_dev']:.3f}"))
-        for k, v in z["round_trip"].items():
-            rows.append((f"zones: round trip {k}", f"{v:.3f}", "latents flowed back to their own anchor"
-                         + (f", anchor sets of {z['anchor_set']}" if "anchor_set" in z else "")))
+        for key, how in (("round_trip", "reverse Euler"), ("round_trip_logsnr", "log-SNR DPM-Solver")):
+            for k, v in z.get(key, {}).items():
+                rows.append((f"zones: round trip {k}" + ("" if key == "round_trip" else " (log-SNR back)"), f"{v:.3f}",
+                             f"latents flowed back ({how}) to their own anchor"
+                             + (f", anchor sets of {z['anchor_set']}" if "anchor_set" in z else "")))
         if z.get("label_zone_fraction") is not None:
             rows.append(("zones: in label zone", f"{z['label_zone_fraction']:.3f}", "image latents in their label's zone"))
     if "retrieval" in results:

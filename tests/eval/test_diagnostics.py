@@ -48,8 +48,8 @@ def test_keys_ranges_and_json(model):
     json.loads(json.dumps(out, allow_nan=False))  # plain, finite values only
     assert out["num_latents"] == out["num_images"] == 60 and out["num_chunks"] == 3 and out["latent_dim"] == 4
     assert out["anchor_set"] == 25  # the last set holds 10
-    assert set(out["round_trip"]) == {"x1", "x2"}
-    for v in [*out["round_trip"].values(), out["label_zone_fraction"], *out["assignment_trajectory"]]:
+    assert set(out["round_trip"]) == set(out["round_trip_logsnr"]) == {"x1", "x2"}
+    for v in [*out["round_trip"].values(), *out["round_trip_logsnr"].values(), out["label_zone_fraction"], *out["assignment_trajectory"]]:
         assert 0.0 <= v <= 1.0
     assert len(out["assignment_trajectory"]) == len(out["assignment_t"]) == model.flow.label_steps
     assert out["assignment_t"][0] == 1.0
@@ -114,3 +114,17 @@ def test_separated_anchors_round_trip_and_gaussian_prior():
     assert out["latent_ks_mean"] < 0.1 and out["latent_cov_max_abs_dev"] < 0.3
     assert 0.4 < out["latent_cov_eig_min"] and out["latent_cov_eig_max"] < 2.0  # q / N = 0.08: edges 0.72, 1.65
     assert out["latent_mean_norm"] < 3 * (32 / 400) ** 0.5  # sampling scale of the mean: sqrt(q / N)
+
+
+def test_packed_anchors_need_the_log_snr_grid():
+    # anchors packed tightly (as a trained encoder's, method.md §2.6.1): the paper's time grid leaves latents
+    # outside their zones whichever way they flow back; on the log-SNR grid they are home, which only the
+    # log-SNR flow back sees (reverse Euler with 20 steps lands on a neighbour)
+    images, _ = _data(400)
+    rt = {}
+    for solver in ("dpm3", "dpm3_logsnr"):
+        net = LatentZoningNetwork(SpreadEncoder(0.02), flow=FlowConfig(steps=20, solver=solver)).eval()
+        out = zone_diagnostics(net, images, batch_size=200, step_factors=(1,))
+        rt[solver] = (out["round_trip"]["x1"], out["round_trip_logsnr"]["x1"])
+    assert rt["dpm3"][1] < 0.2 and rt["dpm3_logsnr"][1] > 0.9, rt  # 0.07 and 0.95
+    assert rt["dpm3_logsnr"][0] < 0.2, rt  # 0.09

@@ -133,6 +133,8 @@ REPRESENTATION = Study(
         "cosine": COSINE,
         "prob": Variant("H9", "probability-form alignment loss (preset: log)", lzn=("align_form=prob",)),
         "train_alpha": Variant("H10", "training latents at alpha 0 (preset 0.45)", lzn=("noise_scale=0.0",)),
+        "logsnr": Variant("H14", "view-1 latents by DPM-Solver++ 3M on a log-SNR grid (preset: Euler)",
+                          lzn=("flow.solver=dpm3_logsnr",)),
     },
 )
 

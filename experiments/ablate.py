@@ -156,6 +156,8 @@ TEXT = Study(
         "prob": Variant("H9", "probability-form alignment loss (preset: log)", lzn=("align_form=prob",)),
         "train_alpha": Variant("H10", "training latents at alpha 0 (before: 0.45)", lzn=("noise_scale=0.0",)),
         "no_decoder": Variant("H11", "alignment only: no image decoder sharing the encoder", lzn=("rf_weight=0",)),
+        "logsnr": Variant("H14", "latents by DPM-Solver++ 3M on a log-SNR grid (flow.solver=dpm3_logsnr)",
+                          lzn=("flow.solver=dpm3_logsnr",)),
     },
 )
 

@@ -87,6 +87,15 @@ def test_a_combination_row_and_one_recipe_reuse_the_best_rows_runs(tmp_path):
     bad = subprocess.run([sys.executable, str(ROOT / "experiments/solver_grid.py"), str(folder / "nogen-s0"),
                           "--set", "100000"], capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert bad.returncode != 0 and "--set must lie in [2, 359]" in bad.stderr
+    # the readout in the split's order beside random partitions of the same images
+    part = subprocess.run([sys.executable, str(ROOT / "experiments/partitions.py"), str(folder / "nogen-s0"),
+                           "--set", "64", "--partitions", "2", "--alphas", "0"], capture_output=True, text=True,
+                          cwd=ROOT, timeout=300)
+    assert part.returncode == 0, part.stderr[-3000:]
+    summary = json.loads(part.stdout[: part.stdout.rindex("}") + 1])["summary"]
+    assert set(summary) == {"set", "a0_data_order", "a0_partitions_mean", "a0_partitions_sd"}
+    assert all(0.0 <= summary[k]["mean"] <= 1.0 for k in summary if k != "set")
+    assert part.stdout.strip().splitlines()[-1].startswith("partitions (1 runs, 2 partitions, test split): alpha 0: ")
     bad = subprocess.run([sys.executable, str(ROOT / "experiments/ablate.py"), "--variants", "simplex+foo",
                           "--recipes", "nogen"], capture_output=True, text=True, cwd=ROOT)
     assert bad.returncode == 2 and "unknown variant(s) ['foo']" in bad.stderr

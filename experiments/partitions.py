@@ -5,8 +5,9 @@ The paper's protocol classifies test images in anchor sets of the training batch
 order (``lzn evaluate``, experiments/ablate.py). Each image's latent depends on the others in its set, so the
 figure depends on the partition: on a small test split (digits: 359 images, one set of 256 and one of 103)
 one partition is one draw. This script reads each run out in the split's order and in ``--partitions``
-random partitions of the same images (seeded), and reports the data-order figure beside the mean and sample
-sd over partitions, at each alpha of ``--alphas``.
+random partitions of the same images (seeded; ``lzn.eval.partition_accuracy``, also ``lzn evaluate
+--partitions K``), and reports the data-order figure beside the mean and sample sd over partitions, at each
+alpha of ``--alphas``.
 
 Each run is measured through the model it exported (``RUN/model``) and the data of its ``run.yaml``.
 Prints JSON (per run, then mean and sample sd over runs) and a one-line summary.
@@ -18,13 +19,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 from pathlib import Path
 
 import torch
 
 from lzn.data import load_split
-from lzn.eval import accuracy
+from lzn.eval import accuracy, partition_accuracy
 
 from common import diagnose_runs, run_model, run_settings, seed_summary  # experiments/common.py, beside this script
 
@@ -46,13 +46,9 @@ def diagnose(run_dir: Path, set_size: int | None, partitions: int, alphas: list[
         key = f"a{alpha:g}"
         out[f"{key}_data_order"] = accuracy(lzn, test.images, test.labels, noise_scale=alpha, batch_size=size,
                                             context="batch", seed=seed)
-        values = []
-        for k in range(partitions):
-            order = torch.randperm(len(test), generator=torch.Generator().manual_seed(seed + 1 + k))
-            values.append(accuracy(lzn, test.images[order], test.labels[order], noise_scale=alpha, batch_size=size,
-                                   context="batch", seed=seed + 1 + k))
-        out[f"{key}_partitions_mean"] = statistics.fmean(values)
-        out[f"{key}_partitions_sd"] = statistics.stdev(values) if len(values) > 1 else 0.0
+        over = partition_accuracy(lzn, test.images, test.labels, noise_scale=alpha, batch_size=size,
+                                  partitions=partitions, seed=seed)
+        out[f"{key}_partitions_mean"], out[f"{key}_partitions_sd"] = over["mean"], over["sd"]
     return out
 
 

@@ -36,6 +36,10 @@ def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
     e.add_argument("--batch-sizes", type=int_list, default=None,
                    help="evaluation batches of the accuracy sweep's batch protocol, comma-separated "
                         "(default: the run's training batch_size, the paper's protocol, and its eval_batch_size)")
+    e.add_argument("--partitions", type=int, default=0,
+                   help="also average each batch-protocol accuracy over this many random partitions of the images "
+                        "into batches (where they fill more than one): a test latent depends on the rest of its batch, "
+                        "so on a small split the figure in the split's order is one draw (default: 0, none)")
     e.add_argument("--weights", choices=["both", "ema"], default="both",
                    help="both (default): accuracy and probes also with the run's live weights from its last "
                         "checkpoint, beside the exported EMA weights; ema: the exported weights only")
@@ -148,6 +152,9 @@ def run(args: argparse.Namespace) -> int:
     from lzn.eval.features import INSTALL_HINT
     from lzn.eval.suite import merge_results
 
+    if args.partitions < 0:
+        raise ValueError(f"--partitions must be a whole number >= 0 (0: none), got {args.partitions}")
+
     loaded = load(args.run_dir, args.device)
     out, _ = metrics_out(args, loaded)
     metrics = args.metrics
@@ -174,13 +181,13 @@ def run(args: argparse.Namespace) -> int:
                              sampler_steps=args.steps or loaded.setting("sampler_steps", 20),
                              eval_batch_size=int(loaded.setting("eval_batch_size", 2000)), alphas=args.alphas,
                              batch_sizes=batch_sizes, metrics=metrics, seed=args.seed,
-                             retrieval=retrieval_settings(loaded))
+                             retrieval=retrieval_settings(loaded), partitions=args.partitions)
     raw = raw_weights_model(loaded) if args.weights == "both" else None
     wanted = [m for m in (metrics or ("accuracy", "probe", "knn")) if m in ("accuracy", "probe", "knn")]
     if raw is not None and wanted:  # the paper logs both; sample quality stays with the EMA weights
         raw_results = evaluate_model(raw, train, test, eval_batch_size=int(loaded.setting("eval_batch_size", 2000)),
                                      alphas=args.alphas, batch_sizes=batch_sizes, metrics=wanted, seed=args.seed,
-                                     progress=False)
+                                     progress=False, partitions=args.partitions)
         raw_results.pop("evaluated_on")
         if raw_results:
             results["raw_weights"] = raw_results

@@ -85,11 +85,13 @@ def evaluate_model(model: LatentZoningNetwork, train: Data, test: Data | None, *
                    sampler_steps: int | None = 20, eval_batch_size: int = 2000,
                    alphas: tuple[float, ...] = (0.0, 0.5, 1.0), batch_sizes: tuple[int, ...] | None = None,
                    recon_images: int = 64, metrics: Any = None, seed: int = 0,
-                   retrieval: RetrievalSettings | None = None, progress: bool = True) -> dict[str, Any]:
+                   retrieval: RetrievalSettings | None = None, progress: bool = True,
+                   partitions: int = 0) -> dict[str, Any]:
     """The metrics that apply to ``model`` (all of them, or those named in ``metrics``, see ``METRICS``);
     ``test`` None means figures on held-out data are skipped (training-set figures are named as such).
     ``extractor`` None skips sample-quality metrics. ``batch_sizes``: evaluation batches of the accuracy
-    sweep's batch protocol (default: ``eval_batch_size`` alone). ``retrieval``: how held-out image-text pairs
+    sweep's batch protocol (default: ``eval_batch_size`` alone); ``partitions`` > 0 adds each batch row's accuracy
+    over that many random partitions of the images (``lzn.eval.partition_accuracy``). ``retrieval``: how held-out image-text pairs
     are drawn and scored (a text run's settings; default ``RetrievalSettings()``), in chunks of
     ``eval_batch_size`` queries (method.md §12.8)."""
     wanted = set(METRICS if metrics is None else check_metrics(metrics))
@@ -118,7 +120,8 @@ def evaluate_model(model: LatentZoningNetwork, train: Data, test: Data | None, *
         contexts: tuple[Context, ...] = ("batch", "reference") if model.reference is not None else ("batch",)
         held_in = in_memory(data)  # the sweep reads the evaluated split many times
         rows = accuracy_sweep(model, held_in.images, data.labels, alphas=alphas,
-                              batch_sizes=tuple(batch_sizes or (eval_batch_size,)), contexts=contexts, seed=seed)
+                              batch_sizes=tuple(batch_sizes or (eval_batch_size,)), contexts=contexts, seed=seed,
+                              partitions=partitions)
         out["classification"] = {"split": out["evaluated_on"], "num_images": len(data), "sweep": rows,
                                  **_one_class(data.labels, "evaluated images")}
     done("accuracy")
@@ -243,8 +246,11 @@ def metric_rows(results: dict[str, Any], split: str | None = None) -> list[tuple
                              f"{c['num_images']} {c.get('split', split)} images, {row['context']}" + _note(c)))
                 continue
             where = "reference bank" if row["context"] == "reference" else f"batches of {row['batch_size']}"
+            p = row.get("partitions")
+            over = "" if p is None else (f"; {p['mean']:.4f} +- {p['sd']:.4f} over {p['partitions']} random "
+                                         "partitions into batches")
             rows.append((f"accuracy (alpha {row['alpha']:g})", f"{row['accuracy']:.4f}",
-                         f"{c['num_images']} {c.get('split', split)} images, {where}" + _note(c)))
+                         f"{c['num_images']} {c.get('split', split)} images, {where}" + over + _note(c)))
     if "reconstruction" in results:
         r = results["reconstruction"]
         rows.append(("reconstruction L2", f"{r['l2_per_image']:.4f}", f"per image, {r['num_images']} training images"))

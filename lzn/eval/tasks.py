@@ -4,6 +4,7 @@ the anchor context), reconstruction error and the class consistency of condition
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
@@ -29,19 +30,47 @@ def accuracy(model: LatentZoningNetwork, images: Tensor, labels: Tensor, *, nois
     return float((pred.cpu() == labels.cpu()).float().mean())
 
 
+def partition_accuracy(model: LatentZoningNetwork, images: Tensor, labels: Tensor, *, noise_scale: float = 1.0,
+                       batch_size: int = 2000, partitions: int = 10, seed: int = 0) -> dict[str, float]:
+    """The batch protocol's accuracy (``accuracy``, context "batch") over ``partitions`` random partitions of
+    ``images`` into anchor sets of ``batch_size``: {"mean", "sd" (sample sd, 0 for one), "partitions"}.
+
+    A test latent depends on the other images of its set, so on a split of few sets the figure in the
+    split's order is one draw (method.md §8.2). Partition k permutes the images with a generator seeded
+    ``seed + 1 + k`` and draws the flow noise with the same seed."""
+    if isinstance(partitions, bool) or not isinstance(partitions, int) or partitions < 1:
+        raise ValueError(f"partitions must be an int >= 1, got {partitions!r}")
+    if labels.shape != (images.shape[0],):
+        raise ValueError(f"labels must have shape ({images.shape[0]},) to match the images, got {tuple(labels.shape)}")
+    values = []
+    for k in range(partitions):
+        order = torch.randperm(images.shape[0], generator=torch.Generator().manual_seed(seed + 1 + k))  # (N,)
+        values.append(accuracy(model, images[order.to(images.device)], labels[order.to(labels.device)],
+                               noise_scale=noise_scale, batch_size=batch_size, context="batch", seed=seed + 1 + k))
+    sd = statistics.stdev(values) if partitions > 1 else 0.0
+    return {"mean": statistics.fmean(values), "sd": sd, "partitions": partitions}
+
+
 def accuracy_sweep(model: LatentZoningNetwork, images: Tensor, labels: Tensor, *,
                    alphas: Sequence[float] = (0.0, 0.5, 1.0), batch_sizes: Sequence[int] = (2000,),
-                   contexts: Sequence[Context] = ("batch",), seed: int = 0) -> list[dict[str, Any]]:
+                   contexts: Sequence[Context] = ("batch",), seed: int = 0, partitions: int = 0) -> list[dict[str, Any]]:
     """Accuracy over a grid of alpha x evaluation batch x context (the paper's Fig. 25 protocol plus the
     reference bank): one row per combination ({"alpha", "batch_size", "context", "accuracy"}); the
-    batch size only matters in the "batch" context, so "reference" rows use the first one."""
+    batch size only matters in the "batch" context, so "reference" rows use the first one. With
+    ``partitions`` > 0 a "batch" row whose images fill more than one set also holds ``partition_accuracy``
+    as "partitions" (the images in that many random partitions, beside their order here)."""
     rows = []
     for context in contexts:
         sizes = batch_sizes if context == "batch" else batch_sizes[:1]
         for batch in sizes:
             for alpha in alphas:
                 acc = accuracy(model, images, labels, noise_scale=alpha, batch_size=batch, context=context, seed=seed)
-                rows.append({"alpha": float(alpha), "batch_size": int(batch), "context": context, "accuracy": acc})
+                row: dict[str, Any] = {"alpha": float(alpha), "batch_size": int(batch), "context": context,
+                                       "accuracy": acc}
+                if partitions and context == "batch" and images.shape[0] > batch:
+                    row["partitions"] = partition_accuracy(model, images, labels, noise_scale=alpha, batch_size=batch,
+                                                           partitions=partitions, seed=seed)
+                rows.append(row)
     return rows
 
 

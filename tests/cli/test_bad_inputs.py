@@ -357,3 +357,16 @@ def test_evaluate_metrics_subset_and_sweeps(run, tmp_path, capsys):
     fails(["evaluate", str(run), "--metrics", "fid,acc"], capsys, "--metrics", "'acc'", "fid, kid, pr")
     fails(["evaluate", str(run), "--alphas", "0,2.5"], capsys, "--alphas", "[0, 2]")
     fails(["evaluate", str(run), "--batch-sizes", "0"], capsys, "--batch-sizes", "positive integer")
+    fails(["evaluate", str(run), "--partitions", "-1"], capsys, "--partitions", ">= 0")
+
+
+def test_evaluate_partitions(run, tmp_path, capsys):
+    """--partitions averages a batch row over random partitions where the images fill more than one batch."""
+    capsys.readouterr()
+    assert main(["evaluate", str(run), "--metrics", "accuracy", "--alphas", "0", "--batch-sizes", "100,400",
+                 "--partitions", "2", "--weights", "ema", "--out", str(tmp_path / "p.json")]) == 0
+    rows = json.loads((tmp_path / "p.json").read_text())["classification"]["sweep"]
+    small = next(r for r in rows if r["context"] == "batch" and r["batch_size"] == 100)  # 359 test images: 4 sets
+    assert small["partitions"]["partitions"] == 2 and 0.0 <= small["partitions"]["mean"] <= 1.0
+    assert all("partitions" not in r for r in rows if r["batch_size"] == 400 or r["context"] != "batch")  # one set
+    assert "over 2 random partitions into batches" in capsys.readouterr().out

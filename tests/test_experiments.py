@@ -77,10 +77,12 @@ def test_a_combination_row_and_one_recipe_reuse_the_best_rows_runs(tmp_path):
     assert bad.returncode != 0 and "expected 'joint' or 'nogen'" in bad.stderr
     # the flow's grid: round trips and readout with the trained grid and the other one swapped in
     grid = subprocess.run([sys.executable, str(ROOT / "experiments/solver_grid.py"), str(folder / "nogen-s0"),
-                           "--set", "32", "--num", "64"], capture_output=True, text=True, cwd=ROOT, timeout=300)
+                           "--set", "32", "--num", "64", "--accurate", "30"], capture_output=True, text=True, cwd=ROOT,
+                          timeout=300)
     assert grid.returncode == 0, grid.stderr[-3000:]
     summary = json.loads(grid.stdout[: grid.stdout.rindex("}") + 1])["summary"]
-    assert {f"{g}_{k}" for g in ("time", "logsnr") for k in ("rt_euler", "rt_logsnr", "acc_a0", "acc_a1")} <= set(summary)
+    assert {f"{g}_{k}" for g in ("time", "logsnr", "accurate") for k in ("rt_euler", "rt_logsnr", "acc_a0", "acc_a1")} \
+        <= set(summary)
     assert all(0.0 <= v["mean"] <= 1.0 for k, v in summary.items() if k != "set")
     assert summary["trained_on_logsnr"]["mean"] == 0.0 and summary["set"]["mean"] == 32
     assert grid.stdout.strip().splitlines()[-1].startswith("solver_grid (1 runs, test split): time grid rt_euler ")

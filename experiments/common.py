@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from lzn import LatentZoningNetwork
+from lzn.data import ImageDataset, load_split
 from lzn.recipes.runner import resolve_config
 from lzn.run_folder import RunFolder, read_run_file
 
@@ -38,6 +39,19 @@ def run_settings(run_dir: Path) -> tuple[str, Any]:
         raise SystemExit(f"{run_dir} is not a run folder (no run.yaml)")
     recipe = str(read_run_file(run_dir).get("recipe"))
     return recipe, resolve_config(recipe, config_file=str(path))
+
+
+def labelled_test_split(run_dir: Path, script: str) -> tuple[Any, ImageDataset]:
+    """(typed config, labelled test split) of a finished ``joint`` / ``nogen`` run, the runs a label readout
+    diagnosis reads; any other recipe or an unlabelled split stops ``script`` with one line."""
+    recipe, cfg = run_settings(run_dir)
+    if recipe not in ("joint", "nogen"):
+        raise SystemExit(f"{script}: {run_dir} is a run of the {recipe!r} recipe; expected 'joint' or "
+                         "'nogen' (a run with a label decoder)")
+    test = load_split(cfg.data, "test")
+    if test.labels is None:
+        raise SystemExit(f"{script}: the test split of {run_dir} has no labels")
+    return cfg, test
 
 
 def diagnose_runs(runs: list[Path], script: str, hint: str,

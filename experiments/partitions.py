@@ -23,20 +23,13 @@ from pathlib import Path
 
 import torch
 
-from lzn.data import load_split
 from lzn.eval import accuracy, partition_accuracy
 
-from common import diagnose_runs, run_model, run_settings, seed_summary  # experiments/common.py, beside this script
+from common import diagnose_runs, labelled_test_split, run_model, seed_summary  # experiments/common.py, beside this script
 
 
 def diagnose(run_dir: Path, set_size: int | None, partitions: int, alphas: list[float], seed: int) -> dict[str, float]:
-    recipe, cfg = run_settings(run_dir)
-    if recipe not in ("joint", "nogen"):
-        raise SystemExit(f"partitions.py: {run_dir} is a run of the {recipe!r} recipe; expected 'joint' or "
-                         "'nogen' (a run with a label decoder)")
-    test = load_split(cfg.data, "test")
-    if test.labels is None:
-        raise SystemExit(f"partitions.py: the test split of {run_dir} has no labels")
+    cfg, test = labelled_test_split(run_dir, "partitions.py")
     size = set_size or cfg.batch_size
     if size > len(test):
         raise SystemExit(f"partitions.py: --set must be at most the {len(test)} test images, got {size}")

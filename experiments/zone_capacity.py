@@ -29,10 +29,10 @@ from pathlib import Path
 
 import torch
 
-from lzn.data import epoch_indices, load_split
+from lzn.data import epoch_indices
 from lzn.eval import accuracy
 
-from common import diagnose_runs, run_model, run_settings, seed_summary  # experiments/common.py, beside this script
+from common import diagnose_runs, labelled_test_split, run_model, seed_summary  # experiments/common.py, beside this script
 
 
 def surplus(labels: torch.Tensor, size: int, classes: int) -> float:
@@ -43,13 +43,7 @@ def surplus(labels: torch.Tensor, size: int, classes: int) -> float:
 
 
 def diagnose(run_dir: Path, sizes: list[int], num: int | None, seed: int) -> dict[str, float]:
-    recipe, cfg = run_settings(run_dir)
-    if recipe not in ("joint", "nogen"):
-        raise SystemExit(f"zone_capacity.py: {run_dir} is a run of the {recipe!r} recipe; expected 'joint' or "
-                         "'nogen' (a run with a label decoder)")
-    test = load_split(cfg.data, "test")
-    if test.labels is None:
-        raise SystemExit(f"zone_capacity.py: the test split of {run_dir} has no labels")
+    cfg, test = labelled_test_split(run_dir, "zone_capacity.py")
     lzn = run_model(run_dir)
     pick = torch.randperm(len(test), generator=torch.Generator().manual_seed(seed))[:num]  # (M,) the images used
     images, labels = test.batch(pick)

@@ -6,7 +6,8 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lzn.cli.common import data, data_config, float_list, int_list, load, Loaded, metric_list, model_command, positive_int, protocol_batches, raw_weights_model
+from lzn.cli.common import (data, data_config, float_list, int_list, load, Loaded, metric_list, model_command,
+                             non_negative_int, positive_int, protocol_batches, raw_weights_model)
 from lzn.cli.output import say
 from lzn.models import LatentZoningNetwork
 from lzn.run_folder import METRICS_FILE, RunFolder
@@ -36,7 +37,7 @@ def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
     e.add_argument("--batch-sizes", type=int_list, default=None,
                    help="evaluation batches of the accuracy sweep's batch protocol, comma-separated "
                         "(default: the run's training batch_size, the paper's protocol, and its eval_batch_size)")
-    e.add_argument("--partitions", type=int, default=0,
+    e.add_argument("--partitions", type=non_negative_int, default=0,
                    help="also average each batch-protocol accuracy over this many random partitions of the images "
                         "into batches (where they fill more than one): a test latent depends on the rest of its batch, "
                         "so on a small split the figure in the split's order is one draw (default: 0, none)")
@@ -151,9 +152,6 @@ def run(args: argparse.Namespace) -> int:
     from lzn.eval import METRICS, evaluate_model, fast_extractor, inception_extractor, metric_rows
     from lzn.eval.features import INSTALL_HINT
     from lzn.eval.suite import merge_results
-
-    if args.partitions < 0:
-        raise ValueError(f"--partitions must be a whole number >= 0 (0: none), got {args.partitions}")
 
     loaded = load(args.run_dir, args.device)
     out, _ = metrics_out(args, loaded)

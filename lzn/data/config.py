@@ -138,6 +138,9 @@ def _source(cfg: DataConfig, split: str) -> tuple[Path, str | None] | None:
 
 
 def _missing_split(cfg: DataConfig, split: str) -> DataNotFoundError:
+    if cfg.root is not None and not Path(cfg.root).exists():  # the first thing to fix, before any split
+        return DataNotFoundError(f"data set {cfg.name!r}: data.root {cfg.root} does not exist; expected an existing "
+                                 "path to the training data (and a test source beside it)")
     if cfg.name == "folder":
         how = ("data.test_root (an image folder), data.holdout (a fraction of root, e.g. 0.1), or a root with "
                "train/ and test/ sub-folders")

@@ -174,6 +174,14 @@ def test_missing_test_split_says_how_to_add_one(tmp_path, name):
     assert ("train/ and test/ sub-folders" in msg) == (name == "folder")
 
 
+@pytest.mark.parametrize("name", ["folder", "arrays"])
+def test_missing_root_is_named_before_the_split(tmp_path, name):
+    """A root that does not exist is the error, not the test split it therefore lacks."""
+    cfg = DataConfig(name=name, root=str(tmp_path / "nowhere"), size=4)
+    with pytest.raises(DataNotFoundError, match=rf"data set '{name}': data.root .*nowhere does not exist; expected"):
+        load_split(cfg, "test")
+
+
 # ------------------------------------------------------------------------------------------------
 # class names of a separate test source
 

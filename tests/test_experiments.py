@@ -117,6 +117,20 @@ def test_ablation_representation_study_and_bad_arguments(tmp_path):
     assert bad.returncode == 2 and "needs --best" in bad.stderr
 
 
+def test_paper_claims_table_leaves_out_the_claims_whose_recipes_did_not_run(monkeypatch):
+    import importlib
+
+    monkeypatch.syspath_prepend(str(ROOT / "experiments"))
+    claims = importlib.import_module("paper_claims")
+    fid = {"mean": 33.0, "sd": 1.0, "n": 3}
+    table = claims.table({"digits": {"generation": {"fid": fid}, "rf": {"fid": fid}}}, "x", 10, {"digits": 5})
+    assert "| digits (5 steps) | 1 generation | FID (x, 10 samples vs 10 test images) | generation 33.00 +- 1.00 |" in table
+    assert "recall | generation n/a | rf n/a |" in table  # a run claim's missing figure still says so
+    assert "representation" not in table and "3 joint" not in table
+    table = claims.table({"digits": {"joint": {}}}, "x", 10, {"digits": 5})
+    assert "3 joint" in table and "1 generation" not in table
+
+
 def test_paper_claims_runs_end_to_end_on_a_tiny_budget(tmp_path):
     import importlib.util
 

@@ -146,12 +146,16 @@ def test_paper_claims_runs_end_to_end_on_a_tiny_budget(tmp_path):
     assert "| digits (2 steps) | 1 generation | FID (efficientnet-lite0-imagenet, 12 samples vs 12 test images)" in table
     assert "| digits | joint | " in table and "round trip 1x" in table  # the zone diagnostics of the LZN runs
     assert "class consistency" in table and out.stdout.strip().splitlines()[-1].startswith("paper_claims (quick")
+    dopri5 = next(line for line in table.splitlines() if "reconstruction L2, dopri5" in line)
+    assert "generation n/a" not in dopri5 and "rf n/a" not in dopri5  # both runs measured with the paper's sampler
     from PIL import Image
 
     with Image.open(tmp_path / "fig-digits.png") as picture:  # 4 models x 2 rows of 20 samples
         assert picture.height > 8 * 32 and picture.width > 20 * 32
     cached = sorted(p.name for p in (tmp_path / "quick" / "digits-2steps" / "joint-s0").glob("claims-*"))
     assert cached == ["claims-efficientnet-lite0-imagenet-12.json", "claims-train-seconds.txt"]
+    cached = sorted(p.name for p in (tmp_path / "quick" / "digits-2steps" / "rf-s0").glob("claims-*"))
+    assert "claims-recon-dopri5.json" in cached  # its own cache: adding it re-measures nothing else
     assert (tmp_path / "quick" / "digits-2steps" / "classifier-s0" / "classifier" / "config.json").is_file()  # the judge
 
 

@@ -148,6 +148,7 @@ def test_paper_claims_runs_end_to_end_on_a_tiny_budget(tmp_path):
     assert "class consistency" in table and out.stdout.strip().splitlines()[-1].startswith("paper_claims (quick")
     dopri5 = next(line for line in table.splitlines() if "reconstruction L2, dopri5" in line)
     assert "generation n/a" not in dopri5 and "rf n/a" not in dopri5  # both runs measured with the paper's sampler
+    assert "reconstruction L2, dopri5, median image" in table
     from PIL import Image
 
     with Image.open(tmp_path / "fig-digits.png") as picture:  # 4 models x 2 rows of 20 samples

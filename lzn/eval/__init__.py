@@ -17,7 +17,8 @@ from lzn.eval.report import write_report
 from lzn.eval.results import flat_figures
 from lzn.eval.retrieval import recall_at_k
 from lzn.eval.suite import METRICS, check_metrics, evaluate_model, generate_like, metric_rows
-from lzn.eval.tasks import accuracy, accuracy_sweep, class_consistency, partition_accuracy, reconstruction_error
+from lzn.eval.tasks import (accuracy, accuracy_sweep, class_consistency, median_l2, partition_accuracy,
+                            reconstruction_error)
 from lzn.eval.text import (RetrievalSettings, lzn_scores, prompt_predictions, retrieval_figures, retrieval_section,
                            t2i_consistency, text_to_image, trivial_recall_note)
 
@@ -38,6 +39,7 @@ __all__ = [
     "generate_like",
     "partition_accuracy",
     "reconstruction_error",
+    "median_l2",
     "custom_extractor",
     "extract_features",
     "fast_extractor",

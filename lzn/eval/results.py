@@ -58,6 +58,8 @@ def flat_figures(sections: dict[str, Any]) -> dict[str, Any]:
                 out[f"{split}_accuracy_reference"] = r["accuracy"]
     if "reconstruction" in sections:
         out["recon_l2"] = sections["reconstruction"]["l2_per_image"]
+        if "l2_median" in sections["reconstruction"]:
+            out["recon_l2_median"] = sections["reconstruction"]["l2_median"]
     rep = sections.get("representation")
     if rep:
         out.update({k: rep[k] for k in ("knn_accuracy", "probe_accuracy") if k in rep})

@@ -15,7 +15,7 @@ from lzn.eval.diagnostics import zone_diagnostics
 from lzn.eval.fid import generation_metrics
 from lzn.eval.probe import extract_features, knn_accuracy, linear_probe_accuracy
 from lzn.eval.results import RETRIEVAL_FIGURES
-from lzn.eval.tasks import accuracy_sweep, reconstruction_error
+from lzn.eval.tasks import accuracy_sweep, median_l2, reconstruction_error
 from lzn.eval.text import RetrievalSettings, retrieval_section
 from lzn.models import LatentZoningNetwork
 from lzn.models.outputs import Context
@@ -127,9 +127,11 @@ def evaluate_model(model: LatentZoningNetwork, train: Data, test: Data | None, *
     done("accuracy")
     if "recon" in wanted and model.decoder is not None:
         n = min(recon_images, len(train))
-        err, _ = reconstruction_error(model, first_images(train, n), train.labels[:n] if train.labels is not None else None,
-                                      sampler=sampler, steps=sampler_steps, seed=seed)
-        out["reconstruction"] = {"l2_per_image": err, "num_images": n, "split": "train", "sampler": sampler}
+        images = first_images(train, n)
+        err, rec = reconstruction_error(model, images, train.labels[:n] if train.labels is not None else None,
+                                        sampler=sampler, steps=sampler_steps, seed=seed)
+        out["reconstruction"] = {"l2_per_image": err, "l2_median": median_l2(images, rec), "num_images": n,
+                                 "split": "train", "sampler": sampler}
     done("reconstruction")
     if wanted & {"probe", "knn"} and model.encoder is not None and held is not None and held.labels is not None \
             and train.labels is not None:
@@ -164,7 +166,7 @@ def evaluate_model(model: LatentZoningNetwork, train: Data, test: Data | None, *
 GROUPS: dict[str, dict[str, tuple[str, ...]]] = {
     "generation": {"fid": ("fid",), "kid": ("kid_mean", "kid_std"), "pr": ("precision", "recall")},
     "classification": {"accuracy": ("sweep",)},
-    "reconstruction": {"recon": ("l2_per_image",)},
+    "reconstruction": {"recon": ("l2_per_image", "l2_median")},
     "representation": {"knn": ("knn_accuracy", "knn_accuracy_anchors"),
                        "probe": ("probe_accuracy", "probe_accuracy_anchors")},
     "zones": {"zones": ()},
@@ -253,7 +255,9 @@ def metric_rows(results: dict[str, Any], split: str | None = None) -> list[tuple
                          f"{c['num_images']} {c.get('split', split)} images, {where}" + over + _note(c)))
     if "reconstruction" in results:
         r = results["reconstruction"]
-        rows.append(("reconstruction L2", f"{r['l2_per_image']:.4f}", f"per image, {r['num_images']} training images"))
+        median = f"; median image {r['l2_median']:.4f}" if "l2_median" in r else ""
+        rows.append(("reconstruction L2", f"{r['l2_per_image']:.4f}",
+                     f"per image, {r['num_images']} training images{median}"))
     for section in [k for k in results if _section(k) == "representation"]:
         rep = results[section]
         for key, name in (("knn_accuracy", "kNN"), ("probe_accuracy", "linear probe"),

@@ -91,6 +91,17 @@ def reconstruction_error(model: LatentZoningNetwork, images: Tensor, labels: Ten
     return float((rec - x).flatten(1).norm(dim=1).mean()), rec.cpu()
 
 
+def median_l2(images: Tensor, reconstructions: Tensor) -> float:
+    """The median image's reconstruction error: per-image L2 over all pixels, as ``reconstruction_error``'s mean,
+    the median taken with interpolation between the middle two. With an adaptive sampler a few images whose
+    inversion goes astray can carry the mean (method.md §8.1); the median says what a typical image gets."""
+    if images.shape != reconstructions.shape or images.shape[0] == 0:
+        raise ValueError(f"images and reconstructions must have one shared, non-empty shape, got "
+                         f"{tuple(images.shape)} and {tuple(reconstructions.shape)}")
+    per_image = (reconstructions.detach().cpu().double() - images.detach().cpu().double()).flatten(1).norm(dim=1)
+    return float(torch.quantile(per_image, 0.5))
+
+
 class ClassGenerator(Protocol):
     """What ``class_consistency`` asks of a model: a LatentZoningNetwork, or a stand-in that generates class k
     its own way (``lzn.eval.text``: from class prompt k)."""

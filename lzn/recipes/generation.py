@@ -18,7 +18,7 @@ from lzn.core import rectified_flow
 from lzn.core.budget import flow_memory
 from lzn.core.compiled import check_compile
 from lzn.data import ImageDataset, ShardedDataset
-from lzn.eval import reconstruction_error
+from lzn.eval import median_l2, reconstruction_error
 from lzn.eval.grids import class_grid
 from lzn.models import FlowConfig, LabelAnchors, LatentZoningNetwork
 from lzn.recipes.common import (DataInfo, NetConfig, Recipe, RecipeConfig, backward, build_net, cached_anchors,
@@ -168,8 +168,8 @@ class GenerationRecipe(Recipe):
 
             pairs = torch.stack([x[:32], rec[:32]], dim=1).flatten(0, 1)  # (2n, C, H, W): original, reconstruction
             save_image_grid(pairs, RunFolder(run_dir).reconstructions, nrow=8)
-        return {"l2_per_image": err, "num_images": n, "split": "train", "sampler": self.cfg.sampler,
-                "sampler_steps": self.cfg.sampler_steps, "context": "batch"}
+        return {"l2_per_image": err, "l2_median": median_l2(x, rec), "num_images": n, "split": "train",
+                "sampler": self.cfg.sampler, "sampler_steps": self.cfg.sampler_steps, "context": "batch"}
 
     def evaluate(self, data: ImageDataset, run_dir: Any, split: str = "test") -> dict[str, Any]:
         out = {}

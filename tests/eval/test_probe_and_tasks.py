@@ -95,3 +95,31 @@ def test_evaluate_model_runs_only_the_metrics_named():
     for bad in ("", "fid,,kid", ["FID"], "recon,precision"):
         with pytest.raises(ValueError, match="metric"):
             check_metrics(bad)
+
+
+def test_median_l2_is_the_middle_image_error_and_the_suite_reports_it():
+    from lzn.eval import median_l2, reconstruction_error
+    from lzn.eval.suite import metric_rows
+
+    images = torch.zeros(4, 1, 2, 2)
+    shift = torch.tensor([1.0, 2.0, 3.0, 10.0])  # each image moved by one pixel: per-image L2 = the shift
+    rec = images.clone()
+    rec[:, 0, 0, 0] = shift
+    assert median_l2(images, rec) == pytest.approx(2.5)  # even count: between the middle two, as statistics.median
+    assert median_l2(images[:3], rec[:3]) == pytest.approx(2.0)
+    with pytest.raises(ValueError, match="shape"):
+        median_l2(images, rec[:2])
+    with pytest.raises(ValueError, match="non-empty"):
+        median_l2(images[:0], rec[:0])
+    model = tiny_model(FlowConfig(steps=4, label_steps=4))
+    data_images = torch.rand(12, 1, 8, 8, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    data = ImageDataset(images=data_images, labels=torch.arange(12) % 3, num_classes=3, name="t")
+    res = evaluate_model(model, data, None, metrics="recon", sampler="euler", sampler_steps=3, recon_images=8,
+                         progress=False)
+    section = res["reconstruction"]
+    labels = (torch.arange(12) % 3)[:8]  # the tiny decoder is class-conditional
+    mean, again = reconstruction_error(model, data_images[:8], labels, sampler="euler", steps=3)  # same seed, batch
+    per_image = (again - data_images[:8]).flatten(1).norm(dim=1)
+    assert section["l2_per_image"] == pytest.approx(mean)
+    assert section["l2_median"] == pytest.approx(float(per_image.sort().values[3:5].mean()))  # 8 images: 4th and 5th
+    assert any("median image" in detail for name, _, detail in metric_rows(res) if name == "reconstruction L2")

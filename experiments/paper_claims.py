@@ -303,7 +303,7 @@ def main() -> None:
             if args.figure and seed == budget["seeds"][0]:
                 figure(ds, folders, Path(f"{args.figure}-{ds}.png"))
             for recipe, folder in folders.items():
-                figures = dict(measure(ds, recipe, folder, extractor, budget["samples"], judge))
+                figures = measure(ds, recipe, folder, extractor, budget["samples"], judge)
                 if recipe in ("generation", "rf"):
                     figures.update(measure_recon_dopri5(ds, folder))
                 raw.setdefault(ds, {}).setdefault(recipe, []).append(figures)

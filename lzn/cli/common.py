@@ -218,11 +218,11 @@ def data_args(p: argparse.ArgumentParser, split: str) -> None:
 def _int_at_least(text: str, low: int, expected: str) -> int:
     """``text`` as an int >= ``low``; otherwise an argparse error naming the ``expected`` form."""
     try:
-        value = int(text)
+        value: int | None = int(text)
     except ValueError:
-        value = low - 1
-    if value < low:
-        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+        value = None
+    if value is None or value < low:
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
     return value
 
 

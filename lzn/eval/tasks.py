@@ -88,7 +88,12 @@ def reconstruction_error(model: LatentZoningNetwork, images: Tensor, labels: Ten
     x = images.to(dev)
     rec = model.reconstruct(x, labels=lab, sampler=sampler, steps=steps, generator=gen,
                             context=context if model.encoder is not None else None)
-    return float((rec - x).flatten(1).norm(dim=1).mean()), rec.cpu()
+    return float(per_image_l2(x, rec).mean()), rec.cpu()
+
+
+def per_image_l2(images: Tensor, reconstructions: Tensor) -> Tensor:
+    """(N,) L2 norm of each image's error over all its pixels, in [-1, 1] units (method.md §8.1)."""
+    return (reconstructions - images).flatten(1).norm(dim=1)
 
 
 def median_l2(images: Tensor, reconstructions: Tensor) -> float:
@@ -98,8 +103,8 @@ def median_l2(images: Tensor, reconstructions: Tensor) -> float:
     if images.shape != reconstructions.shape or images.shape[0] == 0:
         raise ValueError(f"images and reconstructions must have one shared, non-empty shape, got "
                          f"{tuple(images.shape)} and {tuple(reconstructions.shape)}")
-    per_image = (reconstructions.detach().cpu().double() - images.detach().cpu().double()).flatten(1).norm(dim=1)
-    return float(torch.quantile(per_image, 0.5))
+    return float(torch.quantile(per_image_l2(images.detach().cpu().double(), reconstructions.detach().cpu().double()),
+                                0.5))
 
 
 class ClassGenerator(Protocol):

@@ -291,7 +291,8 @@ def job(args: tuple[str, str, str, int, str, int | None, list[str], str]) -> tup
     torch.set_num_threads(int(os.environ.get("ABLATE_THREADS", "1")))
     study = STUDIES[study_name]
     sets = run_sets(study, variant, recipe, seed, preset, steps, best)
-    folder = Path(out) / preset / study_name / folder_name(variant, best) / f"{recipe}-s{seed}"
+    budget = preset if steps is None else f"{preset}-{steps}steps"  # another budget's runs never continue these
+    folder = Path(out) / budget / study_name / folder_name(variant, best) / f"{recipe}-s{seed}"
     start = time.time()
     cfg = _as_before(resolve_config(recipe, preset, sets=sets))
     train(recipe, cfg, folder)
@@ -444,7 +445,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="train only these recipes of each row (default: the study's LZN recipe(s), its "
                              "baseline, and the extra ones on the preset and best rows); e.g. nogen to screen cheaply")
     parser.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
-    parser.add_argument("--steps", type=int, default=None, help="train.steps of every run (default: the preset's)")
+    parser.add_argument("--steps", type=int, default=None, help="train.steps of every run (default: the preset's); its runs are cached in their own "
+                             "folder, OUT/PRESET-<steps>steps")
     parser.add_argument("--jobs", type=int, default=1, help="trainings side by side, one thread each")
     parser.add_argument("--out", default="runs/ablate")
     parser.add_argument("--json", default=None, help="also write the table as JSON here")

@@ -29,9 +29,9 @@ def test_ablation_study_trains_measures_caches_and_tabulates(tmp_path):
         assert joint[key]["n"] == 2 and 0 <= joint[key]["mean"]
     assert "vs_preset" in joint["acc_a0"] and "vs_baseline" in joint["acc_a0"]
     # the simplex row's classifier is the preset's (an LZN-only setting): not trained again
-    assert not (tmp_path / "digits" / "classification" / "simplex" / "classifier-s0").exists()
-    assert (tmp_path / "digits" / "classification" / "best-simplex+dropout" / "classifier-s0").exists()  # dropout applies to both
-    cfg = (tmp_path / "digits" / "classification" / "best-simplex+dropout" / "joint-s1" / "run.yaml").read_text()
+    assert not (tmp_path / "digits-3steps" / "classification" / "simplex" / "classifier-s0").exists()
+    assert (tmp_path / "digits-3steps" / "classification" / "best-simplex+dropout" / "classifier-s0").exists()  # dropout applies to both
+    cfg = (tmp_path / "digits-3steps" / "classification" / "best-simplex+dropout" / "joint-s1" / "run.yaml").read_text()
     assert "label_init: simplex" in cfg and "dropout: 0.15" in cfg
     md = (tmp_path / "t.md").read_text()
     assert md.startswith("| variant | hyp. |") and "| simplex | H8 |" in md and "best: simplex + dropout" in md
@@ -46,7 +46,7 @@ def test_a_combination_row_and_one_recipe_reuse_the_best_rows_runs(tmp_path):
     """'simplex+dropout' is the row --best simplex dropout names (the same folder, so its cached runs);
     --recipes nogen trains nogen alone and its table is nogen's, with the training fit."""
     _ablate(tmp_path, "--variants", "best", "--best", "simplex", "dropout", "--recipes", "nogen", "--seeds", "0")
-    folder = tmp_path / "digits" / "classification" / "best-simplex+dropout"
+    folder = tmp_path / "digits-3steps" / "classification" / "best-simplex+dropout"
     assert sorted(p.name for p in folder.iterdir()) == ["nogen-s0"]
     stamp = (folder / "nogen-s0" / "ablate-eval.json").stat().st_mtime_ns
     out = _ablate(tmp_path, "--variants", "simplex+dropout", "--recipes", "nogen", "--seeds", "0",
@@ -57,7 +57,7 @@ def test_a_combination_row_and_one_recipe_reuse_the_best_rows_runs(tmp_path):
     assert "| simplex+dropout | H8+H4 | simplex + dropout |" in out.stdout and "nogen accuracy (alpha 0)" in out.stdout
     # the baseline alone ('both' rows such as H12's LR decay and H13's balanced batches): its own summary
     out = _ablate(tmp_path, "--variants", "cosine+balanced", "--recipes", "classifier", "--seeds", "0")
-    run_yaml = (tmp_path / "digits" / "classification" / "best-cosine+balanced" / "classifier-s0" / "run.yaml").read_text()
+    run_yaml = (tmp_path / "digits-3steps" / "classification" / "best-cosine+balanced" / "classifier-s0" / "run.yaml").read_text()
     assert "lr_decay: cosine" in run_yaml and "balanced: true" in run_yaml
     assert out.stdout.strip().splitlines()[-1].startswith("summary: ablate classification on digits (1 seeds): "
                                                           "classifier only: 'cosine+balanced' ")
@@ -72,7 +72,7 @@ def test_a_combination_row_and_one_recipe_reuse_the_best_rows_runs(tmp_path):
     assert summary["surplus_balanced_16"]["mean"] < summary["surplus_random_16"]["mean"]  # 16 = 10 classes + 6
     assert cap.stdout.strip().splitlines()[-1].startswith("zone_capacity (1 runs, alpha 0, test split): 16: random ")
     bad = subprocess.run([sys.executable, str(ROOT / "experiments/zone_capacity.py"),
-                          str(tmp_path / "digits" / "classification" / "best-cosine+balanced" / "classifier-s0")],
+                          str(tmp_path / "digits-3steps" / "classification" / "best-cosine+balanced" / "classifier-s0")],
                          capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert bad.returncode != 0 and "expected 'joint' or 'nogen'" in bad.stderr
     # the flow's grid: round trips and readout with the trained grid and the other one swapped in

@@ -89,6 +89,7 @@ def splits(dataset: str) -> tuple[ImageDataset, ImageDataset]:
 
 
 Judge = Callable[[torch.Tensor], torch.Tensor]  # images (B, C, H, W) -> class indices (B,)
+JUDGED = ("rf_cond", "joint")  # the recipes whose samples the classifier judges (class consistency)
 
 
 def judge_of(folder: Path) -> Judge:
@@ -102,7 +103,9 @@ def judge_of(folder: Path) -> Judge:
 def measure(dataset: str, recipe: str, folder: Path, extractor: Any, samples: int, judge: Judge | None) -> dict[str, Any]:
     """The claim's figures of one finished run, cached beside it (per extractor and sample count)."""
     cache = folder / f"claims-{extractor.name.replace('/', '_')}-{samples}.json"
-    key = {"train_steps": _finished_steps(folder), "judged": judge is not None}
+    key: dict[str, Any] = {"train_steps": _finished_steps(folder)}
+    if recipe in JUDGED:  # only these read the judge: a judge added or not changes nothing else's figures
+        key["judged"] = judge is not None
     if cache.exists():
         cached = json.loads(cache.read_text())
         if all(cached.get(k) == v for k, v in key.items()):  # a run trained further, or a judge added: measure again
@@ -164,7 +167,7 @@ def _measure(dataset: str, recipe: str, folder: Path, extractor: Any, samples: i
         out["sweep"] = ev["classification"]["sweep"]
     if "zones" in ev:
         out["zones"] = ev["zones"]
-    if recipe in ("rf_cond", "joint") and judge is not None:  # judged by the classifier baseline's run
+    if recipe in JUDGED and judge is not None:  # judged by the classifier baseline's run
         out["class_consistency"] = class_consistency(model, judge, samples, sampler="euler", steps=20,
                                                      seed=0)["class_consistency"]
     return out

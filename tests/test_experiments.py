@@ -131,6 +131,28 @@ def test_paper_claims_table_leaves_out_the_claims_whose_recipes_did_not_run(monk
     assert "3 joint" in table and "1 generation" not in table
 
 
+def test_paper_claims_measures_again_only_when_a_judge_changes_a_judged_recipe(tmp_path, monkeypatch):
+    import importlib
+    from types import SimpleNamespace
+
+    monkeypatch.syspath_prepend(str(ROOT / "experiments"))
+    claims = importlib.import_module("paper_claims")
+    calls = []
+    monkeypatch.setattr(claims, "_measure", lambda ds, recipe, *a: calls.append(recipe) or {"fid": 1.0})
+    extractor, judge = SimpleNamespace(name="x/y"), (lambda images: images)
+    for recipe in ("generation", "joint"):
+        folder = tmp_path / recipe
+        folder.mkdir()
+        (folder / "results.json").write_text(json.dumps({"steps": 7}))
+        claims.measure("digits", recipe, folder, extractor, 10, None)  # measured without a judge
+        claims.measure("digits", recipe, folder, extractor, 10, judge)  # then in a run with the classifier
+        assert json.loads((folder / "claims-x_y-10.json").read_text())["train_steps"] == 7
+    assert calls == ["generation", "joint", "joint"]  # generation's figures do not read the judge: cached
+    (tmp_path / "generation" / "results.json").write_text(json.dumps({"steps": 9}))  # trained further
+    claims.measure("digits", "generation", tmp_path / "generation", extractor, 10, judge)
+    assert calls[-1] == "generation" and len(calls) == 4
+
+
 def test_paper_claims_runs_end_to_end_on_a_tiny_budget(tmp_path):
     import importlib.util
 

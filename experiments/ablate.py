@@ -445,7 +445,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="train only these recipes of each row (default: the study's LZN recipe(s), its "
                              "baseline, and the extra ones on the preset and best rows); e.g. nogen to screen cheaply")
     parser.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
-    parser.add_argument("--steps", type=int, default=None, help="train.steps of every run (default: the preset's); its runs are cached in their own "
+    parser.add_argument("--steps", type=int, default=None,
+                        help="train.steps of every run (default: the preset's); its runs are cached in their own "
                              "folder, OUT/PRESET-<steps>steps")
     parser.add_argument("--jobs", type=int, default=1, help="trainings side by side, one thread each")
     parser.add_argument("--out", default="runs/ablate")

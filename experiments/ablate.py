@@ -46,6 +46,7 @@ from lzn.data import load_split
 from lzn.eval import accuracy, zone_diagnostics
 from lzn.recipes.runner import resolve_config, train
 from lzn.training.checkpoint import live_weights
+from common import budget_folder
 
 ALPHAS = (0.0, 0.5, 1.0, 1.2)  # the paper's sweep reaches 1.2 (method.md §8.2)
 
@@ -291,8 +292,7 @@ def job(args: tuple[str, str, str, int, str, int | None, list[str], str]) -> tup
     torch.set_num_threads(int(os.environ.get("ABLATE_THREADS", "1")))
     study = STUDIES[study_name]
     sets = run_sets(study, variant, recipe, seed, preset, steps, best)
-    budget = preset if steps is None else f"{preset}-{steps}steps"  # another budget's runs never continue these
-    folder = Path(out) / budget / study_name / folder_name(variant, best) / f"{recipe}-s{seed}"
+    folder = Path(out) / budget_folder(preset, steps) / study_name / folder_name(variant, best) / f"{recipe}-s{seed}"
     start = time.time()
     cfg = _as_before(resolve_config(recipe, preset, sets=sets))
     train(recipe, cfg, folder)

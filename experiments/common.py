@@ -17,6 +17,12 @@ from lzn.recipes.runner import resolve_config
 from lzn.run_folder import RunFolder, read_run_file
 
 
+def budget_folder(name: str, steps: int | None) -> str:
+    """The cache folder of a data set's or preset's runs: ``name`` at its own budget, ``name-<steps>steps`` with a
+    ``--steps`` override (so that another budget's runs never continue these)."""
+    return name if steps is None else f"{name}-{steps}steps"
+
+
 def device() -> str:
     """Where the studies run their models: the GPU when there is one."""
     return "cuda" if torch.cuda.is_available() else "cpu"

@@ -44,7 +44,7 @@ from lzn.recipes.runner import resolve_config, train
 from lzn.run_folder import RunFolder, read_results
 from lzn.viz import save_image_grid
 
-from common import device
+from common import budget_folder, device
 
 # steps per data set (None: the preset's own budget, the same for every recipe, LZN and baseline alike, and said
 # in every table). Fashion-MNIST's preset is 3,000 steps of batch 256 (12.8 epochs, the quality study's "at
@@ -66,7 +66,7 @@ def run(dataset: str, recipe: str, seed: int, steps: int | None, out: Path, extr
     cfg = resolve_config(name, dataset, sets=sets)
     # the preset's budget in the data set's folder, any other in its own (a cached run of another budget
     # could not be resumed with these settings)
-    folder = out / (dataset if steps is None else f"{dataset}-{steps}steps") / f"{recipe}-s{seed}"
+    folder = out / budget_folder(dataset, steps) / f"{recipe}-s{seed}"
     before = _finished_steps(folder)
     start = time.time()
     train(name, cfg, folder)  # a finished run is left alone; one trained for fewer steps continues

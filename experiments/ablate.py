@@ -46,6 +46,7 @@ from lzn.data import load_split
 from lzn.eval import accuracy, zone_diagnostics
 from lzn.recipes.runner import resolve_config, train
 from lzn.training.checkpoint import live_weights
+
 from common import budget_folder
 
 ALPHAS = (0.0, 0.5, 1.0, 1.2)  # the paper's sweep reaches 1.2 (method.md §8.2)
